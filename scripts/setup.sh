@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One-command set-up for a fresh machine; safe to re-run (every step is skipped when already done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+PIP=("$PY" -m pip install --disable-pip-version-check -q)
+
+echo "[setup] 1/4 PyTorch (local CPU wheel, before anything that depends on it)"
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+    "${PIP[@]}" "torch==2.13.0"
+fi
+
+echo "[setup] 2/4 geoscope and its dependencies"
+"${PIP[@]}" -e ".[dev]"
+
+echo "[setup] 3/4 GeoCLIP published heads (installed without its deps, which would pull torchvision and CUDA)"
+if ! "$PY" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('geoclip') else 1)" 2>/dev/null; then
+    "${PIP[@]}" --no-deps "geoclip==1.3.0"
+fi
+
+echo "[setup] 4/4 geographic data (Natural Earth borders, GeoNames places) derived once into the cache"
+"$PY" -m geoscope.geo.data_setup
+
+echo "[setup] done"

@@ -1,0 +1,3 @@
+from geoscope.cli import main
+
+raise SystemExit(main())

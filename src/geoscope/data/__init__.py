@@ -1,0 +1,1 @@
+"""Reading the world: images, datasets, overhead rasters. Nothing here learns."""

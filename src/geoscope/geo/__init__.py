@@ -1,0 +1,1 @@
+"""Pure geography: sphere math, geocells, places, metrics. numpy / shapely only, no torch."""

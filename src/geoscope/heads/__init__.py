@@ -1,0 +1,1 @@
+"""Small models over embeddings: classify / regress / retrieve / hybrid."""

@@ -1,0 +1,1 @@
+"""Pictures and files made from Predictions: maps, exports, HTML."""
