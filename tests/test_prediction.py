@@ -1,0 +1,44 @@
+import json
+
+import numpy as np
+
+from geoscope.data.exif import ExifFindings
+from geoscope.geo.places import Place
+from geoscope.prediction import Candidate, Prediction
+
+
+def _pred():
+    return Prediction(
+        source="a.jpg",
+        candidates=[
+            Candidate(60.17, 24.94, 0.7, Place("FI", "Finland", "Uusimaa", "FI-18", "Helsinki", 0.5)),
+            Candidate(61.50, 23.76, 0.2),
+        ],
+        cell_probs=np.array([0.1, 0.7, 0.2]),
+        confidence={25: 0.6, 200: 0.8, 750: 0.95},
+        exif=ExifFindings(lat=61.4978, lon=23.761),
+        model="test",
+    )
+
+
+def test_json_round_trip_keeps_candidates_and_exif():
+    p = _pred()
+    d = json.loads(p.to_json())
+    q = Prediction.from_dict(d)
+    assert q.candidates[0].place.town == "Helsinki"
+    assert q.candidates[1].place is None
+    assert q.confidence == {25: 0.6, 200: 0.8, 750: 0.95}
+    assert q.exif.lat == 61.4978
+    assert d["top_cells"][0] == {"cell": 1, "probability": 0.7}
+
+
+def test_exif_distance_is_great_circle_to_best_candidate():
+    p = _pred()
+    assert abs(p.exif_distance_km - 160.8) < 1.0  # Helsinki -> Tampere
+    assert Prediction("x").exif_distance_km is None
+
+
+def test_failed_prediction_keeps_its_error():
+    p = Prediction.failed("bad.jpg", "bad.jpg: not an image")
+    assert not p.ok and p.best is None
+    assert json.loads(p.to_json())["error"] == "bad.jpg: not an image"
