@@ -65,11 +65,10 @@ def synthetic_image(lat: float, lon: float, size=(64, 48), noise: float = 0.0, s
 
 def dms(value: float) -> tuple[IFDRational, IFDRational, IFDRational]:
     """Absolute decimal degrees as EXIF (degrees, minutes, seconds) rationals."""
-    value = abs(float(value))
-    d = int(value)
-    m = int((value - d) * 60)
-    s = (value - d - m / 60) * 3600
-    return IFDRational(d, 1), IFDRational(m, 1), IFDRational(int(round(s * 10000)), 10000)
+    tenth_ms = int(round(abs(float(value)) * 3600 * 10000))  # in 1/10000 s of arc
+    d, rest = divmod(tenth_ms, 3600 * 10000)
+    m, s = divmod(rest, 60 * 10000)
+    return IFDRational(d, 1), IFDRational(m, 1), IFDRational(s, 10000)
 
 
 def gps_exif(
