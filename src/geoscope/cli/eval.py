@@ -1,0 +1,147 @@
+"""``geoscope eval``: score predictions against the truth, or evaluate a model on a dataset.
+
+Two modes, mutually exclusive:
+
+* ``geoscope eval --pred P.csv --truth T.csv`` compares two tables of ``id,lat,lon`` (CSV or Parquet),
+  matched by id. Ids found in only one table are reported (and ``--strict`` makes them an error).
+* ``geoscope eval --model MODEL --dataset DATASET`` runs ``geoscope.evaluate.evaluate_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+
+from geoscope.cli._common import add_json_flag, emit, float_list
+
+_SHOW_IDS = 5
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="accuracy at 1/25/200/750/2500 km, median error and GeoScore",
+        description=__doc__.split("\n\n")[0].strip().replace("``", ""),
+        epilog="Use either --pred and --truth, or --model and --dataset.")
+    files = p.add_argument_group("scoring predictions")
+    files.add_argument("--pred", metavar="P.csv", help="predictions: columns id, lat, lon")
+    files.add_argument("--truth", metavar="T.csv", help="true locations: columns id, lat, lon")
+    files.add_argument("--id-col", default="id", help="id column in both tables (default: id)")
+    files.add_argument("--lat-col", default="lat", help="latitude column in both tables (default: lat)")
+    files.add_argument("--lon-col", default="lon", help="longitude column in both tables (default: lon)")
+    files.add_argument("--strict", action="store_true", help="ids found in only one table are an error")
+    model = p.add_argument_group("evaluating a model")
+    model.add_argument("--model", help="model name or directory")
+    model.add_argument("--dataset", help="dataset: folder, manifest or shards")
+    model.add_argument("--limit", type=int, default=None, help="evaluate at most this many images")
+    model.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    p.add_argument("--thresholds", type=lambda t: float_list(t, name="--thresholds"), default=None,
+                   metavar="KM,KM,...", help="accuracy thresholds in km (default: 1,25,200,750,2500)")
+    p.add_argument("--places", action="store_true",
+                   help="also country / region / city accuracy (reverse geocoding; slower)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a cumulative-error plot")
+    add_json_flag(p)
+    p.set_defaults(func=_run, parser=p)
+
+
+def _run(args) -> int:
+    table_mode = args.pred is not None or args.truth is not None
+    model_mode = args.model is not None or args.dataset is not None
+    if table_mode and model_mode:
+        args.parser.error("use either --pred/--truth or --model/--dataset, not both")
+    if not table_mode and not model_mode:
+        args.parser.error("give --pred and --truth, or --model and --dataset")
+    if table_mode and (args.pred is None or args.truth is None):
+        args.parser.error("--pred and --truth go together: give both")
+    if model_mode and (args.model is None or args.dataset is None):
+        args.parser.error("--model and --dataset go together: give both")
+    if args.thresholds is not None and any(not t > 0 for t in args.thresholds):
+        args.parser.error(f"argument --thresholds: distances must be positive, got {args.thresholds}")
+    return _run_tables(args) if table_mode else _run_model(args)
+
+
+def match_tables(pred, truth):
+    """Join predictions and truth on id; returns (joined frame, pred-only ids, truth-only ids)."""
+    pred_only = pred.loc[~pred["id"].isin(truth["id"]), "id"].tolist()
+    truth_only = truth.loc[~truth["id"].isin(pred["id"]), "id"].tolist()
+    joined = truth[["id", "lat", "lon"]].merge(pred[["id", "lat", "lon"]], on="id", suffixes=("_true", "_pred"))
+    return joined, pred_only, truth_only
+
+
+def _run_tables(args) -> int:
+    from geoscope.errors import InputError
+    from geoscope.geo.metrics import DEFAULT_THRESHOLDS_KM, errors_km, evaluate, plot_cumulative_error
+    from geoscope.geo.table import read_points
+
+    cols = {"id_col": args.id_col, "lat_col": args.lat_col, "lon_col": args.lon_col}
+    pred = read_points(args.pred, **cols)
+    truth = read_points(args.truth, **cols)
+    joined, pred_only, truth_only = match_tables(pred, truth)
+    if pred_only or truth_only:
+        msg = _unmatched_message(args, pred_only, truth_only)
+        if args.strict or joined.empty:
+            raise InputError(msg if not joined.empty else f"no ids in common: {msg}")
+        print(f"geoscope: warning: {msg}; scoring the {len(joined)} ids found in both", file=sys.stderr)
+    thresholds = args.thresholds or DEFAULT_THRESHOLDS_KM
+    result = evaluate(joined["lat_pred"], joined["lon_pred"], joined["lat_true"], joined["lon_true"],
+                      thresholds=thresholds, places=args.places)
+    result = {"pred": str(args.pred), "truth": str(args.truth), **result,
+              "unmatched": {"pred_only": len(pred_only), "truth_only": len(truth_only),
+                            "pred_only_ids": pred_only[:100], "truth_only_ids": truth_only[:100]}}
+    if args.plot:
+        errs = errors_km(joined["lat_pred"], joined["lon_pred"], joined["lat_true"], joined["lon_true"])
+        plot_cumulative_error({str(args.pred): errs}, args.plot, thresholds=thresholds)
+        result["plot"] = str(args.plot)
+    emit(result, args.json, _render)
+    return 0
+
+
+def _unmatched_message(args, pred_only, truth_only) -> str:
+    parts = []
+    for n_ids, ids, where, other in ((len(pred_only), pred_only, args.pred, args.truth),
+                                     (len(truth_only), truth_only, args.truth, args.pred)):
+        if n_ids:
+            shown = ", ".join(map(str, ids[:_SHOW_IDS])) + (", ..." if n_ids > _SHOW_IDS else "")
+            parts.append(f"{n_ids} id(s) in {where} are not in {other} ({shown})")
+    return "; ".join(parts)
+
+
+def _render(result: dict) -> str:
+    from geoscope.geo.metrics import format_report
+
+    name = result.get("pred") or result.get("model") or "result"
+    lines = [format_report({name: result})]
+    um = result.get("unmatched") or {}
+    if um.get("pred_only") or um.get("truth_only"):
+        lines.append(f"unmatched ids: {um['pred_only']} only in predictions, {um['truth_only']} only in truth")
+    if result.get("plot"):
+        lines.append(f"cumulative-error plot: {result['plot']}")
+    return "\n".join(lines)
+
+
+def _run_model(args) -> int:
+    from geoscope.evaluate import evaluate_model
+
+    wanted = {"thresholds": args.thresholds, "places": args.places, "plot": args.plot,
+              "limit": args.limit, "batch_size": args.batch_size}
+    try:
+        accepted = inspect.signature(evaluate_model).parameters
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    except (TypeError, ValueError):
+        accepted, takes_all = {}, True
+    kwargs = {k: v for k, v in wanted.items() if v not in (None, False) and (takes_all or k in accepted)}
+    ignored = [k for k, v in wanted.items() if v not in (None, False) and k not in kwargs]
+    if ignored:
+        args.parser.error(f"--{ignored[0].replace('_', '-')} is not supported with --model/--dataset")
+    result = evaluate_model(args.model, args.dataset, **kwargs)
+    if hasattr(result, "to_dict"):
+        result = result.to_dict()
+    result = dict(result)
+    result.setdefault("model", str(args.model))
+    if "n" in result and "median_km" in result:
+        emit(result, args.json, _render)
+    else:
+        from geoscope.cli._common import print_json
+
+        print_json(result)
+    return 0
