@@ -1,0 +1,256 @@
+"""Maps of a Prediction: the probability of every geocell as a heatmap, with borders and markers.
+
+``plot_prediction(pred, path, truth=None)`` writes a PNG: the cell distribution shaded on an
+equirectangular map whose extent is fitted to where the probability mass is (the world, a continent
+or a region), Natural Earth country borders, the candidate places with their names, and the true or
+claimed (EXIF) location when known. ``plot_cell_probabilities(cells, probs, ax=...)`` is the lower
+level piece that shades cells on any matplotlib axes. No online tiles are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from geoscope.atomic import atomic_path
+from geoscope.errors import GeoscopeError, InputError
+
+log = logging.getLogger(__name__)
+
+WORLD_EXTENT = (-180.0, 180.0, -90.0, 90.0)  # lon0, lon1, lat0, lat1
+
+
+def significant_cells(probs: np.ndarray, mass: float = 0.999, max_cells: int = 5000) -> np.ndarray:
+    """Indices of the most probable cells that together hold ``mass`` of the probability (at most
+    ``max_cells``), most probable first. Cells with zero probability are never included."""
+    probs = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-probs, kind="stable")
+    total = probs.sum()
+    if total <= 0:
+        return order[:0]
+    cum = np.cumsum(probs[order]) / total
+    n = int(np.searchsorted(cum, mass) + 1)
+    order = order[: min(n, max_cells, len(order))]
+    return order[probs[order] > 0]
+
+
+def fit_extent(
+    lat: Sequence[float],
+    lon: Sequence[float],
+    weights: Sequence[float] | None = None,
+    mass: float = 0.9,
+    include: Sequence[tuple[float, float]] = (),
+    pad: float = 0.2,
+    min_span_deg: float = 6.0,
+) -> tuple[float, float, float, float]:
+    """A map extent ``(lon0, lon1, lat0, lat1)`` around the points that carry ``mass`` of ``weights``,
+    plus the ``include`` points (lat, lon), padded by ``pad`` of the span and at least
+    ``min_span_deg`` wide. Falls back to the whole world when the mass is spread over more than
+    a hemisphere's width."""
+    lat = np.asarray(lat, dtype=np.float64).ravel()
+    lon = np.asarray(lon, dtype=np.float64).ravel()
+    if weights is not None and len(lat):
+        keep = significant_cells(np.asarray(weights, dtype=np.float64), mass=mass, max_cells=len(lat))
+        lat, lon = lat[keep], lon[keep]
+    extra = np.asarray(list(include), dtype=np.float64).reshape(-1, 2)
+    lat = np.concatenate([lat, extra[:, 0]])
+    lon = np.concatenate([lon, extra[:, 1]])
+    if len(lat) == 0:
+        return WORLD_EXTENT
+    lat0, lat1, lon0, lon1 = lat.min(), lat.max(), lon.min(), lon.max()
+    dlat = max(lat1 - lat0, 1e-9)
+    dlon = max(lon1 - lon0, 1e-9)
+    lat0, lat1 = lat0 - pad * dlat, lat1 + pad * dlat
+    lon0, lon1 = lon0 - pad * dlon, lon1 + pad * dlon
+    # at least min_span_deg in each direction (in ground distance for longitude)
+    mid_lat = 0.5 * (lat0 + lat1)
+    lon_min_span = min_span_deg / max(math.cos(math.radians(min(abs(mid_lat), 80.0))), 0.2)
+    if lat1 - lat0 < min_span_deg:
+        c = 0.5 * (lat0 + lat1)
+        lat0, lat1 = c - min_span_deg / 2, c + min_span_deg / 2
+    if lon1 - lon0 < lon_min_span:
+        c = 0.5 * (lon0 + lon1)
+        lon0, lon1 = c - lon_min_span / 2, c + lon_min_span / 2
+    if lon1 - lon0 > 200 or lat1 - lat0 > 110:
+        return WORLD_EXTENT
+    return (max(lon0, -180.0), min(lon1, 180.0), max(lat0, -90.0), min(lat1, 90.0))
+
+
+def _rings(geometry: dict) -> list[np.ndarray]:
+    """Exterior rings (as (n, 2) lon/lat arrays) of a GeoJSON Polygon or MultiPolygon dict."""
+    kind = geometry.get("type")
+    coords = geometry.get("coordinates")
+    if kind == "Polygon":
+        polys = [coords]
+    elif kind == "MultiPolygon":
+        polys = coords
+    else:
+        raise InputError(f"cell polygon has geometry type {kind!r}; expected Polygon or MultiPolygon")
+    return [np.asarray(p[0], dtype=np.float64) for p in polys if p]
+
+
+def plot_cell_probabilities(
+    cells: Any,
+    probs: Sequence[float],
+    ax: Any,
+    *,
+    cmap: str = "YlOrRd",
+    mass: float = 0.999,
+    max_cells: int = 5000,
+    gamma: float = 0.5,
+    alpha: float = 0.85,
+    edgecolor: str | None = None,
+    colorbar: bool = True,
+) -> Any:
+    """Shade each cell of ``cells`` (a Geocells: ``polygon(i)``, ``centroids``) by its probability.
+
+    Only the cells holding ``mass`` of the probability are drawn (at most ``max_cells``), on a
+    power-law colour scale (``gamma`` < 1 makes the tail visible). Cells without polygons are drawn
+    as dots at their centroids. Returns the matplotlib collection (for a colour bar).
+    """
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import PowerNorm
+
+    probs = np.asarray(probs, dtype=np.float64)
+    n_cells = len(cells) if hasattr(cells, "__len__") else len(np.asarray(cells.centroids))
+    if probs.ndim != 1 or len(probs) != n_cells:
+        raise InputError(f"cell probabilities have shape {probs.shape} but the cells number {n_cells}")
+    idx = significant_cells(probs, mass=mass, max_cells=max_cells)
+    vmax = float(probs[idx].max()) if len(idx) else 1.0
+    norm = PowerNorm(gamma=gamma, vmin=0.0, vmax=vmax)
+    draw_order = idx[::-1]  # most probable on top
+    if hasattr(cells, "polygon"):
+        verts, values = [], []
+        for i in draw_order:
+            for ring in _rings(cells.polygon(int(i))):
+                verts.append(ring)
+                values.append(probs[i])
+        artist = PolyCollection(
+            verts, array=np.asarray(values), cmap=cmap, norm=norm, alpha=alpha,
+            edgecolors=edgecolor or "none", linewidths=0.3, zorder=2,
+        )
+        ax.add_collection(artist)
+    else:
+        cen = np.asarray(cells.centroids, dtype=np.float64)[draw_order]
+        artist = ax.scatter(cen[:, 1], cen[:, 0], c=probs[draw_order], cmap=cmap, norm=norm, s=12,
+                            alpha=alpha, zorder=2, linewidths=0)
+    if colorbar:
+        cb = ax.figure.colorbar(artist, ax=ax, shrink=0.7, pad=0.02)
+        cb.set_label("cell probability")
+    return artist
+
+
+def draw_borders(ax: Any, extent: tuple[float, float, float, float], color: str = "#555555",
+                 linewidth: float = 0.5) -> bool:
+    """Draw Natural Earth country borders (``geo.borders.countries()``) inside ``extent``.
+
+    Returns False (and logs why) when the border data is not available, so a map is still drawn.
+    """
+    try:
+        import shapely
+        from matplotlib.collections import LineCollection
+
+        from geoscope.geo.borders import countries
+
+        borders = countries()
+    except (ImportError, GeoscopeError, OSError) as exc:
+        log.warning("maps are drawn without country borders: %s", exc)
+        return False
+    lon0, lon1, lat0, lat1 = extent
+    frame = shapely.box(lon0 - 1, lat0 - 1, lon1 + 1, lat1 + 1)
+    geoms = np.asarray(borders.geometries, dtype=object)
+    hit = shapely.intersects(geoms, frame)
+    segments = []
+    for g in geoms[hit]:
+        boundary = shapely.intersection(g, frame).boundary
+        for line in getattr(boundary, "geoms", [boundary]):
+            if not line.is_empty:
+                segments.append(np.asarray(line.coords)[:, :2])
+    ax.add_collection(LineCollection(segments, colors=color, linewidths=linewidth, zorder=3))
+    return True
+
+
+def _marker_label(rank: int, cand: Any) -> str:
+    name = cand.place.label() if getattr(cand, "place", None) is not None else f"{cand.lat:.3f}, {cand.lon:.3f}"
+    return f"{rank}. {name} ({100 * cand.probability:.1f}%)"
+
+
+def plot_prediction(
+    pred: Any,
+    path: str | Path,
+    truth: tuple[float, float] | None = None,
+    *,
+    claimed: tuple[float, float] | None | bool = None,
+    extent: tuple[float, float, float, float] | None = None,
+    n_candidates: int = 5,
+    title: str | None = None,
+    borders: bool = True,
+    figsize: tuple[float, float] = (10.0, 6.5),
+    dpi: int = 110,
+) -> Path:
+    """Write a PNG map of ``pred`` to ``path`` (atomically) and return the path.
+
+    ``truth`` is the known true (lat, lon), drawn as a black dot; ``claimed`` the location the
+    metadata claims (default: the Prediction's EXIF GPS; ``False`` to hide it), drawn as a cyan
+    diamond. ``extent`` is (lon0, lon1, lat0, lat1); by default it is fitted to the probability mass.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if claimed is None and getattr(pred, "exif", None) is not None and pred.exif.has_gps:
+        claimed = (pred.exif.lat, pred.exif.lon)
+    elif claimed is False:
+        claimed = None
+    cands = list(pred.candidates)[:n_candidates]
+    marks = [(c.lat, c.lon) for c in cands[:1]]
+    marks += [p for p in (truth, claimed) if p is not None]
+    has_cells = pred.cell_probs is not None and pred.cells is not None
+    if extent is None:
+        if has_cells:
+            cen = np.asarray(pred.cells.centroids, dtype=np.float64)
+            extent = fit_extent(cen[:, 0], cen[:, 1], pred.cell_probs, include=marks)
+        else:
+            extent = fit_extent([c.lat for c in cands], [c.lon for c in cands], include=marks)
+    lon0, lon1, lat0, lat1 = extent
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("#dfe9f3")
+    if has_cells:
+        plot_cell_probabilities(pred.cells, pred.cell_probs, ax=ax)
+    elif cands:
+        ax.scatter([c.lon for c in cands], [c.lat for c in cands], s=[40 + 600 * c.probability for c in cands],
+                   c="#d7301f", alpha=0.5, zorder=2)
+    if borders:
+        draw_borders(ax, extent)
+    for rank, c in enumerate(cands, start=1):
+        ax.plot(c.lon, c.lat, marker="o", ms=7 if rank == 1 else 5, mfc="white", mec="#08306b", mew=1.5, zorder=5)
+        ax.annotate(_marker_label(rank, c), (c.lon, c.lat), xytext=(6, 6 - 11 * ((rank - 1) % 3)),
+                    textcoords="offset points", fontsize=8, zorder=6,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.75))
+    if truth is not None:
+        ax.plot(truth[1], truth[0], marker="o", ms=9, color="black", mec="white", zorder=7, ls="none",
+                label="true location")
+    if claimed is not None:
+        ax.plot(claimed[1], claimed[0], marker="D", ms=8, color="#00bcd4", mec="black", zorder=7, ls="none",
+                label="claimed (EXIF) location")
+    if truth is not None or claimed is not None:
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.85)
+    ax.set_xlim(lon0, lon1)
+    ax.set_ylim(lat0, lat1)
+    mid = 0.5 * (lat0 + lat1)
+    ax.set_aspect(1.0 if extent == WORLD_EXTENT else 1.0 / max(math.cos(math.radians(mid)), 0.2))
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.grid(True, lw=0.3, color="white", alpha=0.7)
+    ax.set_title(title or f"{Path(str(pred.source)).name}: where the model puts its probability", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
