@@ -25,7 +25,8 @@ def geoscore(d_km) -> np.ndarray:
 
 def threshold_key(t: float) -> str:
     """Result key for a threshold: ``acc_25km``, ``acc_0.5km``."""
-    return f"acc_{float(t):g}km"
+    text = repr(float(t))
+    return f"acc_{text[:-2] if text.endswith('.0') else text}km"
 
 
 def evaluate(pred_lat, pred_lon, true_lat, true_lon, thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM,

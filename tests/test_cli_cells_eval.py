@@ -1,0 +1,161 @@
+"""The ``geoscope cells`` and ``geoscope eval`` commands, run as a user would."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoscope.cli import main
+from geoscope.geo.cells import load_cells
+
+
+@pytest.fixture
+def points_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 3000
+    df = pd.DataFrame({"id": [f"img{i}" for i in range(n)],
+                       "lat": np.clip(rng.normal(62, 2.5, n), -90, 90), "lon": rng.normal(25, 3, n)})
+    path = tmp_path / "points.csv"
+    df.to_csv(path, index=False)
+    return path, df
+
+
+def _run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cells_grid_writes_file_and_info(tmp_path, points_csv, capsys):
+    path, df = points_csv
+    out = tmp_path / "cells.json"
+    rc, text, _ = _run(["cells", "grid", "--bbox", "59,19,70,32", "--rows", "40", "--cols", "30",
+                        "--points", path, "-o", out], capsys)
+    assert rc == 0 and "1200" in text
+    cells = load_cells(out).finest
+    assert len(cells) == 1200
+    inside = (df.lat.between(59, 70) & df.lon.between(19, 32)).sum()
+    assert cells.counts.sum() == inside
+    rc, text, _ = _run(["cells", "info", out, "--json"], capsys)
+    info = json.loads(text)
+    assert info["levels"][0]["cells"] == 1200 and info["levels"][0]["training_points"] == inside
+    assert 0 < info["levels"][0]["coverage_of_earth"] < 0.01
+
+
+def test_cells_adaptive_hierarchy(tmp_path, points_csv, capsys):
+    path, df = points_csv
+    out = tmp_path / "cells.json"
+    rc, text, _ = _run(["cells", "adaptive", "--points", path, "--min", "10", "--max", "500,200,100",
+                        "-o", out, "--json"], capsys)
+    assert rc == 0
+    levels = json.loads(text)["levels"]
+    assert [lv["max_points"] for lv in levels] == [500, 200, 100]
+    h = load_cells(out)
+    assert len(h) == 3
+    for lv in h.levels:
+        ids = lv.assign(df.lat.to_numpy(), df.lon.to_numpy())
+        assert (ids >= 0).all()
+        c = np.bincount(ids)
+        assert c.min() >= 10 and c.max() <= lv.params["max_points"]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["cells", "grid", "--bbox", "70,19,59,32", "--rows", "4", "--cols", "3", "-o", "x.json"], "MIN_LAT"),
+    (["cells", "grid", "--bbox", "1,2,3", "--rows", "4", "--cols", "3", "-o", "x.json"], "--bbox"),
+    (["cells", "grid", "--bbox", "1,2,3,4", "--rows", "0", "--cols", "3", "-o", "x.json"], "positive"),
+    (["cells", "adaptive", "--points", "p.csv", "--min", "50", "--max", "10", "-o", "x.json"], "below --min"),
+])
+def test_cells_usage_errors_exit_2(argv, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.csv").write_text("lat,lon\n1,2\n")
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_cells_bad_points_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "p.csv"
+    bad.write_text("lat,lon\n10,20\n91,20\n")
+    out = tmp_path / "cells.json"
+    rc, _, err = _run(["cells", "adaptive", "--points", bad, "--min", "1", "--max", "10", "-o", out], capsys)
+    assert rc == 1 and "line 3" in err and "lat" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    rc, _, err = _run(["cells", "info", tmp_path / "nope.json"], capsys)
+    assert rc == 1 and "not found" in err
+
+
+@pytest.fixture
+def pred_truth(tmp_path):
+    truth = pd.DataFrame({"id": ["a", "b", "c", "d"], "lat": [60.17, 61.5, 40.71, 0.0], "lon": [24.94, 23.76, -74.0, 0.0]})
+    pred = pd.DataFrame({"id": ["a", "b", "c", "x"], "lat": [60.17, 60.17, 51.51, 1.0], "lon": [24.94, 24.94, -0.13, 1.0]})
+    tp, pp = tmp_path / "truth.csv", tmp_path / "pred.csv"
+    truth.to_csv(tp, index=False)
+    pred.to_csv(pp, index=False)
+    return pp, tp
+
+
+def test_eval_tables_reports_unmatched_ids_and_plots(pred_truth, tmp_path, capsys):
+    pp, tp = pred_truth
+    plot = tmp_path / "cum.png"
+    rc, text, err = _run(["eval", "--pred", pp, "--truth", tp, "--json", "--plot", plot], capsys)
+    assert rc == 0
+    r = json.loads(text)
+    assert r["n"] == 3
+    assert r["acc_1km"] == pytest.approx(1 / 3) and r["acc_200km"] == pytest.approx(2 / 3)
+    assert r["unmatched"]["pred_only_ids"] == ["x"] and r["unmatched"]["truth_only_ids"] == ["d"]
+    assert "x" in err and "d" in err  # reported on stderr too
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rc, text, _ = _run(["eval", "--pred", pp, "--truth", tp], capsys)
+    assert rc == 0 and "GeoScore" in text and "unmatched" in text
+    rc, _, err = _run(["eval", "--pred", pp, "--truth", tp, "--strict"], capsys)
+    assert rc == 1 and "not in" in err
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["eval", "--pred", "p.csv", "--model", "m"], "not both"),
+    (["eval", "--pred", "p.csv"], "give both"),
+    (["eval", "--model", "m"], "give both"),
+    (["eval"], "--pred and --truth"),
+    (["eval", "--pred", "p.csv", "--truth", "t.csv", "--thresholds", "0,5"], "positive"),
+])
+def test_eval_usage_errors(argv, msg, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_eval_model_mode_wires_evaluate_model(monkeypatch, capsys):
+    import sys
+    import types
+
+    seen = {}
+
+    def evaluate_model(model, dataset, thresholds=None, places=False, limit=None):
+        seen.update(model=model, dataset=dataset, thresholds=thresholds, limit=limit)
+        return {"n": 2, "acc_25km": 0.5, "median_km": 12.0, "mean_km": 20.0, "geoscore": 4900.0}
+
+    monkeypatch.setitem(sys.modules, "geoscope.evaluate", types.SimpleNamespace(evaluate_model=evaluate_model))
+    rc, text, _ = _run(["eval", "--model", "geoclip", "--dataset", "imgs/", "--thresholds", "25", "--limit", "2",
+                        "--json"], capsys)
+    assert rc == 0 and seen == {"model": "geoclip", "dataset": "imgs/", "thresholds": [25.0], "limit": 2}
+    assert json.loads(text)["median_km"] == 12.0
+    with pytest.raises(SystemExit) as exc:  # an option evaluate_model does not take is a usage error
+        main(["eval", "--model", "geoclip", "--dataset", "imgs/", "--batch-size", "4"])
+    assert exc.value.code == 2
+
+
+def test_eval_bad_tables(tmp_path, pred_truth, capsys):
+    pp, tp = pred_truth
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,latitude,lon\na,1,2\n")
+    rc, _, err = _run(["eval", "--pred", bad, "--truth", tp], capsys)
+    assert rc == 1 and "missing column(s) lat" in err and str(bad) in err
+    bad.write_text("id,lat,lon\na,1,2\na,3,4\n")
+    rc, _, err = _run(["eval", "--pred", bad, "--truth", tp], capsys)
+    assert rc == 1 and "line 3" in err and "more than once" in err
+    bad.write_text("id,lat,lon\nq,1,2\n")
+    rc, _, err = _run(["eval", "--pred", bad, "--truth", tp], capsys)
+    assert rc == 1 and "no ids in common" in err
