@@ -123,6 +123,8 @@ def _gps_position(gps: dict) -> tuple[float | None, float | None, float | None]:
     lon = _signed(gps.get(_GPS_LON), gps.get(_GPS_LON_REF), "E", "W", 180.0)
     if lat is None or lon is None or (lat == 0.0 and lon == 0.0):  # 0,0: cameras' "no fix" placeholder
         lat = lon = None
+    else:  # 1e-7 degree is about 1 cm: drop the float noise of the degree/minute/second sum
+        lat, lon = round(lat, 7), round(lon, 7)
     alt = _number(gps.get(_GPS_ALT))
     if alt is not None:
         ref = gps.get(_GPS_ALT_REF)
