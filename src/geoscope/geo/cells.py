@@ -360,16 +360,16 @@ class Geocells:
         inside = region >= 0
         if not inside.any():
             raise InputError("admin cells: none of the training points lies inside an admin-1 region")
-        used, inv = np.unique(region[inside], return_inverse=True)
+        # regions are keyed by code (a code may name several polygons)
+        code_of = np.asarray([str(c) for c in borders.codes], dtype=object)
+        country_of = {str(c): str(p) for c, p in zip(borders.codes, borders.parent_codes)}
+        used, inv = np.unique(code_of[region[inside]].astype(str), return_inverse=True)
         n_used = np.bincount(inv, minlength=len(used))
-        xyz = to_unit(lat[inside], lon[inside])
-        sums = _group_mean_xyz(inv, xyz, len(used))
+        sums = _group_mean_xyz(inv, to_unit(lat[inside], lon[inside]), len(used))
         centre = sums / np.linalg.norm(sums, axis=1, keepdims=True).clip(1e-300)
-        country = np.asarray(borders.parent_codes, dtype=object)[used]
-        _, country_id = np.unique(country.astype(str), return_inverse=True)
+        _, country_id = np.unique([country_of[c] or c for c in used], return_inverse=True)
         group = _merge_small(centre, n_used, min_points, max_points, country_id)
-        codes = np.asarray(borders.codes, dtype=object)
-        regions = [[str(codes[used[i]]) for i in np.flatnonzero(group == g)] for g in range(group.max() + 1)]
+        regions = [[str(c) for c in used[group == g]] for g in range(int(group.max()) + 1)]
         keys = (group[inv] << _KEY_BITS) | quadtree_keys(lat[inside], lon[inside])
         roots = np.arange(len(regions), dtype=np.int64)
         cells = cls._from_keys(keys, lat[inside], lon[inside], roots, min_points, max_points, "admin",
