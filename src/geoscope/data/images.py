@@ -73,6 +73,25 @@ def source_name(src) -> str:
     return str(name) if isinstance(name, (str, os.PathLike)) else "<bytes>"
 
 
+def _read_upto(f, limit: int) -> bytes:
+    """Read to the end, or stop just past ``limit`` bytes (a negative limit reads everything).
+
+    Reads in chunks: ``f.read(limit + 1)`` would allocate the whole limit up front.
+    """
+    if limit < 0:
+        return f.read()
+    chunks, total = [], 0
+    while total <= limit:
+        chunk = f.read(min(1 << 20, limit + 1 - total))
+        if not chunk:
+            break
+        if not isinstance(chunk, bytes):
+            return chunk  # text-mode file: the caller reports it
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def read_limited(src: ImageSource, max_bytes: int | None = DEFAULT_MAX_BYTES, name: str | None = None) -> bytes:
     """The bytes of ``src``, refusing missing, empty or over-large files with an ``ImageError``."""
     name = name or source_name(src)
@@ -91,13 +110,13 @@ def read_limited(src: ImageSource, max_bytes: int | None = DEFAULT_MAX_BYTES, na
             raise ImageError(f"{name}: file is {size:,} bytes, more than the limit of {max_bytes:,} bytes")
         try:
             with open(path, "rb") as f:
-                data = f.read(limit if limit < 0 else limit + 1)
+                data = _read_upto(f, limit)
         except OSError as exc:
             raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})")
     elif isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     elif hasattr(src, "read"):
-        data = src.read(limit if limit < 0 else limit + 1)
+        data = _read_upto(src, limit)
         if not isinstance(data, bytes):
             raise ImageError(f"{name}: file object must be opened in binary mode")
     else:
