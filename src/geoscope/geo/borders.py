@@ -1,0 +1,246 @@
+"""Natural Earth borders as shapely geometries, with a fast vectorised point-in-polygon lookup.
+
+``countries()`` (admin-0, ISO 3166-1 alpha-2) and ``admin1()`` (first-level regions, ISO 3166-2) read
+the files that ``python -m geoscope.geo.data_setup`` derived, once per process.
+
+Lookup: a global grid (0.1 degree cells) says, for each cell, which polygon covers all of it, that none
+does, or that a border crosses it. Points in whole cells are answered by one array read; only points
+in border cells are tested exactly against the candidate polygons (STRtree, prepared geometries). The
+grid is built on first use (a few seconds) and cached next to the data in ``index/``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from geoscope.errors import InputError
+from geoscope.geo.sphere import validate_latlon
+
+#: Grid cell size (degrees) of the lookup table.
+GRID_RES_DEG = 0.1
+_MIXED = -2  # grid value: a border crosses this cell
+
+
+class BorderSet:
+    """A set of named polygons (countries or regions) with vectorised point lookup.
+
+    Attributes: ``kind`` ("countries" | "admin1"), ``codes``, ``names``, ``parent_codes`` (the
+    country of each region; "" for countries), ``geometries`` (numpy object array of shapely
+    (Multi)Polygons in lon/lat degrees).
+    """
+
+    def __init__(self, kind: str, codes, names, parent_codes, geometries, grid_cache: Path | None = None,
+                 grid_res: float = GRID_RES_DEG):
+        import shapely
+
+        self.kind = kind
+        self.codes = [str(c) for c in codes]
+        self.names = [str(n) for n in names]
+        self.parent_codes = [str(p or "") for p in parent_codes]
+        self.geometries = np.asarray(list(geometries), dtype=object)
+        n = len(self.codes)
+        if not (len(self.names) == len(self.parent_codes) == len(self.geometries) == n):
+            raise InputError(f"BorderSet {kind}: codes, names, parent_codes and geometries differ in length")
+        if n >= np.iinfo(np.int16).max:
+            raise InputError(f"BorderSet {kind}: too many polygons ({n}) for the lookup grid")
+        shapely.prepare(self.geometries)
+        self.grid_res = float(grid_res)
+        self._grid_cache = grid_cache
+        self._grid: np.ndarray | None = None
+        self._tree = None
+        self._by_parent: dict[str, tuple[np.ndarray, object]] = {}
+        self._index = {c: i for i, c in reversed(list(enumerate(self.codes)))}
+
+    @classmethod
+    def from_parquet(cls, path: str | Path, kind: str) -> "BorderSet":
+        """Read a derived borders file (columns code, name, [parent], wkb)."""
+        import pyarrow.parquet as pq
+        import shapely
+
+        path = Path(path)
+        t = pq.read_table(path).to_pydict()
+        parents = t.get("parent") or [""] * len(t["code"])
+        geoms = shapely.from_wkb(t["wkb"])
+        return cls(kind, t["code"], t["name"], parents, geoms, grid_cache=path.parent / "index" / f"{path.stem}_grid.npz")
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __repr__(self) -> str:
+        return f"BorderSet({self.kind!r}, {len(self)} polygons)"
+
+    def index(self, code: str) -> int:
+        """Position of ``code`` (case-insensitive); InputError naming the code when unknown."""
+        i = self._index.get(str(code).upper())
+        if i is None:
+            raise InputError(f"unknown {self.kind} code {code!r}")
+        return i
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    @property
+    def grid(self) -> np.ndarray:
+        """The (rows, cols) int16 lookup grid: polygon index, -1 (no polygon) or -2 (border cell)."""
+        if self._grid is None:
+            self._grid = self._load_or_build_grid()
+        return self._grid
+
+    def _grid_key(self) -> np.ndarray:
+        import hashlib
+
+        h = hashlib.sha1()
+        h.update(f"{self.grid_res}|{len(self)}|".encode())
+        for c, g in zip(self.codes, self.geometries):
+            h.update(c.encode())
+            h.update(np.asarray(g.bounds).tobytes())
+        return np.frombuffer(h.digest(), dtype=np.uint8)
+
+    def _load_or_build_grid(self) -> np.ndarray:
+        key = self._grid_key()
+        path = self._grid_cache
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as z:
+                    if np.array_equal(z["key"], key):
+                        return z["grid"]
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is rebuilt
+        grid = self._build_grid()
+        if path is not None:
+            from geoscope.atomic import atomic_path
+
+            try:
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez_compressed(f, grid=grid, key=key)
+            except OSError:
+                pass  # a read-only data directory just means rebuilding next time
+        return grid
+
+    def _build_grid(self) -> np.ndarray:
+        from rasterio import features
+        from rasterio.transform import from_origin
+        from scipy.ndimage import binary_dilation
+
+        res = self.grid_res
+        shape = (int(round(180 / res)), int(round(360 / res)))
+        tr = from_origin(-180.0, 90.0, res, res)
+        shapes = [(g, i) for i, g in enumerate(self.geometries) if not g.is_empty]
+        if not shapes:
+            return np.full(shape, -1, dtype=np.int16)
+        centre = features.rasterize(shapes, out_shape=shape, transform=tr, fill=-1, dtype="int32", all_touched=False)
+        edges = features.rasterize(
+            [(g.boundary, 1) for g, _ in shapes], out_shape=shape, transform=tr, fill=0, dtype="uint8",
+            all_touched=True,
+        )
+        # one cell of margin makes the grid safe against rasterisation round-off at cell edges
+        mixed = binary_dilation(edges.astype(bool), structure=np.ones((3, 3), bool))
+        return np.where(mixed, _MIXED, centre).astype(np.int16)
+
+    def locate(self, lat, lon) -> np.ndarray:
+        """Index of the polygon containing each point (points on a border go to one side), -1 for none."""
+        lat, lon = validate_latlon(lat, lon, f"{self.kind} lookup")
+        shape = lat.shape
+        lat, lon = lat.ravel(), lon.ravel()
+        grid = self.grid
+        rows = np.clip(((90.0 - lat) / self.grid_res).astype(np.int64), 0, grid.shape[0] - 1)
+        cols = np.clip(((lon + 180.0) / self.grid_res).astype(np.int64), 0, grid.shape[1] - 1)
+        out = grid[rows, cols].astype(np.int64)
+        todo = np.flatnonzero(out == _MIXED)
+        if todo.size:
+            out[todo] = self._locate_exact(lat[todo], lon[todo])
+        return out.reshape(shape)
+
+    def _locate_exact(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        import shapely
+
+        if self._tree is None:
+            self._tree = shapely.STRtree(self.geometries)
+        pi, gi = self._tree.query(shapely.points(lon, lat))
+        hit = shapely.intersects_xy(self.geometries[gi], lon[pi], lat[pi])
+        pi, gi = pi[hit], gi[hit]
+        order = np.lexsort((gi, pi))  # the lowest polygon index wins where polygons overlap
+        pi, gi = pi[order], gi[order]
+        out = np.full(lat.shape, -1, dtype=np.int64)
+        first = np.unique(pi, return_index=True)[1]
+        out[pi[first]] = gi[first]
+        return out
+
+    def locate_within(self, lat, lon, parent_codes) -> np.ndarray:
+        """Like :meth:`locate`, but each point's polygon must belong to the given parent (country).
+
+        Where the point lies in no polygon of that parent (a coastal point just outside a simplified
+        region, or a region of the neighbour at a border), the nearest polygon of that parent is
+        taken; -1 where the parent has none (or is "").
+        """
+        lat, lon = validate_latlon(lat, lon, f"{self.kind} lookup")
+        shape = lat.shape
+        lat, lon = lat.ravel(), lon.ravel()
+        parents = np.broadcast_to(np.asarray(parent_codes, dtype=object), shape).ravel()
+        idx = self.locate(lat, lon)
+        pc = np.asarray(self.parent_codes + [None], dtype=object)
+        bad = np.flatnonzero(pc[idx] != parents)  # idx -1 reads the trailing None
+        if bad.size:
+            import shapely
+
+            for parent in np.unique(parents[bad].astype(str)):
+                sel = bad[parents[bad] == parent]
+                members, tree = self._parent_tree(parent)
+                if tree is None:
+                    idx[sel] = -1
+                    continue
+                nearest = tree.query_nearest(shapely.points(lon[sel], lat[sel]), return_distance=False, all_matches=False)
+                out = np.full(sel.size, -1, dtype=np.int64)
+                out[nearest[0]] = members[nearest[1]]
+                idx[sel] = out
+        return idx.reshape(shape)
+
+    def _parent_tree(self, parent: str):
+        if parent not in self._by_parent:
+            import shapely
+
+            members = np.flatnonzero(np.asarray(self.parent_codes, dtype=object) == parent) if parent else np.array([], dtype=np.int64)
+            tree = shapely.STRtree(self.geometries[members]) if members.size else None
+            self._by_parent[parent] = (members, tree)
+        return self._by_parent[parent]
+
+    # -- output -------------------------------------------------------------------------------
+
+    def to_geojson(self, i: int) -> dict:
+        """One polygon as a GeoJSON Feature with properties code, name, parent_code."""
+        import shapely
+
+        if not -len(self) <= i < len(self):
+            raise InputError(f"{self.kind} index {i} is outside 0..{len(self) - 1}")
+        return {
+            "type": "Feature",
+            "geometry": shapely.geometry.mapping(self.geometries[i]),
+            "properties": {"code": self.codes[i], "name": self.names[i], "parent_code": self.parent_codes[i] or None},
+        }
+
+    def to_feature_collection(self, indices=None) -> dict:
+        """Several polygons (all by default) as a GeoJSON FeatureCollection."""
+        idx = range(len(self)) if indices is None else indices
+        return {"type": "FeatureCollection", "features": [self.to_geojson(int(i)) for i in idx]}
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, kind: str) -> BorderSet:
+    return BorderSet.from_parquet(path, kind)
+
+
+def countries() -> BorderSet:
+    """Natural Earth admin-0 countries keyed by ISO 3166-1 alpha-2 (cached after the first call)."""
+    from geoscope.geo.data_setup import data_file
+
+    return _load(str(data_file("countries.parquet")), "countries")
+
+
+def admin1() -> BorderSet:
+    """Natural Earth first-level regions keyed by ISO 3166-2 (cached after the first call)."""
+    from geoscope.geo.data_setup import data_file
+
+    return _load(str(data_file("admin1.parquet")), "admin1")

