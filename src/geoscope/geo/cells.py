@@ -189,6 +189,15 @@ def _merge_small(xyz: np.ndarray, counts: np.ndarray, min_points: int, max_point
     return rank[labels]
 
 
+def _sort_points(keys: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keys sorted, and the running sum of the points' unit vectors in that order (n + 1, 3), so the
+    sum over any key range is one subtraction."""
+    order = np.argsort(keys, kind="stable")
+    csum = np.zeros((len(keys) + 1, 3))
+    np.cumsum(to_unit(lat[order], lon[order]), axis=0, out=csum[1:])
+    return keys[order], csum
+
+
 def _group_mean_xyz(ids: np.ndarray, xyz: np.ndarray, n: int) -> np.ndarray:
     """Sum of unit vectors per group id (ids < 0 ignored), shape (n, 3)."""
     ok = ids >= 0
@@ -305,17 +314,15 @@ class Geocells:
         _check_bounds(min_points, max_points, "adaptive cells")
         if lat.size == 0:
             raise InputError("adaptive cells: no training points given")
-        return cls._from_keys(quadtree_keys(lat, lon), lat, lon, np.zeros(1, dtype=np.int64),
-                              int(min_points), int(max_points), "adaptive", {})
+        return cls._from_sorted(_sort_points(quadtree_keys(lat, lon), lat, lon), np.zeros(1, dtype=np.int64),
+                                int(min_points), int(max_points), "adaptive", {})
 
     @classmethod
-    def _from_keys(cls, keys, lat, lon, roots, min_points, max_points, kind, params,
-                   groups_of_root=None) -> "Geocells":
-        order = np.argsort(keys, kind="stable")
-        skeys = keys[order]
+    def _from_sorted(cls, points, roots, min_points, max_points, kind, params,
+                     groups_of_root=None) -> "Geocells":
+        """Build from ``_sort_points`` output: split the quadtree under ``roots``, merge small leaves."""
+        skeys, csum = points
         level, prefix, lo, hi = _split_quadtree(skeys, roots, max_points)
-        xyz = to_unit(lat[order], lon[order])
-        csum = np.vstack([np.zeros((1, 3)), np.cumsum(xyz, axis=0)])
         leaf_sum = csum[hi] - csum[lo]
         leaf_n = hi - lo
         leaf_xyz = leaf_sum / np.linalg.norm(leaf_sum, axis=1, keepdims=True).clip(1e-300)
@@ -372,8 +379,8 @@ class Geocells:
         regions = [[str(c) for c in used[group == g]] for g in range(int(group.max()) + 1)]
         keys = (group[inv] << _KEY_BITS) | quadtree_keys(lat[inside], lon[inside])
         roots = np.arange(len(regions), dtype=np.int64)
-        cells = cls._from_keys(keys, lat[inside], lon[inside], roots, min_points, max_points, "admin",
-                               {"regions": regions}, groups_of_root=True)
+        cells = cls._from_sorted(_sort_points(keys, lat[inside], lon[inside]), roots, min_points, max_points,
+                                 "admin", {"regions": regions}, groups_of_root=True)
         cells._cache["borders"] = borders
         if not inside.all():  # sea / coast points count in their nearest cell
             cells.counts = np.bincount(cells.assign(lat, lon), minlength=len(cells)).astype(np.int64)
@@ -666,7 +673,12 @@ class CellHierarchy:
         maxes = sorted({int(m) for m in max_points_list}, reverse=True)
         if not maxes:
             raise InputError("adaptive cells: no max points per cell given")
-        levels = [Geocells.adaptive(lat, lon, min_points, m) for m in maxes]
+        _check_bounds(min_points, maxes[-1], "adaptive cells")
+        if lat.size == 0:
+            raise InputError("adaptive cells: no training points given")
+        points = _sort_points(quadtree_keys(lat, lon), lat, lon)  # shared by all levels
+        root = np.zeros(1, dtype=np.int64)
+        levels = [Geocells._from_sorted(points, root, int(min_points), m, "adaptive", {}) for m in maxes]
         return cls.from_training(levels, lat, lon)
 
     @classmethod
