@@ -159,3 +159,28 @@ def test_eval_bad_tables(tmp_path, pred_truth, capsys):
     bad.write_text("id,lat,lon\nq,1,2\n")
     rc, _, err = _run(["eval", "--pred", bad, "--truth", tp], capsys)
     assert rc == 1 and "no ids in common" in err
+
+
+def test_cells_admin_command(tmp_path, capsys, monkeypatch):
+    from shapely.geometry import box
+
+    import geoscope.geo.borders as borders_mod
+    from geoscope.geo.borders import BorderSet
+
+    regions = BorderSet("admin1", ["FI-01", "FI-02", "EE-01"], ["a", "b", "c"], ["FI", "FI", "EE"],
+                        [box(20, 60, 30, 65), box(20, 65, 30, 70), box(22, 57, 28, 59.5)], grid_res=1.0)
+    monkeypatch.setattr(borders_mod, "admin1", lambda: regions)
+    rng = np.random.default_rng(4)
+    lat = np.concatenate([rng.uniform(60, 65, 300), rng.uniform(65, 70, 5), rng.uniform(57, 59.5, 50)])
+    lon = rng.uniform(22, 28, len(lat))
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"lat": lat, "lon": lon}).to_csv(path, index=False)
+    out = tmp_path / "admin.json"
+    rc, text, _ = _run(["cells", "admin", "--points", path, "--min", "20", "--max", "200", "-o", out, "--json"], capsys)
+    assert rc == 0
+    level = json.loads(text)["levels"][0]
+    assert level["kind"] == "admin" and level["training_points"] == len(lat)
+    cells = load_cells(out).finest
+    assert ["FI-01", "FI-02"] in cells.params["regions"] and ["EE-01"] in cells.params["regions"]
+    assert len(cells) >= 3  # FI-01 + FI-02 hold 305 points: split under max 200
+    assert cells.counts.max() <= 200 and cells.counts.min() >= 20
