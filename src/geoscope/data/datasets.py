@@ -277,7 +277,7 @@ def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str],
             return wanted
         if wanted.lower() in lower:
             return lower[wanted.lower()]
-        raise InputError(f"{where}: no {what} column {wanted!r} (columns found: {', '.join(map(str, columns[:15]))})")
+        raise InputError(f"{where}: no {what} {wanted!r} (columns found: {', '.join(map(str, columns[:15]))})")
     for c in candidates:
         if c in lower:
             return lower[c]
@@ -307,11 +307,20 @@ def _floats(values) -> np.ndarray:
         return out
 
 
+def _is_blank(col: pd.Series) -> pd.Series:
+    return col.isna() | col.astype(str).str.strip().isin(["", "nan", "NaN", "None"])
+
+
+def _show(value) -> str:
+    """A cell value as a person wrote it (no numpy reprs)."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def _coords(raw_lat, raw_lon) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Floats (NaN where unparseable) and a mask of valid rows (lat in [-90, 90], lon in [-180, 360])."""
     lat, lon = _floats(raw_lat), _floats(raw_lon)
     ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (lon >= -180) & (lon <= 360)
-    lon = np.where(ok, ((lon + 180.0) % 360.0) - 180.0, lon)
+    lon = np.where(ok & (lon >= 180.0), lon - 360.0, lon)  # 0..360 longitudes to [-180, 180)
     return lat, lon, ok
 
 
@@ -372,12 +381,11 @@ def _open_manifest(path: Path, layout: ManifestLayout, images: str | None, split
 
     issues: list[Issue] = []
     keep = np.ones(len(df), dtype=bool)
-    blank = (df[lat_col].astype(str).str.strip().isin(["", "nan", "None"])
-             & df[lon_col].astype(str).str.strip().isin(["", "nan", "None"])).to_numpy()
+    blank = (_is_blank(df[lat_col]) & _is_blank(df[lon_col])).to_numpy()
     for i in np.flatnonzero(~ok & ~blank):
         issues.append(Issue("bad_coordinates", f"{path} {_row_label(path, int(i))}",
-                            f"{path}: {_row_label(path, int(i))}: lat={df[lat_col].iloc[i]!r}, "
-                            f"lon={df[lon_col].iloc[i]!r} are not valid coordinates", ids.iloc[i]))
+                            f"{path}: {_row_label(path, int(i))}: lat={_show(df[lat_col].iloc[i])}, "
+                            f"lon={_show(df[lon_col].iloc[i])} are not valid coordinates", ids.iloc[i]))
         keep[i] = False
     empty = (ids == "") | (ids.str.lower() == "nan")
     dup = ids.duplicated() & ~empty
@@ -417,7 +425,7 @@ def _read_sidecar(path: Path, id_col, lat_col, lon_col) -> tuple[dict[str, tuple
             out[key] = (float(lat[i]), float(lon[i]))
         else:
             issues.append(Issue("bad_coordinates", f"{path} {_row_label(path, i)}",
-                                f"{path}: {_row_label(path, i)}: lat={df[lat_c].iloc[i]!r}, lon={df[lon_c].iloc[i]!r} "
+                                f"{path}: {_row_label(path, i)}: lat={_show(df[lat_c].iloc[i])}, lon={_show(df[lon_c].iloc[i])} "
                                 "are not valid coordinates", key))
     return out, issues
 
@@ -505,6 +513,14 @@ def _wds_key(name: str) -> tuple[str, str]:
     return (f"{d}/{stem}" if d else stem), ext.lower()
 
 
+def _ends_cleanly(shard: str, offset: int) -> bool:
+    """True when a zero block (the tar end-of-archive marker) follows the last member."""
+    with open(shard, "rb") as f:
+        f.seek(offset)
+        block = f.read(512)
+    return len(block) == 512 and not block.strip(b"\0")
+
+
 def _open_shards(shards: list[str], lat_key, lon_key, progress: bool) -> Dataset:
     from tqdm import tqdm
 
@@ -531,6 +547,17 @@ def _open_shards(shards: list[str], lat_key, lon_key, progress: bool) -> Dataset
                 except (tarfile.TarError, EOFError, OSError) as exc:
                     issues.append(Issue("unreadable", shard, f"{shard}: shard is damaged after "
                                         f"{sum(len(g) for g in groups.values())} members ({exc}); kept what came before"))
+                else:
+                    if not compressed and not _ends_cleanly(shard, tar.offset):
+                        issues.append(Issue("unreadable", shard, f"{shard}: shard ends without the tar end-of-archive "
+                                            f"marker after {len(order)} sample(s) (truncated?); later samples are lost"))
+                if not compressed:
+                    end = os.path.getsize(shard)
+                    cut = [k for k in order if any(m.offset_data + m.size > end for m in groups[k].values())]
+                    if cut:
+                        issues.append(Issue("unreadable", shard, f"{shard}: shard is truncated; {len(cut)} "
+                                            f"sample(s) from {cut[0]!r} on are incomplete and were left out"))
+                        order = [k for k in order if k not in set(cut)]
                 for key in order:
                     members = groups[key]
                     img_ext = next((e for e in members if is_image_path("x." + e.rsplit(".", 1)[-1])), None)
