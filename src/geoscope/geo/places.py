@@ -1,8 +1,26 @@
-"""Offline reverse geocoding: country, first-level region, nearest populated place, or at sea."""
+"""Offline reverse geocoding: country, first-level region, nearest populated place, or at sea.
+
+Everything is vectorised: ``reverse_geocode(lat, lon)`` takes arrays. Countries and regions come from
+Natural Earth polygons (:mod:`geoscope.geo.borders`), so a point near a border gets the country it is
+in, not the one whose capital is nearer. Towns are GeoNames populated places (cities1000: more than
+1000 people or an administrative seat), found with a k-d tree over unit vectors. The data is derived
+once by ``python -m geoscope.geo.data_setup``; nothing here needs a network.
+
+Contains data from GeoNames (https://www.geonames.org), CC-BY 4.0. Borders: Natural Earth (public domain).
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from geoscope.errors import InputError
+from geoscope.geo.sphere import EARTH_RADIUS_KM, to_unit, validate_latlon
+
+#: Default population floor of :func:`list_towns`.
+MIN_TOWN_POPULATION = 1000
 
 
 @dataclass(frozen=True)
@@ -36,3 +54,186 @@ class Place:
     @classmethod
     def from_dict(cls, d: dict | None) -> "Place | None":
         return None if d is None else cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+
+# ----------------------------------------------------------------------------------------------
+# Towns
+
+
+class _Towns:
+    """The GeoNames table as columns, with a k-d tree over unit vectors built on first use."""
+
+    def __init__(self, path: str):
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path).to_pydict()
+        self.name = np.asarray(t["name"], dtype=object)
+        self.lat = np.asarray(t["lat"], dtype=np.float64)
+        self.lon = np.asarray(t["lon"], dtype=np.float64)
+        self.population = np.asarray(t["population"], dtype=np.int64)
+        self.country_code = np.asarray(t["country_code"], dtype=object)
+        self.region_code = np.asarray(t["region_code"], dtype=object)
+        self._tree = None
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+    @property
+    def tree(self):
+        if self._tree is None:
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree(to_unit(self.lat, self.lon), leafsize=16, balanced_tree=True)
+        return self._tree
+
+    def nearest(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        chord, idx = self.tree.query(to_unit(lat, lon), k=1, workers=-1)
+        km = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.clip(np.asarray(chord) / 2.0, 0.0, 1.0))
+        return np.asarray(idx, dtype=np.int64), km
+
+
+@functools.lru_cache(maxsize=2)
+def _towns_at(path: str) -> _Towns:
+    return _Towns(path)
+
+
+def _towns() -> _Towns:
+    from geoscope.geo.data_setup import data_file
+
+    return _towns_at(str(data_file("towns.parquet")))
+
+
+# ----------------------------------------------------------------------------------------------
+# Vectorised lookups
+
+
+def _latlon(lat, lon) -> tuple[np.ndarray, np.ndarray]:
+    lat, lon = validate_latlon(lat, lon, "reverse geocoding")
+    return lat.ravel(), lon.ravel()
+
+
+def _country_index(lat, lon) -> np.ndarray:
+    from geoscope.geo.borders import countries
+
+    return countries().locate(lat, lon)
+
+
+def _region_index(lat, lon, country_idx: np.ndarray) -> np.ndarray:
+    """Admin-1 polygon of each point, always one of the country found (-1 at sea or where none)."""
+    from geoscope.geo.borders import admin1, countries
+
+    codes = np.asarray(countries().codes + [""], dtype=object)[country_idx]
+    return admin1().locate_within(lat, lon, codes)
+
+
+def country_codes(lat, lon) -> np.ndarray:
+    """ISO 3166-1 alpha-2 code of the country containing each point, "" at sea."""
+    from geoscope.geo.borders import countries
+
+    lat, lon = _latlon(lat, lon)
+    return np.asarray(countries().codes + [""])[_country_index(lat, lon)]
+
+
+def region_codes(lat, lon) -> np.ndarray:
+    """First-level region of each point: its ISO 3166-2 code ("FI-11"), or Natural Earth's own
+    adm1_code where the region has no ISO code; "" at sea or where the country has no regions."""
+    from geoscope.geo.borders import admin1
+
+    lat, lon = _latlon(lat, lon)
+    idx = _region_index(lat, lon, _country_index(lat, lon))
+    return np.asarray(admin1().codes + [""])[idx]
+
+
+def nearest_towns(lat, lon) -> tuple[np.ndarray, np.ndarray]:
+    """Name of the nearest GeoNames populated place to each point and its distance in km."""
+    lat, lon = _latlon(lat, lon)
+    towns = _towns()
+    idx, km = towns.nearest(lat, lon)
+    return towns.name[idx], km
+
+
+def reverse_geocode(lat, lon) -> list[Place]:
+    """What is at each point: country, region, nearest town with its distance, or at sea."""
+    from geoscope.geo.borders import admin1, countries
+
+    lat, lon = _latlon(lat, lon)
+    cs, rs, towns = countries(), admin1(), _towns()
+    ci = _country_index(lat, lon)
+    ri = _region_index(lat, lon, ci)
+    ti, km = towns.nearest(lat, lon)
+    out = []
+    for c, r, t, d in zip(ci.tolist(), ri.tolist(), ti.tolist(), km.tolist()):
+        out.append(Place(
+            country_code=cs.codes[c] if c >= 0 else None,
+            country=cs.names[c] if c >= 0 else None,
+            region=rs.names[r] if r >= 0 else None,
+            region_code=rs.codes[r] if r >= 0 else None,
+            town=str(towns.name[t]),
+            town_km=round(float(d), 3),
+            at_sea=c < 0,
+        ))
+    return out
+
+
+def place_at(lat: float, lon: float) -> Place:
+    """:func:`reverse_geocode` for one point."""
+    if np.ndim(lat) or np.ndim(lon):
+        raise InputError("place_at takes one latitude and one longitude; use reverse_geocode for arrays")
+    return reverse_geocode([lat], [lon])[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Name lists (zero-shot prompts, pickers)
+
+
+def _country_code(code: str, what: str = "country_code") -> str:
+    from geoscope.geo.borders import admin1, countries
+
+    cc = str(code).strip().upper()
+    known = set(countries().codes) | set(admin1().parent_codes) | set(_towns().country_code.tolist())
+    if cc not in known:
+        raise InputError(f"{what} {code!r} is not an ISO 3166-1 alpha-2 code of a known country")
+    return cc
+
+
+def list_countries() -> list[tuple[str, str]]:
+    """(ISO alpha-2 code, name) of every country with borders, sorted by name."""
+    from geoscope.geo.borders import countries
+
+    cs = countries()
+    return sorted(zip(cs.codes, cs.names), key=lambda cn: cn[1])
+
+
+def list_regions(country_code: str) -> list[tuple[str, str]]:
+    """(region code, name) of the first-level regions of one country, sorted by name."""
+    from geoscope.geo.borders import admin1
+
+    cc = _country_code(country_code)
+    rs = admin1()
+    return sorted(((c, n) for c, n, p in zip(rs.codes, rs.names, rs.parent_codes) if p == cc), key=lambda cn: cn[1])
+
+
+def list_towns(country_code: str | None = None, region_code: str | None = None,
+               min_population: int = MIN_TOWN_POPULATION, limit: int | None = None) -> list[dict]:
+    """Populated places, most populous first: dicts with name, lat, lon, population, country_code,
+    region_code. Filter by country (ISO alpha-2), region (a code from :func:`list_regions`) and
+    population; ``limit`` keeps the first so many."""
+    towns = _towns()
+    keep = towns.population >= int(min_population)
+    if country_code is not None:
+        keep &= towns.country_code == _country_code(country_code)
+    if region_code is not None:
+        from geoscope.geo.borders import admin1
+
+        rc = admin1().codes[admin1().index(region_code)]
+        keep &= towns.region_code == rc
+    if limit is not None and limit < 0:
+        raise InputError(f"limit must be 0 or more, got {limit}")
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(-towns.population[idx], kind="stable")][:limit]
+    return [
+        {"name": str(towns.name[i]), "lat": round(float(towns.lat[i]), 5), "lon": round(float(towns.lon[i]), 5),
+         "population": int(towns.population[i]), "country_code": str(towns.country_code[i]),
+         "region_code": str(towns.region_code[i])}
+        for i in idx.tolist()
+    ]
