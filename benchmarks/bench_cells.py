@@ -10,6 +10,7 @@ Training points are synthetic and clustered like photo collections: 70 % around 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,11 +68,13 @@ def main() -> None:
         rows.append(["assign, grid 180x360", f"{n:,}", t, n / t / 1e6, f"{len(grid):,} cells"])
         print(rows[-4:], file=sys.stderr)
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     write_result(
         "cells", "Geocells: building adaptive cells and point -> cell lookup",
         ["operation", "points", "seconds", "M points/s", "notes"], rows,
         notes="Synthetic clustered points (70% around 200 cities, 30% uniform). Lookup includes coordinate "
-              "validation; best of 3 runs. Goal: point -> cell >= 1 M points/s.",
+              "validation; best of 3 runs. Goal: point -> cell >= 1 M points/s. "
+              f"Load average at the end of the run: {load} (other work on the machine slows these numbers).",
     )
 
 

@@ -55,3 +55,14 @@ def float_list(text: str, n: int | None = None, name: str = "value") -> list[flo
     if n is not None and len(values) != n:
         raise argparse.ArgumentTypeError(f"{name} needs {n} comma-separated numbers, got {len(values)}")
     return values
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value

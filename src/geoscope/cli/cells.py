@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, emit, float_list, format_table
+from geoscope.cli._common import add_json_flag, emit, float_list, format_table, positive_int
 
 
 def _bbox(text: str) -> list[float]:
@@ -21,18 +21,8 @@ def _bbox(text: str) -> list[float]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {v}")
-    return v
-
-
 def _int_list(text: str) -> list[int]:
-    return [_positive_int(t.strip()) for t in text.split(",")]
+    return [positive_int(t.strip()) for t in text.split(",")]
 
 
 def _add_points_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -42,6 +32,15 @@ def _add_points_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--lon-col", default="lon", help="longitude column (default: lon)")
 
 
+def _add_build_args(p: argparse.ArgumentParser, max_type, max_metavar: str, handler) -> None:
+    _add_points_args(p, required=True)
+    p.add_argument("--min", type=positive_int, required=True, dest="min_points", metavar="N")
+    p.add_argument("--max", type=max_type, required=True, dest="max_points", metavar=max_metavar)
+    p.add_argument("-o", "--output", required=True, help="cells file to write (JSON)")
+    add_json_flag(p)
+    p.set_defaults(func=handler, parser=p)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("cells", help="build geocells (grid, adaptive, admin) or describe a cells file",
                                    description=__doc__.split("\n")[0].strip("`"))
@@ -49,8 +48,8 @@ def register(subparsers) -> None:
 
     g = sub.add_parser("grid", help="rows x cols cells over a bounding box")
     g.add_argument("--bbox", type=_bbox, required=True, metavar="MIN_LAT,MIN_LON,MAX_LAT,MAX_LON")
-    g.add_argument("--rows", type=_positive_int, required=True)
-    g.add_argument("--cols", type=_positive_int, required=True)
+    g.add_argument("--rows", type=positive_int, required=True)
+    g.add_argument("--cols", type=positive_int, required=True)
     _add_points_args(g, required=False)
     g.add_argument("-o", "--output", required=True, help="cells file to write (JSON)")
     add_json_flag(g)
@@ -60,22 +59,12 @@ def register(subparsers) -> None:
                        description="Split an equal-area quadtree until no cell holds more than MAX training "
                        "points, then merge cells with fewer than MIN into their nearest neighbour with room. "
                        "Several MAX values (--max 5000,2000,1000) build a hierarchy, coarse to fine.")
-    _add_points_args(a, required=True)
-    a.add_argument("--min", type=_positive_int, required=True, dest="min_points", metavar="N")
-    a.add_argument("--max", type=_int_list, required=True, dest="max_points", metavar="M[,M2,...]")
-    a.add_argument("-o", "--output", required=True, help="cells file to write (JSON)")
-    add_json_flag(a)
-    a.set_defaults(func=_adaptive, parser=a)
+    _add_build_args(a, _int_list, "M[,M2,...]", _adaptive)
 
     m = sub.add_parser("admin", help="cells following country and admin-1 borders (Natural Earth)",
                        description="Admin-1 regions holding training points; regions with fewer than MIN "
                        "points merged within their country, regions with more than MAX split by the quadtree.")
-    _add_points_args(m, required=True)
-    m.add_argument("--min", type=_positive_int, required=True, dest="min_points", metavar="N")
-    m.add_argument("--max", type=_positive_int, required=True, dest="max_points", metavar="M")
-    m.add_argument("-o", "--output", required=True, help="cells file to write (JSON)")
-    add_json_flag(m)
-    m.set_defaults(func=_admin, parser=m)
+    _add_build_args(m, positive_int, "M", _admin)
 
     i = sub.add_parser("info", help="count, sizes and coverage of a cells file")
     i.add_argument("cells", help="cells file (JSON)")
