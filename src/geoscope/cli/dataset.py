@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, emit, float_list, format_table
+from geoscope.cli._common import add_json_flag, emit, float_list, format_table, positive_int
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -32,16 +32,6 @@ def _open(args):
         lat_col=args.lat_col, lon_col=args.lon_col, path_col=args.path_col, coords=args.coords,
         sidecar=args.sidecar,
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
 
 
 def _non_negative(text: str) -> float:
@@ -109,10 +99,11 @@ def register(subparsers) -> None:
                                    "exit status 1 when any sample is unusable.")
     _add_source_args(v)
     v.add_argument("--headers-only", action="store_true", help="check headers only (faster; misses truncated files)")
-    v.add_argument("--workers", type=int, default=0, help="worker processes (default: 0, in this process)")
-    v.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+    v.add_argument("--workers", type=lambda t: int(_non_negative(t)), default=0,
+                   help="worker processes (default: 0, in this process)")
+    v.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                    help="refuse images with more pixels (default: 100,000,000)")
-    v.add_argument("--max-bytes", type=_positive_int, default=None, metavar="N",
+    v.add_argument("--max-bytes", type=positive_int, default=None, metavar="N",
                    help="refuse files larger than this (default: 200 MiB)")
     v.add_argument("--show", type=int, default=20, help="problems listed in the text output (default 20)")
     add_json_flag(v)
