@@ -110,15 +110,16 @@ def test_folder_with_sidecar_csv(tmp_path):
     files = make_geotagged_folder(root, pts, gps_in_exif=False)
     lines = ["file,latitude,longitude"]
     lines += [f"{p.name},{lat},{lon}" for p, lat, lon in files[:4]]
-    lines += ["img_0004.jpg,91.5,10"]  # bad latitude
+    lines += ["img_0004.jpg,91.5,10", "gone.jpg,1,2"]  # bad latitude; a file that is not there
     (tmp_path / "coords.csv").write_text("\n".join(lines) + "\n")
     ds = open_dataset(root, sidecar=tmp_path / "coords.csv", progress=False)
     got = {s.id: (s.lat, s.lon) for s in ds}
     for p, lat, lon in files[:4]:
         assert got[p.name] == (lat, lon)
     assert got["img_0004.jpg"] == (None, None)
-    assert [i.kind for i in ds.issues] == ["bad_coordinates"]
+    assert [i.kind for i in ds.issues] == ["bad_coordinates", "missing"]
     assert "line 6" in ds.issues[0].reason and "91.5" in ds.issues[0].reason
+    assert "'gone.jpg', which is not an image in" in ds.issues[1].reason
     assert len(open_dataset(root, coords="exif", progress=False).issues) == 0
     assert all(s.lat is None for s in open_dataset(root, coords="exif", progress=False))
 
@@ -151,7 +152,10 @@ def test_im2gps3k_preset(tmp_path):
     report = validate_dataset(ds, progress=False)
     missing = [p for p in report.problems if p.kind == "missing"]
     assert len(missing) == 1 and "9999_missing.jpg" in missing[0].reason and "not found" in missing[0].reason
-    assert len(report.ok_ids) == 4
+    assert len(report.ok_ids) == 4 and "hint" not in report.format()
+    wrong_root = open_dataset(tmp_path / "im2gps3k_places365.csv", preset="im2gps3k", images=tmp_path / "elsewhere",
+                              progress=False)
+    assert "hint: no image was found" in validate_dataset(wrong_root, progress=False).format()
 
 
 def test_osv5m_preset_flat_and_nested_layouts(tmp_path):

@@ -463,14 +463,16 @@ def _open_folder(root: Path, coords: str, sidecar, id_col, lat_col, lon_col, rec
         table_coords, more = _read_sidecar(sidecar_path, id_col, lat_col, lon_col)
         issues += more
     rows = []
+    used: set[str] = set()
     for full in tqdm(files, desc=f"reading {root.name or root}", unit="img", disable=not progress or len(files) < 200,
                      leave=False):
         rel = full.relative_to(root).as_posix()
         lat = lon = None
         if coords == "sidecar":
-            hit = table_coords.get(rel) or table_coords.get(full.name) or table_coords.get(full.stem)
-            if hit:
-                lat, lon = hit
+            key = next((k for k in (rel, full.name, full.stem) if k in table_coords), None)
+            if key is not None:
+                lat, lon = table_coords[key]
+                used.add(key)
         elif coords == "exif":
             try:
                 found = read_exif(full)
@@ -481,6 +483,10 @@ def _open_folder(root: Path, coords: str, sidecar, id_col, lat_col, lon_col, rec
         elif coords != "none":
             raise InputError(f"coords must be 'auto', 'exif', 'sidecar' or 'none', got {coords!r}")
         rows.append({"id": rel, "source": str(full), "lat": lat, "lon": lon})
+    for key in table_coords:
+        if key not in used:
+            issues.append(Issue("missing", f"{sidecar_path}", f"{sidecar_path}: names {key!r}, which is not an "
+                                f"image in {root}", key))
     table = pd.DataFrame(rows, columns=["id", "source", "lat", "lon"])
     table["lat"] = pd.to_numeric(table["lat"], errors="coerce")
     table["lon"] = pd.to_numeric(table["lon"], errors="coerce")
@@ -743,6 +749,8 @@ class ValidationReport:
             lines.append(f"  - {p.reason}")
         if len(self.problems) > limit:
             lines.append(f"  ... and {len(self.problems) - limit} more (use --json for all)")
+        if self.n_samples and self.counts.get("missing", 0) >= self.n_samples:
+            lines.append("  hint: no image was found; check the image folder (the images option, --images)")
         return "\n".join(lines)
 
 
