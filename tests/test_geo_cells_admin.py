@@ -114,3 +114,28 @@ def test_admin_bad_input(borders):
         Geocells.admin([-50.0], [100.0], 1, 10, borders=borders)
     with pytest.raises(InputError, match="below min"):
         Geocells.admin([5.0], [5.0], 10, 1, borders=borders)
+
+
+def test_admin_cells_on_natural_earth():
+    import geoscope.geo.borders as borders_mod
+
+    try:
+        real = borders_mod.admin1()
+    except Exception as exc:  # noqa: BLE001 - the derived data is made by set-up
+        pytest.skip(f"Natural Earth admin-1 data not set up: {exc}")
+    rng = np.random.default_rng(5)
+    # inland Uusimaa (FI-18), Tampere (Pirkanmaa, FI-11), Tallinn (Harju, EE-37)
+    centres = [(60.45, 25.0, 400), (61.50, 23.76, 40), (59.40, 24.75, 60)]
+    lat = np.concatenate([rng.normal(a, 0.02, n) for a, _, n in centres])
+    lon = np.concatenate([rng.normal(b, 0.04, n) for _, b, n in centres])
+    codes = np.asarray(real.codes + ["sea"])[real.locate(lat, lon)]
+    assert (codes[:400] == "FI-18").all() and (codes[400:440] == "FI-11").all() and (codes[440:] == "EE-37").all()
+    cells = Geocells.admin(lat, lon, min_points=50, max_points=250, borders=real)
+    ids = cells.assign(lat, lon)
+    helsinki, tampere, tallinn = ids[0], ids[400], ids[440]
+    assert tallinn != tampere and tallinn != helsinki  # never across the FI / EE border
+    # Pirkanmaa holds 40 < 50 points: merged with the nearest Finnish region, Uusimaa
+    assert any("FI-11" in r and "FI-18" in r for r in cells.params["regions"])
+    assert len(np.unique(ids[:400])) >= 2  # Uusimaa's 440 points are split under max 250
+    assert cells.counts.sum() == len(lat)
+    assert cells.counts.min() >= 50 and cells.counts.max() <= 250

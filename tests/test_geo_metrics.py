@@ -101,7 +101,8 @@ def test_place_accuracy_with_real_places():
     if not hasattr(places, "country_codes"):
         pytest.skip("geo.places has no country_codes yet")
     try:
-        places.country_codes(np.array([60.17]), np.array([24.94]))
+        for f in (places.country_codes, places.region_codes, places.reverse_geocode):
+            f(np.array([60.17]), np.array([24.94]))
     except Exception as exc:  # noqa: BLE001 - data not set up on this machine
         pytest.skip(f"places data not available: {exc}")
     r = evaluate([60.3, 59.4], [24.7, 24.7], [60.17, 60.17], [24.94, 24.94], places=True)
