@@ -180,32 +180,28 @@ def _source_name(src) -> str:
     return _MEMORY
 
 
-def _load_source(src):
-    """Default loader: a PIL image as is; a path / bytes / file through the one safe image loader."""
+def _load_payload(payload):
+    """Default loader: a PIL image as is; a GeoSample, path, bytes or bytes-loader through the data layer."""
     from PIL import Image
 
-    if isinstance(src, Image.Image):
-        return src
-    if callable(src):  # a bytes-loader (GeoSample.source may be one)
-        src = src()
-    try:
-        from geoscope.data.images import load_image
-    except ImportError:  # the data layer not there yet: plain PIL
-        import io
+    if isinstance(payload, Image.Image):
+        return payload
+    if hasattr(payload, "source") and hasattr(payload, "id"):
+        from geoscope.data.datasets import load_sample_image
 
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-            im.load()
-            return im.convert("RGB")
-    return load_image(src)
+        return load_sample_image(payload)
+    if callable(payload):  # a bytes-loader
+        payload = payload()
+    from geoscope.data.images import load_image
+
+    return load_image(payload)
 
 
 def _samples(data) -> tuple[Iterator[_Item], int | None, Callable]:
     """Normalise the inputs ``embed_dataset`` accepts into items, a total (or None) and a loader."""
     if isinstance(data, (str, os.PathLike)):
-        try:
-            from geoscope.data.datasets import open_dataset
-        except ImportError:
-            raise InputError("reading a dataset by path needs geoscope.data.datasets, which is not installed") from None
+        from geoscope.data.datasets import open_dataset
+
         data = open_dataset(data)
     total = len(data) if hasattr(data, "__len__") else None
     loader = getattr(data, "load_image", None)
@@ -219,13 +215,13 @@ def _samples(data) -> tuple[Iterator[_Item], int | None, Callable]:
                 yield _Item(pos, str(sid), _coord(lat), _coord(lon), _source_name(src), src)
             elif hasattr(s, "id") and hasattr(s, "source"):
                 yield _Item(pos, str(s.id), _coord(getattr(s, "lat", None)), _coord(getattr(s, "lon", None)),
-                            _source_name(s.source), s if loader is not None else s.source)
+                            _source_name(s.source), s)
             else:
                 raise InputError(
                     f"input sample {pos}: expected a GeoSample or an (id, image, lat, lon) tuple, got {type(s).__name__}"
                 )
 
-    return items(), total, (loader if loader is not None else _load_source)
+    return items(), total, (loader if loader is not None else _load_payload)
 
 
 # --------------------------------------------------------------------------- decoding workers

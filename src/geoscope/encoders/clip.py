@@ -87,13 +87,18 @@ class CLIPEncoder(Encoder):
                 raise InputError(f"encoder {self.name!r} is an image tower only: it cannot encode text")
             from transformers import AutoTokenizer
 
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-            except (OSError, ValueError, TypeError) as exc:
+            files = [self.path / "tokenizer.json"], [self.path / "vocab.json", self.path / "merges.txt"]
+            problem = "" if any(all(f.is_file() for f in group) for group in files) else "no such files"
+            if not problem:
+                try:
+                    self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+                except (OSError, ValueError, TypeError) as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+            if problem:
                 raise WeightsUnavailableError(
-                    f"no tokenizer beside the weights in {self.path}: text prompts need vocab.json and merges.txt "
-                    f"(or tokenizer.json) there ({type(exc).__name__})"
-                ) from None
+                    f"no usable tokenizer beside the weights in {self.path}: text prompts need tokenizer.json "
+                    f"(or vocab.json and merges.txt) there ({problem})"
+                )
         return self._tokenizer
 
     @torch.inference_mode()
@@ -102,11 +107,12 @@ class CLIPEncoder(Encoder):
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
+        tokenizer = self.tokenizer
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         max_len = int(self.model.config.text_config.max_position_embeddings)
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
-            tok = self.tokenizer(chunk, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            tok = tokenizer(chunk, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
             pooled = self.model.text_model(
                 input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device)
             ).pooler_output

