@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Point, shape
 
 from geoscope.errors import InputError
@@ -230,3 +232,22 @@ def test_load_rejects_bad_files(tmp_path):
                                "params": {"leaf_level": [0], "leaf_prefix": [0], "leaf_cell": [3]}}))
     with pytest.raises(InputError, match="does not exist"):
         load_cells(bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.integers(1, 20), st.integers(0, 60))
+def test_adaptive_properties(seed, n, min_points, extra):
+    """Any training set: every point in exactly one cell, counts agree, and no cell below min
+    unless everything is one cell."""
+    rng = np.random.default_rng(seed)
+    spread = rng.choice([0.001, 1.0, 60.0])
+    lat = np.clip(rng.normal(rng.uniform(-80, 80), spread, n), -90, 90)
+    lon = rng.normal(rng.uniform(-180, 180), spread * 2, n)
+    max_points = min_points + extra
+    cells = Geocells.adaptive(lat, lon, min_points, max_points)
+    ids = cells.assign(lat, lon)
+    assert (ids >= 0).all()
+    np.testing.assert_array_equal(np.bincount(ids, minlength=len(cells)), cells.counts)
+    assert len(cells) == 1 or cells.counts.min() >= min_points
+    if n <= max_points:
+        assert len(cells) == 1

@@ -513,7 +513,8 @@ class Geocells:
         return np.array([abs(geod.geometry_area_perimeter(self._shape(i))[0]) / 1e6 for i in range(len(self))])
 
     def _shape(self, i: int):
-        """The shapely geometry of cell ``i``."""
+        """The shapely geometry of cell ``i`` (cached for admin cells, whose unions are slow)."""
+        i = int(i)
         import shapely
         from shapely.geometry import box
 
@@ -532,19 +533,25 @@ class Geocells:
             return rects
         borders = self._borders()
         wanted = set(self.params["regions"][int(prefix[mine[0]] >> (2 * level[mine[0]]))])
-        geoms = [g for c, g in zip(borders.codes, borders.geometries) if str(c) in wanted]
-        region = shapely.union_all(geoms)
-        whole = mine.size == 1 and level[mine[0]] == 0
-        return region if whole else shapely.intersection(region, rects)
+        if "geoms_by_code" not in self._cache:
+            by_code: dict[str, list] = {}
+            for c, g in zip(borders.codes, borders.geometries):
+                by_code.setdefault(str(c), []).append(g)
+            self._cache["geoms_by_code"] = by_code
+        shapes = self._cache.setdefault("shapes", {})
+        if i not in shapes:
+            region = shapely.union_all([g for c in wanted for g in self._cache["geoms_by_code"].get(c, [])])
+            whole = mine.size == 1 and level[mine[0]] == 0
+            shapes[i] = region if whole else shapely.intersection(region, rects)
+        return shapes[i]
 
     def polygon(self, i: int) -> dict:
         """GeoJSON geometry (Polygon or MultiPolygon, [lon, lat] order) of cell ``i``."""
-        from shapely.geometry import mapping
+        import shapely
 
         if not 0 <= int(i) < len(self):
             raise InputError(f"cells: no cell {i} (there are {len(self)})")
-        geom = mapping(self._shape(int(i)))
-        return json.loads(json.dumps(geom))  # tuples -> lists, plain floats
+        return json.loads(shapely.to_geojson(self._shape(int(i))))
 
     def to_geojson(self, probs=None) -> dict:
         """A FeatureCollection of all cells with id, count, centroid (and probability if given)."""
