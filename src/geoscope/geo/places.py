@@ -127,10 +127,10 @@ def _region_index(lat, lon, country_idx: np.ndarray) -> np.ndarray:
 
 
 def country_codes(lat, lon) -> np.ndarray:
-    """ISO 3166-1 alpha-2 code of the country containing each point, "" at sea."""
+    """ISO 3166-1 alpha-2 code of the country containing each point, "" at sea (shaped like the input)."""
     from geoscope.geo.borders import countries
 
-    lat, lon = _latlon(lat, lon)
+    lat, lon = validate_latlon(lat, lon, "reverse geocoding")
     return np.asarray(countries().codes + [""])[_country_index(lat, lon)]
 
 
@@ -139,7 +139,7 @@ def region_codes(lat, lon) -> np.ndarray:
     adm1_code where the region has no ISO code; "" at sea or where the country has no regions."""
     from geoscope.geo.borders import admin1
 
-    lat, lon = _latlon(lat, lon)
+    lat, lon = validate_latlon(lat, lon, "reverse geocoding")
     idx = _region_index(lat, lon, _country_index(lat, lon))
     return np.asarray(admin1().codes + [""])[idx]
 
