@@ -15,7 +15,9 @@ from geoscope.geo.sphere import validate_latlon
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV (all columns as text) or Parquet table; InputError naming the file on failure."""
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
@@ -38,9 +40,9 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: cannot read the table ({type(exc).__name__}: {exc})")
 
 
-def _row_label(path: Path, frame_row: int) -> str:
+def row_label(path: str | os.PathLike, frame_row: int) -> str:
     """How a person finds a row: the line number for a CSV (header is line 1), else the row index."""
-    if path.suffix.lower() in PARQUET_SUFFIXES:
+    if Path(path).suffix.lower() in PARQUET_SUFFIXES:
         return f"row {frame_row}"
     return f"line {frame_row + 2}"
 
@@ -55,7 +57,7 @@ def read_points(path: str | os.PathLike, id_col: str | None = "id", lat_col: str
     empty table (unless ``allow_empty``) are errors naming the file, the line and the column.
     """
     path = Path(path)
-    df = _read_frame(path)
+    df = read_table(path)
     df.columns = [str(c).strip() for c in df.columns]
     wanted = [c for c in (id_col, lat_col, lon_col) if c is not None]
     missing = [c for c in wanted if c not in df.columns]
@@ -74,14 +76,14 @@ def read_points(path: str | os.PathLike, id_col: str | None = "id", lat_col: str
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             more = f" ({int(bad.sum())} bad rows in all)" if bad.sum() > 1 else ""
-            raise InputError(f"{path}: {_row_label(path, i)}, column {col}: {raw.iloc[i]!r} is not a number{more}")
+            raise InputError(f"{path}: {row_label(path, i)}, column {col}: {raw.iloc[i]!r} is not a number{more}")
         coords[col] = values
     lat = coords[lat_col]
     bad = (lat < -90) | (lat > 90)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         more = f" ({int(bad.sum())} bad rows in all)" if bad.sum() > 1 else ""
-        raise InputError(f"{path}: {_row_label(path, i)}, column {lat_col}: latitude {lat[i]} is outside [-90, 90]{more}")
+        raise InputError(f"{path}: {row_label(path, i)}, column {lat_col}: latitude {lat[i]} is outside [-90, 90]{more}")
     lat, lon = validate_latlon(lat, coords[lon_col], str(path))
 
     if id_col is None:
@@ -91,12 +93,17 @@ def read_points(path: str | os.PathLike, id_col: str | None = "id", lat_col: str
         empty = (ids == "") | df[id_col].isna().to_numpy()
         if empty.any():
             i = int(np.flatnonzero(empty.to_numpy())[0])
-            raise InputError(f"{path}: {_row_label(path, i)}, column {id_col}: the id is empty")
+            raise InputError(f"{path}: {row_label(path, i)}, column {id_col}: the id is empty")
         dup = ids.duplicated()
         if dup.any():
             i = int(np.flatnonzero(dup.to_numpy())[0])
-            raise InputError(f"{path}: {_row_label(path, i)}, column {id_col}: id {ids[i]!r} appears more than once")
+            raise InputError(f"{path}: {row_label(path, i)}, column {id_col}: id {ids[i]!r} appears more than once")
     rest = df.drop(columns=wanted).reset_index(drop=True)
     out = pd.DataFrame({"id": ids, "lat": lat, "lon": lon})
     rest = rest.drop(columns=[c for c in ("id", "lat", "lon") if c in rest.columns])
     return pd.concat([out, rest], axis=1)
+
+
+# older private names, still used by data/datasets.py
+_read_frame = read_table
+_row_label = row_label
