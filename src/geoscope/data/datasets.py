@@ -324,6 +324,15 @@ def _coords(raw_lat, raw_lon) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lat, lon, ok
 
 
+def _table_readers():
+    """geo.table's CSV/Parquet reader and row labeller (public names, or the older private ones)."""
+    from geoscope.geo import table
+
+    read = getattr(table, "read_table", None) or getattr(table, "_read_frame")
+    label = getattr(table, "row_label", None) or getattr(table, "_row_label")
+    return (lambda path: read(Path(path))), (lambda path, i: label(Path(path), i))
+
+
 def _index_by_name(root: Path) -> dict[str, str]:
     """File name and stem -> path for every image under ``root`` (for layouts with sub-folders)."""
     index: dict[str, str] = {}
@@ -338,7 +347,7 @@ def _index_by_name(root: Path) -> dict[str, str]:
 
 def _open_manifest(path: Path, layout: ManifestLayout, images: str | None, split: str | None,
                    progress: bool) -> Dataset:
-    from geoscope.geo.table import _read_frame, _row_label
+    _read_frame, _row_label = _table_readers()
 
     df = _read_frame(path)
     df.columns = [str(c).strip() for c in df.columns]
@@ -411,7 +420,7 @@ def _open_manifest(path: Path, layout: ManifestLayout, images: str | None, split
 
 def _read_sidecar(path: Path, id_col, lat_col, lon_col) -> tuple[dict[str, tuple[float, float]], list[Issue]]:
     layout = ManifestLayout(id_col, lat_col, lon_col)
-    from geoscope.geo.table import _read_frame, _row_label
+    _read_frame, _row_label = _table_readers()
 
     df = _read_frame(path)
     df.columns = [str(c).strip() for c in df.columns]
