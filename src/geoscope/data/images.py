@@ -193,7 +193,8 @@ def load_image(
     """Read ``src`` (path, bytes or binary file) into a decoded RGB ``PIL.Image``.
 
     ``name`` is used in error messages (defaults to the path or file name). Raises ``ImageError``
-    for a missing, empty, over-large, unrecognised, truncated or corrupt image.
+    for a missing, empty, over-large, unrecognised, truncated or corrupt image. ``max_pixels``
+    above Pillow's own bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP) is capped by it.
     """
     name = name or source_name(src)
     data = read_limited(src, max_bytes, name)
