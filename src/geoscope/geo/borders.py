@@ -121,13 +121,13 @@ class BorderSet:
         return grid
 
     def _build_grid(self) -> np.ndarray:
+        from affine import Affine
         from rasterio import features
-        from rasterio.transform import from_origin
         from scipy.ndimage import binary_dilation
 
         res = self.grid_res
         shape = (int(round(180 / res)), int(round(360 / res)))
-        tr = from_origin(-180.0, 90.0, res, res)
+        tr = Affine(res, 0.0, -180.0, 0.0, -res, 90.0)  # north-up, from (-180, 90)
         shapes = [(g, i) for i, g in enumerate(self.geometries) if not g.is_empty]
         if not shapes:
             return np.full(shape, -1, dtype=np.int16)
