@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 
+from geoscope.heads.geoclip import reference_geoclip_class
 from geoscope.heads.location_encoder import (
     LocationEncoder,
     convert_geoclip_state,
     equal_earth,
     geoclip_file,
-    geoclip_package_dir,
 )
 
 
 def _reference_location_module():
-    """Import ``geoclip.model.location_encoder`` without running ``geoclip/__init__.py``.
-
-    The package's ``__init__`` imports its training code, which needs torchvision and geopy (neither
-    is installed here and neither is used by the location encoder), so we register a bare package
-    object pointing at the installed folder and import the submodule directly. Test-only.
-    """
-    if "geoclip" not in sys.modules:
-        pkg = types.ModuleType("geoclip")
-        pkg.__path__ = [str(geoclip_package_dir())]
-        sys.modules["geoclip"] = pkg
+    """``geoclip.model.location_encoder``, imported without the package's training code."""
+    reference_geoclip_class()
     return importlib.import_module("geoclip.model.location_encoder")
 
 

@@ -115,15 +115,25 @@ class LocationEncoder(nn.Module):
         return out
 
     @torch.inference_mode()
-    def encode(self, latlon, batch_size: int = 8192, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Embed many locations (array-like (N, 2)) in batches, without gradients; returns (N, out_dim)."""
+    def encode(
+        self, latlon, batch_size: int = 8192, dtype: torch.dtype = torch.float32, progress: bool = False
+    ) -> torch.Tensor:
+        """Embed many locations (array-like (N, 2)) in batches, without gradients; returns (N, out_dim).
+
+        ``progress`` shows a tqdm bar on stderr (the 100K-point GeoCLIP gallery takes tens of seconds).
+        """
         latlon = torch.as_tensor(latlon, dtype=torch.float32)
         if latlon.ndim != 2 or latlon.shape[1] != 2:
             raise ValueError(f"locations must have shape (N, 2) lat/lon, got {tuple(latlon.shape)}")
-        return torch.cat(
-            [self(latlon[i : i + batch_size]).to(dtype) for i in range(0, len(latlon), batch_size)]
-            or [torch.empty(0, self.out_dim, dtype=dtype)]
-        )
+        out = torch.empty(len(latlon), self.out_dim, dtype=dtype)
+        starts = range(0, len(latlon), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="embedding locations", unit="batch", leave=False)
+        for i in starts:
+            out[i : i + batch_size] = self(latlon[i : i + batch_size]).to(dtype)
+        return out
 
     # --- the published GeoCLIP weights -------------------------------------------------------------
 

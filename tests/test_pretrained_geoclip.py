@@ -1,0 +1,136 @@
+"""geoscope's ``geoclip`` gives the same answers as the ``geoclip`` package's ``GeoCLIP.predict()``.
+
+Both sides load the same backbone directory (a tiny random CLIP in Hugging Face layout whose
+projection is 768-d, written by ``pretrained.save_random_clip``: real ViT-L/14 weights are not
+available offline, and the computation downstream is identical) and the same published heads from
+the installed ``geoclip`` package. The reference re-embeds its GPS gallery on every call, so both
+are given the same 1,000-point subset of the published 100K gallery to keep the test fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geoscope.data.images import load_image
+from geoscope.errors import WeightsUnavailableError
+from geoscope.heads.geoclip import gallery_cache_path, reference_geoclip_class
+from geoscope.heads.location_encoder import geoclip_file
+from geoscope.heads.retrieval import geoclip_gallery
+from geoscope.pretrained import load_parts, save_random_clip
+
+KAUAI = geoclip_file("../images/Kauai.png")
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return save_random_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def gallery():
+    return geoclip_gallery()[::100][:1000]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Kauai.png (the package's example) and a wide synthetic photo (tests the resize / crop)."""
+    rng = np.random.default_rng(3)
+    wide = tmp_path_factory.mktemp("img") / "wide.jpg"
+    arr = (rng.random((180, 420, 3)) * 255).astype(np.uint8)
+    arr[:, :140] = [30, 120, 40]  # some structure, so crops differ from resizes
+    Image.fromarray(arr).save(wide, quality=95)
+    return [str(KAUAI), str(wide)]
+
+
+@pytest.fixture(scope="module")
+def reference(clip_dir, gallery):
+    GeoCLIP = reference_geoclip_class()
+    model = GeoCLIP(from_pretrained=True, clip_path=str(clip_dir)).eval()
+    model.gps_gallery = torch.tensor(gallery, dtype=torch.float32)
+    return model
+
+
+def _ours(clip_dir, gallery, tmp_path, precision="fp32"):
+    return load_parts("geoclip", weights=clip_dir, precision=precision, cache=tmp_path, gallery=gallery, progress=False)
+
+
+def test_same_topk_as_reference(clip_dir, gallery, images, reference, tmp_path):
+    encoder, head, meta = _ours(clip_dir, gallery, tmp_path)
+    assert meta["precision"] == "fp32" and meta["name"] == "geoclip"
+    emb = encoder.encode_images([load_image(p) for p in images])
+    out = head.predict(emb, top_k=5)
+    for i, path in enumerate(images):
+        want_gps, want_prob = reference.predict(path, top_k=5)
+        np.testing.assert_allclose(out.coords[i], want_gps.double().numpy(), atol=1e-5)
+        np.testing.assert_allclose(out.scores[i], want_prob.double().numpy(), rtol=2e-3, atol=1e-6)
+    # the two images give different answers (the check above is not comparing constants)
+    assert not np.allclose(out.coords[0], out.coords[1])
+
+
+def test_preprocessing_matches_reference(clip_dir, gallery, images, reference, tmp_path):
+    encoder, _, _ = _ours(clip_dir, gallery, tmp_path)
+    for path in images:
+        with Image.open(path) as im:
+            want = reference.image_encoder.preprocess_image(im.convert("RGB"))
+        got = encoder.preprocess([load_image(path)])
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_gallery_embeddings_cached_on_disk(clip_dir, gallery, tmp_path):
+    _, head, _ = _ours(clip_dir, gallery, tmp_path)
+    path = gallery_cache_path(head, tmp_path)
+    assert path.is_file()
+    first = head.gallery_embeddings().clone()
+    # a second load reads the file instead of recomputing: prove it by planting a marker in it
+    from safetensors.torch import save_file
+
+    marked = first.clone()
+    marked[0] = -marked[0]
+    save_file({"embeddings": marked}, str(path))
+    _, again, _ = _ours(clip_dir, gallery, tmp_path)
+    torch.testing.assert_close(again.gallery_embeddings(), marked)
+    # a damaged file is recomputed, not trusted
+    path.write_bytes(b"not a safetensors file")
+    _, third, _ = _ours(clip_dir, gallery, tmp_path)
+    torch.testing.assert_close(third.gallery_embeddings(), first)
+    # another gallery has another key
+    _, other, _ = _ours(clip_dir, gallery[:10], tmp_path)
+    assert gallery_cache_path(other, tmp_path) != path
+
+
+def test_bf16_and_int8_stay_close(clip_dir, gallery, images, tmp_path):
+    pics = [load_image(p) for p in images]
+    enc32, head, _ = _ours(clip_dir, gallery, tmp_path, "fp32")
+    ref = head.predict(enc32.encode_images(pics), top_k=3)
+    for precision in ("bf16", "int8"):
+        enc, head_p, meta = _ours(clip_dir, gallery, tmp_path, precision)
+        assert meta["precision"] == precision
+        if precision == "bf16":
+            assert enc.dtype == torch.bfloat16
+        out = head_p.predict(enc.encode_images(pics), top_k=3)
+        assert np.isfinite(out.scores).all()
+        assert np.abs(out.scores[:, 0] - ref.scores[:, 0]).max() < 0.05
+
+
+def test_missing_backbone_is_one_fast_sentence(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf" / "hub"))
+    monkeypatch.delenv("GEOSCOPE_CLIP_L14", raising=False)
+    monkeypatch.delenv("GEOSCOPE_WEIGHTS", raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_parts("geoclip", cache=tmp_path)
+    assert time.perf_counter() - t0 < 10
+    msg = str(err.value)
+    assert "openai/clip-vit-large-patch14" in msg and "--weights" in msg and "GEOSCOPE_CLIP_L14" in msg
+    assert "geoscope train" in msg and "\n" not in msg
+    # a wrong directory names itself
+    monkeypatch.setenv("GEOSCOPE_CLIP_L14", str(tmp_path / "nowhere"))
+    with pytest.raises(WeightsUnavailableError, match="GEOSCOPE_CLIP_L14 points to .*nowhere"):
+        load_parts("geoclip", cache=tmp_path)
