@@ -1,0 +1,172 @@
+"""What every head shares: the output type, the training targets, and the ``Head`` interface.
+
+A head is a small ``torch.nn.Module`` over image embeddings. Training code (``geoscope.train``) only
+knows this interface:
+
+- ``head.loss(emb, batch) -> scalar tensor`` where ``batch`` is a :class:`Targets` slice;
+- ``head.predict(emb, top_k) -> HeadOutput`` (no gradients, eval mode);
+- ``head.fit_data(emb, targets)`` once after training, for heads that keep training data at inference
+  (the hybrid head's neighbour bank, the retrieval head's default gallery);
+- ``head.config()`` a JSON-ready dict from which ``heads.build_head(config)`` rebuilds the module,
+  after which ``load_state_dict`` restores its weights and buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoscope.geo.sphere import EARTH_RADIUS_KM
+
+
+@dataclass
+class HeadOutput:
+    """What a head predicts for a batch of B embeddings.
+
+    ``cell_probs``: (B, n_cells) probabilities over the finest geocells, or None for heads without cells.
+    ``coords``: (B, K, 2) candidate (lat, lon) in degrees, best first. ``scores``: (B, K) their
+    probabilities. ``cells``: (B, K) the finest-cell index of each candidate, or None.
+    ``support`` (M, 2) and ``support_probs`` (B, M): the whole distribution the candidates were drawn
+    from (cell centroids, a GPS gallery), used for confidence; None when the head gives one point.
+    """
+
+    cell_probs: np.ndarray | None
+    coords: np.ndarray
+    scores: np.ndarray
+    cells: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+    support: np.ndarray | None = None
+    support_probs: np.ndarray | None = None
+
+
+@dataclass
+class Targets:
+    """Training targets for N samples, as tensors (kept whole in memory, sliced per batch).
+
+    ``lat``/``lon``: (N,) float32 degrees. ``cells``: one (N,) int64 tensor per cell level (coarse to
+    fine; -1 where a point lies in no cell). ``scene``: (N,) int64 scene label, -1 where unknown, or None.
+    """
+
+    lat: torch.Tensor
+    lon: torch.Tensor
+    cells: list[torch.Tensor] = field(default_factory=list)
+    scene: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.lat)
+
+    def take(self, idx: torch.Tensor | slice) -> "Targets":
+        return Targets(
+            self.lat[idx],
+            self.lon[idx],
+            [c[idx] for c in self.cells],
+            None if self.scene is None else self.scene[idx],
+        )
+
+    def unit(self) -> torch.Tensor:
+        """(N, 3) unit vectors of the targets."""
+        return latlon_to_unit(self.lat, self.lon)
+
+
+def latlon_to_unit(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
+    """Unit vectors (..., 3) from degrees, in torch (differentiable); geo.sphere.to_unit is the numpy twin."""
+    phi, lam = torch.deg2rad(lat), torch.deg2rad(lon)
+    c = torch.cos(phi)
+    return torch.stack([c * torch.cos(lam), c * torch.sin(lam), torch.sin(phi)], dim=-1)
+
+
+def unit_to_latlon(xyz: torch.Tensor) -> torch.Tensor:
+    """(..., 2) lat/lon degrees from (..., 3) vectors (need not be normalised)."""
+    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    lat = torch.rad2deg(torch.atan2(z, torch.hypot(x, y)))
+    lon = torch.rad2deg(torch.atan2(y, x))
+    return torch.stack([lat, lon], dim=-1)
+
+
+def great_circle_km(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Great-circle km between unit vectors ``a`` and ``b`` (..., 3), stable at 0 and pi, with gradients."""
+    cross = torch.linalg.cross(a, b, dim=-1).norm(dim=-1)
+    dot = (a * b).sum(-1)
+    return EARTH_RADIUS_KM * torch.atan2(cross, dot)
+
+
+def chord_to_km(dot: torch.Tensor) -> torch.Tensor:
+    """Great-circle km from cosines between unit vectors (fast path for distance matrices)."""
+    return EARTH_RADIUS_KM * torch.arccos(dot.clamp(-1.0, 1.0))
+
+
+class Head(nn.Module):
+    """Base class. Subclasses set ``kind`` and implement ``loss``, ``predict`` and ``config``."""
+
+    kind: str = "head"
+    #: the number of finest cells this head predicts over (0 for heads without cells)
+    n_cells: int = 0
+
+    def loss(self, emb: torch.Tensor, batch: Targets) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, emb, top_k: int = 5) -> HeadOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def config(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def fit_data(self, emb: torch.Tensor, targets: Targets) -> None:
+        """Keep whatever training data the head needs at inference (default: nothing)."""
+
+    def on_train_start(self, emb: torch.Tensor, targets: Targets) -> None:
+        """Called once before the first epoch with the training data (default: nothing)."""
+
+
+def as_float_tensor(emb) -> torch.Tensor:
+    """Embeddings from numpy (any float dtype) or torch as a float32 tensor."""
+    if isinstance(emb, np.ndarray):
+        emb = torch.from_numpy(np.ascontiguousarray(emb))
+    return emb.float()
+
+
+def check_dim(emb: torch.Tensor, dim: int, kind: str) -> None:
+    from geoscope.errors import InputError
+
+    if emb.shape[-1] != dim:
+        raise InputError(
+            f"the {kind} head expects {dim}-dimensional embeddings but got {emb.shape[-1]}; "
+            "the embeddings come from a different encoder than the one the head was trained on"
+        )
+
+
+class Standardize(nn.Module):
+    """Per-dimension standardisation of embeddings, with statistics taken from the training data."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, emb: torch.Tensor) -> None:
+        flat = emb.reshape(-1, emb.shape[-1])
+        sample = flat[torch.linspace(0, len(flat) - 1, min(len(flat), 65536)).long()].float()
+        self.mean.copy_(sample.mean(0))
+        self.inv_std.copy_(1.0 / sample.std(0).clamp_min(1e-6))
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return (emb - self.mean) * self.inv_std
+
+
+def load_head_state(head: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict`` that also accepts buffers whose size is data (galleries, neighbour banks).
+
+    Parameters must match exactly; a buffer of another shape is replaced by the stored one.
+    """
+    own = dict(head.named_buffers())
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            module_name, _, name = key.rpartition(".")
+            module = head.get_submodule(module_name) if module_name else head
+            module.register_buffer(name, value.clone().to(own[key].dtype), persistent=True)
+    head.load_state_dict(state, strict=True)

@@ -1,0 +1,201 @@
+"""Geocell classification over several partitions at once, combined hierarchically.
+
+One shared hidden layer feeds one logit layer per cell level (coarse to fine). At inference the
+probability of a fine cell combines every level, as in the TIB hierarchical model:
+
+    log p(fine) = log p_fine(fine) + sum_l log p_l(ancestor_l(fine)),  renormalised over fine cells.
+
+Training uses PIGEON's haversine label smoothing at every level: the target of cell i for a sample
+at x is proportional to exp(-(d(c_i, x) - d(c_true, x)) / tau), with d the great-circle distance in
+km from the cell centroid c_i and ``tau_km`` the temperature (the d(c_true, x) term is a per-sample
+constant, so this is a softmax of -d/tau). An optional auxiliary head predicts a scene label
+(e.g. natural / urban / indoor) when the training store has a ``scene`` column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geoscope.errors import InputError
+from geoscope.geo.sphere import to_unit
+from geoscope.heads.base import (
+    Head,
+    HeadOutput,
+    Standardize,
+    Targets,
+    as_float_tensor,
+    check_dim,
+    chord_to_km,
+)
+
+
+def ancestors_from_parents(parents: list[np.ndarray | None], level_sizes: list[int]) -> np.ndarray:
+    """(L, n_fine) index of each finest cell's ancestor at every level (the last row is arange)."""
+    n_levels = len(level_sizes)
+    anc = np.zeros((n_levels, level_sizes[-1]), dtype=np.int64)
+    cur = np.arange(level_sizes[-1], dtype=np.int64)
+    anc[-1] = cur
+    for lvl in range(n_levels - 1, 0, -1):
+        par = np.asarray(parents[lvl], dtype=np.int64)
+        if par.shape != (level_sizes[lvl],):
+            raise InputError(f"cell level {lvl} has {level_sizes[lvl]} cells but {par.shape[0]} parent indices")
+        if (par < 0).any() or (par >= level_sizes[lvl - 1]).any():
+            raise InputError(f"cell level {lvl} has parent indices outside level {lvl - 1}")
+        cur = par[cur]
+        anc[lvl - 1] = cur
+    return anc
+
+
+def hierarchy_arrays(cells) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Centroids per level and parent maps from a ``CellHierarchy`` (or a single ``Geocells``)."""
+    levels = list(getattr(cells, "levels", None) or [cells])
+    centroids = [np.asarray(g.centroids, dtype=np.float64) for g in levels]
+    parents: list[np.ndarray | None] = [None]
+    for lvl in range(1, len(levels)):
+        parents.append(np.asarray(cells.parents(lvl), dtype=np.int64))
+    return centroids, parents
+
+
+class ClassifierHead(Head):
+    """Hierarchical geocell classifier.
+
+    Args:
+        in_dim: embedding dimension.
+        centroids: per level (coarse to fine) an (n_l, 2) array of cell centroids (lat, lon).
+        parents: per level an (n_l,) array of parent indices into the previous level (None for level 0).
+        hidden: width of the shared hidden layer.
+        tau_km: label-smoothing temperature in km (PIGEON uses 75).
+        dropout: dropout on the hidden layer.
+        scene_labels: names of the auxiliary scene classes (empty: no scene head).
+        scene_weight: weight of the scene loss.
+    """
+
+    kind = "classifier"
+
+    def __init__(
+        self,
+        in_dim: int,
+        centroids: list,
+        parents: list | None = None,
+        hidden: int = 256,
+        tau_km: float = 75.0,
+        dropout: float = 0.1,
+        scene_labels: list[str] | tuple = (),
+        scene_weight: float = 0.2,
+    ):
+        super().__init__()
+        if not centroids:
+            raise InputError("a classifier needs at least one level of geocells")
+        if tau_km <= 0:
+            raise InputError(f"tau_km must be positive, got {tau_km}")
+        sizes = [len(c) for c in centroids]
+        if min(sizes) < 1:
+            raise InputError("every cell level needs at least one cell")
+        parents = list(parents) if parents is not None else [None] * len(sizes)
+        self.in_dim, self.hidden, self.tau_km, self.dropout_p = int(in_dim), int(hidden), float(tau_km), float(dropout)
+        self.level_sizes = sizes
+        self.n_cells = sizes[-1]
+        self.scene_labels = list(scene_labels)
+        self.scene_weight = float(scene_weight)
+        self.norm = Standardize(self.in_dim)
+        self.trunk = nn.Sequential(nn.Linear(self.in_dim, self.hidden), nn.GELU(), nn.Dropout(self.dropout_p))
+        self.level_heads = nn.ModuleList(nn.Linear(self.hidden, n) for n in sizes)
+        self.scene_head = nn.Linear(self.hidden, len(self.scene_labels)) if self.scene_labels else None
+        for lvl, c in enumerate(centroids):
+            c = np.asarray(c, dtype=np.float64).reshape(-1, 2)
+            self.register_buffer(f"centroids_{lvl}", torch.from_numpy(c.copy()))
+            self.register_buffer(f"centroid_unit_{lvl}", torch.from_numpy(to_unit(c[:, 0], c[:, 1])).float())
+        if len(sizes) > 1 and any(p is None for p in parents[1:]):
+            raise InputError("every cell level after the first needs parent indices")
+        anc = ancestors_from_parents(parents, sizes) if len(sizes) > 1 else np.arange(sizes[0])[None]
+        self.register_buffer("ancestors", torch.from_numpy(anc))
+
+    @classmethod
+    def from_cells(cls, in_dim: int, cells, **kw) -> "ClassifierHead":
+        centroids, parents = hierarchy_arrays(cells)
+        return cls(in_dim, centroids, parents, **kw)
+
+    def config(self) -> dict:
+        return {
+            "kind": self.kind,
+            "in_dim": self.in_dim,
+            "level_sizes": self.level_sizes,
+            "hidden": self.hidden,
+            "tau_km": self.tau_km,
+            "dropout": self.dropout_p,
+            "scene_labels": self.scene_labels,
+            "scene_weight": self.scene_weight,
+        }
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "ClassifierHead":
+        sizes = cfg["level_sizes"]
+        centroids = [np.zeros((n, 2)) for n in sizes]
+        parents = [None] + [np.zeros(n, dtype=np.int64) for n in sizes[1:]]
+        kw = {k: cfg[k] for k in ("hidden", "tau_km", "dropout", "scene_labels", "scene_weight") if k in cfg}
+        return cls(cfg["in_dim"], centroids, parents, **kw)
+
+    @property
+    def fine_centroids(self) -> torch.Tensor:
+        return getattr(self, f"centroids_{len(self.level_sizes) - 1}")
+
+    def on_train_start(self, emb: torch.Tensor, targets: Targets) -> None:
+        self.norm.fit(emb)
+
+    def features(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.norm(emb))
+
+    def forward(self, emb: torch.Tensor) -> list[torch.Tensor]:
+        """Logits per level (coarse to fine)."""
+        h = self.features(emb)
+        return [head(h) for head in self.level_heads]
+
+    def soft_targets(self, level: int, unit: torch.Tensor) -> torch.Tensor:
+        """Haversine-smoothed targets (B, n_level) for points given as unit vectors (B, 3)."""
+        km = chord_to_km(unit @ getattr(self, f"centroid_unit_{level}").T)
+        return torch.softmax(-km / self.tau_km, dim=1)
+
+    def loss(self, emb: torch.Tensor, batch: Targets) -> torch.Tensor:
+        h = self.features(emb)
+        unit = batch.unit()
+        total = emb.new_zeros(())
+        for lvl, head in enumerate(self.level_heads):
+            logp = F.log_softmax(head(h), dim=1)
+            total = total - (self.soft_targets(lvl, unit) * logp).sum(1).mean()
+        if self.scene_head is not None and batch.scene is not None:
+            known = batch.scene >= 0
+            if known.any():
+                total = total + self.scene_weight * F.cross_entropy(self.scene_head(h[known]), batch.scene[known])
+        return total
+
+    def log_cell_probs(self, emb: torch.Tensor) -> torch.Tensor:
+        """Hierarchically combined log probabilities over the finest cells (B, n_fine)."""
+        logits = self.forward(emb)
+        combined = F.log_softmax(logits[-1], dim=1)
+        for lvl in range(len(logits) - 1):
+            combined = combined + F.log_softmax(logits[lvl], dim=1)[:, self.ancestors[lvl]]
+        return F.log_softmax(combined, dim=1)
+
+    @torch.no_grad()
+    def predict(self, emb, top_k: int = 5) -> HeadOutput:
+        was_training = self.training
+        self.eval()
+        try:
+            emb = as_float_tensor(emb)
+            check_dim(emb, self.in_dim, self.kind)
+            probs = self.log_cell_probs(emb).exp()
+            k = min(int(top_k), self.n_cells)
+            scores, idx = probs.topk(k, dim=1)
+            coords = self.fine_centroids[idx]
+            extra = {}
+            if self.scene_head is not None:
+                extra["scene_probs"] = torch.softmax(self.scene_head(self.features(emb)), dim=1).numpy()
+                extra["scene_labels"] = self.scene_labels
+        finally:
+            self.train(was_training)
+        probs = probs.double().numpy()
+        return HeadOutput(probs, coords.numpy(), scores.double().numpy(), idx.numpy(), extra,
+                          self.fine_centroids.numpy(), probs)

@@ -1,0 +1,348 @@
+"""Train a head over an embedding store: ``geoscope train --store S --head KIND --cells C -o MODEL``.
+
+Training reads the store, never images. All embeddings sit in one float32 tensor; an epoch is a
+seeded permutation cut into large batches (no DataLoader). A validation split (seeded) gives the
+median error after each epoch; training stops early when it has not improved for ``patience``
+epochs. After every epoch a checkpoint (weights, optimiser, history, best weights so far) is written
+atomically to ``MODEL/checkpoint.pt``; running the same command again resumes from it. At the end
+the best weights are kept, the head takes its inference data (neighbour bank, gallery), and
+``MODEL/`` receives the Geolocator (``save_pretrained``), ``metrics.jsonl`` (one line per epoch) and
+``report.json`` / ``report.txt`` (the final evaluation on the validation split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoscope.atomic import atomic_path, write_json, write_text
+from geoscope.errors import InputError
+from geoscope.geo.metrics import evaluate, format_report
+from geoscope.geo.sphere import validate_latlon
+from geoscope.heads import HEAD_KINDS, create_head
+from geoscope.heads.base import Targets, load_head_state
+
+CHECKPOINT = "checkpoint.pt"
+#: default learning rate per head kind
+DEFAULT_LR = {"classifier": 2e-3, "hybrid": 2e-3, "regressor": 1e-3, "retrieval": 1e-3}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 4096
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    patience: int = 5
+    seed: int = 0
+    min_epochs: int = 1
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    head: torch.nn.Module
+    history: list[dict] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+    best_epoch: int = -1
+    stopped_early: bool = False
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train / validation split of ``n`` rows (at least one row each when n >= 2)."""
+    if n < 2:
+        raise InputError(f"training needs at least 2 samples with coordinates, the store has {n}")
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"the validation fraction must be between 0 and 1, got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(max(1, int(round(n * val_fraction))), n - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def make_targets(lat, lon, cells=None, scene=None) -> Targets:
+    """Targets from coordinates, a ``CellHierarchy`` (cell ids per level) and optional scene ids."""
+    lat, lon = validate_latlon(lat, lon, "training coordinates")
+    levels = list(getattr(cells, "levels", None) or ([cells] if cells is not None else []))
+    ids = [torch.from_numpy(np.asarray(g.assign(lat, lon), dtype=np.int64)) for g in levels]
+    return Targets(
+        torch.from_numpy(lat).float(),
+        torch.from_numpy(lon).float(),
+        ids,
+        None if scene is None else torch.as_tensor(np.asarray(scene, dtype=np.int64)),
+    )
+
+
+def predict_coords(head, emb: torch.Tensor, chunk: int = 8192) -> np.ndarray:
+    """Top-1 (lat, lon) for every embedding, in chunks."""
+    out = [head.predict(emb[i : i + chunk], top_k=1).coords[:, 0] for i in range(0, len(emb), chunk)]
+    return np.concatenate(out) if out else np.zeros((0, 2))
+
+
+def _fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            p = p.numpy()
+        if isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def fit_head(
+    head,
+    emb: torch.Tensor,
+    targets: Targets,
+    val_emb: torch.Tensor,
+    val_targets: Targets,
+    config: TrainConfig | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    log=None,
+) -> TrainResult:
+    """Train ``head`` on ``emb``/``targets``, early-stopping on the median error over the validation data.
+
+    ``checkpoint``: a file written atomically after every epoch; if it exists (and was made by the
+    same head, data and settings) training resumes from it. ``log(record)`` is called per epoch.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or TrainConfig()
+    kind = getattr(head, "kind", "head")
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(kind, 1e-3)
+    emb = emb.float().contiguous()
+    n = len(emb)
+    if n == 0:
+        raise InputError("no training samples")
+    torch.manual_seed(cfg.seed)
+    head.on_train_start(emb, targets)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.1)
+    fingerprint = _fingerprint(head.config(), cfg.to_dict(), targets.lat[:4096], len(emb), val_targets.lat[:4096])
+
+    history: list[dict] = []
+    best_median, best_state, best_epoch, bad_epochs, start_epoch = math.inf, None, -1, 0, 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a half-written or foreign file
+            raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over")
+        if state.get("fingerprint") != fingerprint:
+            raise InputError(
+                f"the checkpoint {ckpt} was made with another head, data or settings; "
+                "delete it or write to another output directory"
+            )
+        load_head_state(head, state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = json.loads(state["history"])
+        best_median, best_epoch, bad_epochs = state["best_median"], state["best_epoch"], state["bad_epochs"]
+        best_state = state["best_head"]
+        start_epoch = state["epoch"] + 1
+        if state.get("finished"):
+            start_epoch = cfg.epochs
+
+    stopped_early = bool(history and history[-1].get("stopped_early"))
+    for epoch in range(start_epoch, cfg.epochs):
+        if stopped_early:
+            break
+        head.train()
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed(cfg.seed * 7919 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not progress, unit="batch")
+        for step in bar:
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            loss = head.loss(emb.index_select(0, idx), targets.take(idx))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        train_s = time.perf_counter() - t0
+        head.eval()
+        pred = predict_coords(head, val_emb)
+        metrics = evaluate(pred[:, 0], pred[:, 1], val_targets.lat.numpy(), val_targets.lon.numpy())
+        record = {
+            "epoch": epoch + 1,
+            "loss": total / max(count, 1),
+            "val_median_km": metrics["median_km"],
+            "val_acc_25km": metrics["acc_25km"],
+            "val_acc_750km": metrics["acc_750km"],
+            "samples_per_s": count / max(train_s, 1e-9),
+            "seconds": train_s,
+        }
+        if metrics["median_km"] < best_median - 1e-9:
+            best_median, best_epoch, bad_epochs = metrics["median_km"], epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= cfg.patience and epoch + 1 >= cfg.min_epochs and epoch + 1 < cfg.epochs
+        record["stopped_early"] = stopped_early
+        history.append(record)
+        if log is not None:
+            log(record)
+        if ckpt is not None:
+            state = {
+                "fingerprint": fingerprint, "epoch": epoch, "head": head.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "history": json.dumps(history), "best_median": best_median, "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs, "best_head": best_state,
+                "finished": stopped_early or epoch + 1 == cfg.epochs,
+            }
+            with atomic_path(ckpt) as tmp:
+                torch.save(state, tmp)
+
+    if best_state is not None:
+        load_head_state(head, best_state)
+    head.eval()
+    return TrainResult(head, history, best_epoch=best_epoch, stopped_early=stopped_early)
+
+
+# --- from a store ---------------------------------------------------------------------------------
+
+
+def _open_store(store):
+    if isinstance(store, (str, os.PathLike)):
+        from geoscope.store import EmbeddingStore
+
+        return EmbeddingStore.open(store)
+    return store
+
+
+def _scene_ids(store) -> tuple[np.ndarray | None, list[str]]:
+    meta = getattr(store, "meta", None)
+    if meta is None or "scene" not in meta.columns:
+        return None, []
+    ok = meta[meta["status"] == "ok"] if "status" in meta.columns else meta
+    col = ok["scene"]
+    known = col.notna() & (col.astype(str).str.len() > 0)
+    labels = sorted(set(col[known].astype(str)))
+    lookup = {v: i for i, v in enumerate(labels)}
+    ids = np.where(known, col.astype(str).map(lambda v: lookup.get(v, -1)), -1).astype(np.int64)
+    return (ids if labels else None), labels
+
+
+def store_arrays(store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings float32, lat, lon) of a store's rows, refusing stores without coordinates."""
+    emb = np.asarray(store.embeddings, dtype=np.float32)
+    lat = np.asarray(store.lat, dtype=np.float64) if store.lat is not None else None
+    lon = np.asarray(store.lon, dtype=np.float64) if store.lon is not None else None
+    where = getattr(store, "path", "the store")
+    if lat is None or lon is None or len(lat) == 0 or np.all(np.isnan(lat)):
+        raise InputError(f"{where} has no coordinates (lat/lon), so it cannot be used to train or evaluate")
+    if len(lat) != len(emb):
+        raise InputError(f"{where}: {len(emb)} embeddings but {len(lat)} coordinates")
+    return emb, lat, lon
+
+
+def train_from_store(
+    store,
+    head_kind: str,
+    out_dir: str | os.PathLike,
+    cells=None,
+    config: TrainConfig | None = None,
+    head_options: dict | None = None,
+    gallery=None,
+    progress: bool = True,
+    resume: bool = True,
+):
+    """Train a head of ``head_kind`` on a store and save a Geolocator to ``out_dir``.
+
+    ``cells``: a cells file or ``CellHierarchy`` (required for classifier and hybrid; kept with the
+    model otherwise). ``gallery``: (N, 2) coordinates for the retrieval head (default: the training
+    coordinates). Returns ``(geolocator, TrainResult)``.
+    """
+    from geoscope.geo.cells import load_cells
+    from geoscope.geolocator import Geolocator
+
+    if head_kind not in HEAD_KINDS:
+        raise InputError(f"unknown head {head_kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    cfg = config or TrainConfig()
+    out = Path(out_dir)
+    store = _open_store(store)
+    emb, lat, lon = store_arrays(store)
+    keep = ~(np.isnan(lat) | np.isnan(lon))
+    if keep.sum() < 2:
+        raise InputError(f"{getattr(store, 'path', 'the store')} has fewer than 2 rows with coordinates")
+    if isinstance(cells, (str, os.PathLike)):
+        cells = load_cells(cells)
+    if cells is None and head_kind in ("classifier", "hybrid"):
+        raise InputError(f"the {head_kind} head needs geocells: pass --cells CELLS (make them with `geoscope cells`)")
+    scene, scene_labels = _scene_ids(store) if head_kind in ("classifier", "hybrid") else (None, [])
+    emb, lat, lon = emb[keep], lat[keep], lon[keep]
+    scene = None if scene is None else scene[keep]
+    targets = make_targets(lat, lon, cells, scene)
+    if cells is not None and head_kind in ("classifier", "hybrid"):
+        outside = float((targets.cells[-1] < 0).float().mean())
+        if outside > 0.5:
+            raise InputError(
+                f"{outside:.0%} of the training points lie outside the given cells; the cells do not cover this store"
+            )
+    emb_t = torch.from_numpy(emb)
+    train_idx, val_idx = split_indices(len(emb_t), cfg.val_fraction, cfg.seed)
+    tr, va = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    options = dict(head_options or {})
+    if scene_labels:
+        options.setdefault("scene_labels", scene_labels)
+    torch.manual_seed(cfg.seed)
+    head = create_head(head_kind, emb.shape[1], cells, **options)
+    if gallery is not None and hasattr(head, "set_gallery"):
+        head.set_gallery(gallery)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT
+    if not resume and ckpt.exists():
+        ckpt.unlink()
+    metrics_path = out / "metrics.jsonl"
+    result = fit_head(
+        head, emb_t[tr], targets.take(tr), emb_t[va], targets.take(va), cfg, checkpoint=ckpt, progress=progress,
+    )
+    write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in result.history))
+    head.fit_data(emb_t[tr], targets.take(tr))
+    pred = predict_coords(head, emb_t[va])
+    report = evaluate(pred[:, 0], pred[:, 1], lat[val_idx], lon[val_idx])
+    mean_lat, mean_lon = _training_mean(lat[train_idx], lon[train_idx])
+    baseline = evaluate(np.full(len(val_idx), mean_lat), np.full(len(val_idx), mean_lon), lat[val_idx], lon[val_idx])
+    report = {
+        "head": head_kind, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+        "validation": report, "baseline_training_mean": baseline, "train_config": cfg.to_dict(),
+    }
+    result.report, result.train_idx, result.val_idx = report, train_idx, val_idx
+    geo = Geolocator(getattr(store, "encoder", None), head, cells, name=out.name,
+                     extra={"training": {k: v for k, v in report.items() if k != "train_config"}})
+    geo.save_pretrained(out)
+    write_json(out / "report.json", report)
+    write_text(out / "report.txt", format_report({head_kind: report["validation"],
+                                                   "training mean": baseline}) + "\n")
+    return geo, result
+
+
+def _training_mean(lat, lon) -> tuple[float, float]:
+    from geoscope.geo.sphere import spherical_mean
+
+    try:
+        return spherical_mean(lat, lon)
+    except InputError:
+        return float(np.mean(lat)), float(np.mean(lon))
