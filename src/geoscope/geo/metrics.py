@@ -127,14 +127,15 @@ def plot_cumulative_error(errors_by_name: Mapping[str, Sequence[float]], path: s
             if e.size == 0:
                 continue
             frac = np.arange(1, e.size + 1) / e.size
-            ax.step(np.clip(e, 0.01, None), frac, where="post", label=f"{name} (n={e.size})")
+            x = np.clip(np.concatenate([[e[0]], e, [20040.0]]), 0.01, None)  # from 0 up to the last, then flat
+            ax.step(x, np.concatenate([[0.0], frac, [1.0]]), where="post", label=f"{name} (n={e.size})")
         for t in thresholds:
             ax.axvline(float(t), color="0.8", lw=0.8, zorder=0)
             ax.text(float(t), 1.01, f"{float(t):g} km", ha="center", va="bottom", fontsize=7, color="0.4",
                     transform=ax.get_xaxis_transform())
         ax.set_xscale("log")
         ax.set_xlim(0.1, 20040)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.01)
         ax.set_xlabel("error (km, log scale)")
         ax.set_ylabel("fraction of images within error")
         ax.grid(True, which="major", alpha=0.3)
