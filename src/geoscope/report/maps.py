@@ -9,6 +9,7 @@ level piece that shades cells on any matplotlib axes. No online tiles are used.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -144,6 +145,26 @@ def plot_cell_probabilities(
     return artist
 
 
+@functools.lru_cache(maxsize=8)
+def _border_segments(borders: Any, extent: tuple[float, float, float, float]) -> list[np.ndarray]:
+    """Border lines inside ``extent``, simplified to about a thousandth of its span (the full
+    Natural Earth lines have ~0.5 M points: too many to draw a world map quickly)."""
+    import shapely
+
+    lon0, lon1, lat0, lat1 = extent
+    geoms = np.asarray(borders.geometries, dtype=object)
+    if extent != WORLD_EXTENT:
+        frame = shapely.box(lon0 - 1, lat0 - 1, lon1 + 1, lat1 + 1)
+        geoms = shapely.intersection(geoms[shapely.intersects(geoms, frame)], frame)
+    geoms = shapely.simplify(shapely.boundary(geoms), max(lon1 - lon0, lat1 - lat0) / 1500.0)
+    segments = []
+    for line in geoms:
+        for part in getattr(line, "geoms", [line]):
+            if not part.is_empty:
+                segments.append(np.asarray(part.coords)[:, :2])
+    return segments
+
+
 def draw_borders(ax: Any, extent: tuple[float, float, float, float], color: str = "#555555",
                  linewidth: float = 0.5) -> bool:
     """Draw Natural Earth country borders (``geo.borders.countries()``) inside ``extent``.
@@ -151,7 +172,6 @@ def draw_borders(ax: Any, extent: tuple[float, float, float, float], color: str 
     Returns False (and logs why) when the border data is not available, so a map is still drawn.
     """
     try:
-        import shapely
         from matplotlib.collections import LineCollection
 
         from geoscope.geo.borders import countries
@@ -160,16 +180,7 @@ def draw_borders(ax: Any, extent: tuple[float, float, float, float], color: str 
     except (ImportError, GeoscopeError, OSError) as exc:
         log.warning("maps are drawn without country borders: %s", exc)
         return False
-    lon0, lon1, lat0, lat1 = extent
-    frame = shapely.box(lon0 - 1, lat0 - 1, lon1 + 1, lat1 + 1)
-    geoms = np.asarray(borders.geometries, dtype=object)
-    hit = shapely.intersects(geoms, frame)
-    segments = []
-    for g in geoms[hit]:
-        boundary = shapely.intersection(g, frame).boundary
-        for line in getattr(boundary, "geoms", [boundary]):
-            if not line.is_empty:
-                segments.append(np.asarray(line.coords)[:, :2])
+    segments = _border_segments(borders, tuple(round(float(v), 3) for v in extent))
     ax.add_collection(LineCollection(segments, colors=color, linewidths=linewidth, zorder=3))
     return True
 
@@ -177,6 +188,31 @@ def draw_borders(ax: Any, extent: tuple[float, float, float, float], color: str 
 def _marker_label(rank: int, cand: Any) -> str:
     name = cand.place.label() if getattr(cand, "place", None) is not None else f"{cand.lat:.3f}, {cand.lon:.3f}"
     return f"{rank}. {name} ({100 * cand.probability:.1f}%)"
+
+
+def _world_inset(ax: Any, extent: tuple[float, float, float, float], best: list, truth: Any, claimed: Any,
+                 borders: bool) -> Any:
+    """A small world map in the corner of ``ax``: the main map's frame and the far-away points."""
+    from matplotlib.patches import Rectangle
+
+    lon0, lon1, lat0, lat1 = extent
+    sub = ax.inset_axes([0.70, 0.02, 0.29, 0.29])
+    sub.set_facecolor("#dfe9f3")
+    if borders:
+        draw_borders(sub, WORLD_EXTENT, linewidth=0.2)
+    sub.add_patch(Rectangle((lon0, lat0), lon1 - lon0, lat1 - lat0, fill=False, ec="#d7301f", lw=1.2, zorder=4))
+    for lat, lon in best:
+        sub.plot(lon, lat, marker="o", ms=4, mfc="white", mec="#08306b", zorder=5)
+    if truth is not None:
+        sub.plot(truth[1], truth[0], marker="o", ms=5, color="black", zorder=6)
+    if claimed is not None:
+        sub.plot(claimed[1], claimed[0], marker="D", ms=5, color="#00bcd4", mec="black", zorder=6)
+    sub.set_xlim(-180, 180)
+    sub.set_ylim(-90, 90)
+    sub.set_aspect(1.0)
+    sub.set_xticks([])
+    sub.set_yticks([])
+    return sub
 
 
 def plot_prediction(
@@ -206,15 +242,22 @@ def plot_prediction(
     elif claimed is False:
         claimed = None
     cands = list(pred.candidates)[:n_candidates]
-    marks = [(c.lat, c.lon) for c in cands[:1]]
-    marks += [p for p in (truth, claimed) if p is not None]
+    best = [(c.lat, c.lon) for c in cands[:1]]
+    others = [p for p in (truth, claimed) if p is not None]
     has_cells = pred.cell_probs is not None and pred.cells is not None
+    inset = False
     if extent is None:
         if has_cells:
             cen = np.asarray(pred.cells.centroids, dtype=np.float64)
-            extent = fit_extent(cen[:, 0], cen[:, 1], pred.cell_probs, include=marks)
+            lat, lon, w = cen[:, 0], cen[:, 1], pred.cell_probs
         else:
-            extent = fit_extent([c.lat for c in cands], [c.lon for c in cands], include=marks)
+            lat, lon, w = [c.lat for c in cands], [c.lon for c in cands], None
+        extent = fit_extent(lat, lon, w, include=best + others)
+        mass_extent = fit_extent(lat, lon, w, include=best)
+        if extent == WORLD_EXTENT and mass_extent != WORLD_EXTENT:
+            # a far-away truth or claim would shrink the heatmap to a speck: keep the map on the mass
+            # and show the far points on a small world map
+            extent, inset = mass_extent, True
     lon0, lon1, lat0, lat1 = extent
 
     fig = Figure(figsize=figsize, dpi=dpi)
@@ -241,6 +284,8 @@ def plot_prediction(
                 label="claimed (EXIF) location")
     if truth is not None or claimed is not None:
         ax.legend(loc="lower left", fontsize=8, framealpha=0.85)
+    if inset:
+        _world_inset(ax, extent, best, truth, claimed, borders)
     ax.set_xlim(lon0, lon1)
     ax.set_ylim(lat0, lat1)
     mid = 0.5 * (lat0 + lat1)

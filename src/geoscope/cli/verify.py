@@ -1,0 +1,137 @@
+"""``geoscope verify IMAGE... --model MODEL``: does the EXIF GPS agree with what the pixels say?
+
+``geoscope verify --model MODEL --calibrate STORE`` picks the verdict thresholds on a held-out
+embedding store (true GPS vs. GPS moved to another continent) and saves them next to the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from geoscope.cli._common import add_json_flag, emit, float_list, format_table, positive_int
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify", help="compare an image's EXIF GPS position with where its pixels place it",
+        description="For each IMAGE: the distance from the claimed (EXIF) position to the best candidate, the "
+        "probability the model puts within R km of it against the prior, the rank of the claimed cell, and a "
+        "verdict (consistent / inconsistent / inconclusive) naming the thresholds used. With --calibrate, "
+        "pick the thresholds on a held-out embedding store and save them as verify_thresholds.json in the "
+        "model directory (or --out).",
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to verify")
+    p.add_argument("--model", required=True, help="model directory or pretrained name")
+    p.add_argument("--claim", type=lambda t: float_list(t, 2, "--claim"), metavar="LAT,LON",
+                   help="verify this position instead of the EXIF GPS")
+    p.add_argument("--thresholds", metavar="FILE",
+                   help="thresholds JSON (default: verify_thresholds.json in the model directory, else defaults)")
+    p.add_argument("--radius-km", type=float, help="override the thresholds' radius")
+    p.add_argument("--top-k", type=positive_int, default=5, help="candidates to compute (default 5)")
+    p.add_argument("--calibrate", metavar="STORE", help="held-out embedding store with true GPS to calibrate on")
+    p.add_argument("--out", metavar="FILE", help="where --calibrate writes the thresholds")
+    add_json_flag(p)
+    p.set_defaults(func=_run)
+
+
+def load_geolocator(name: str):
+    from geoscope.geolocator import Geolocator
+
+    return Geolocator.from_pretrained(name)
+
+
+def locate_file(geolocator, path: str, top_k: int = 5):
+    """Load ``path`` safely, locate it, and make sure the Prediction names the file and its EXIF."""
+    from geoscope.data.exif import read_exif
+    from geoscope.data.images import load_image
+
+    image = load_image(path)
+    pred = geolocator.locate([image], top_k=top_k)[0]
+    pred.source = str(path)
+    if pred.exif is None:
+        pred.exif = read_exif(path)
+    return image, pred
+
+
+def model_thresholds(model: str, thresholds_file: str | None = None, radius_km: float | None = None):
+    """The thresholds to judge with: a given file, the model directory's calibration, or the defaults."""
+    from pathlib import Path
+
+    from geoscope.errors import InputError
+    from geoscope.verify import load_thresholds
+
+    thr = load_thresholds(thresholds_file if thresholds_file else (model if Path(model).is_dir() else None))
+    if radius_km is not None:
+        if not radius_km > 0:
+            raise InputError(f"--radius-km must be positive, got {radius_km}")
+        from dataclasses import replace
+
+        thr = replace(thr, radius_km=float(radius_km), source=f"{thr.source}; radius set to {radius_km:g} km by hand")
+    return thr
+
+
+def _calibrate(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from geoscope.errors import InputError
+    from geoscope.store import EmbeddingStore
+    from geoscope.verify import THRESHOLDS_FILE, calibrate_thresholds, save_thresholds
+
+    geo = load_geolocator(args.model)
+    store = EmbeddingStore.open(args.calibrate)
+    preds = []
+    for start in tqdm(range(0, len(store), 512), desc="locating validation set", unit="batch"):
+        emb = np.asarray(store.embeddings[start: start + 512], dtype=np.float32)
+        preds.extend(geo.locate_embeddings(emb, top_k=args.top_k))
+    thr = calibrate_thresholds(preds, store.lat, store.lon)
+    if args.out:
+        out = Path(args.out)
+    elif Path(args.model).is_dir():
+        out = Path(args.model) / THRESHOLDS_FILE
+    else:
+        raise InputError(f"model {args.model!r} is not a directory; pass --out FILE for the thresholds")
+    save_thresholds(thr, out)
+    result = {"thresholds": thr.to_dict(), "written": str(out)}
+    emit(result, args.json, lambda r: f"{thr.describe()}\nrates on the validation set: "
+         + ", ".join(f"{k}={v:.3f}" for k, v in thr.calibration.items() if k.startswith(("genuine", "forged")))
+         + f"\nwritten to {out}")
+    return 0
+
+
+def _run(args) -> int:
+    from geoscope.errors import GeoscopeError, InputError
+    from geoscope.prediction import Prediction
+    from geoscope.verify import verify_prediction
+
+    if args.calibrate:
+        return _calibrate(args)
+    if not args.images:
+        raise InputError("give at least one IMAGE to verify (or --calibrate STORE)")
+    thr = model_thresholds(args.model, args.thresholds, args.radius_km)
+    geo = load_geolocator(args.model)
+    results = []
+    for path in args.images:
+        try:
+            _, pred = locate_file(geo, path, args.top_k)
+        except GeoscopeError as exc:  # one bad file is reported, the others are still verified
+            pred = Prediction.failed(path, str(exc))
+        results.append(verify_prediction(pred, claim=tuple(args.claim) if args.claim else None, thresholds=thr))
+    emit([r.to_dict() for r in results], args.json, _render)
+    return 0
+
+
+def _render(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        claim = "-" if r["claimed_lat"] is None else f"{r['claimed_lat']:.4f}, {r['claimed_lon']:.4f}"
+        dist = "-" if r["distance_to_best_km"] is None else f"{r['distance_to_best_km']:.0f}"
+        mass = "-" if r["mass_within_km"] is None else f"{100 * r['mass_within_km']:.1f}%"
+        lift = "-" if r["lift"] is None else f"{r['lift']:.2f}"
+        rank = "-" if r["claimed_cell_rank"] is None else f"{r['claimed_cell_rank']}/{r['n_cells']}"
+        rows.append([r["source"], claim, dist, mass, lift, rank, r["verdict"].upper()])
+    head = ["image", "claimed", "km to best", "mass within R", "lift", "cell rank", "verdict"]
+    reasons = "\n".join(f"{r['source']}: {r['reason']}" for r in results)
+    return format_table(head, rows) + "\n\n" + reasons
