@@ -339,7 +339,7 @@ def _zeroshot_head(encoder, cache: Path, progress: bool, min_population: int, te
             pass
     scale = getattr(getattr(encoder, "model", None), "logit_scale", None)
     head.set_text_embeddings(emb["country"], emb["region"], emb["town"],
-                             logit_scale=float(scale.exp()) if scale is not None else None)
+                             logit_scale=float(scale.detach().exp()) if scale is not None else None)
     return head.eval()
 
 
