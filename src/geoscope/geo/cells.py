@@ -315,12 +315,14 @@ class Geocells:
         if lat.size == 0:
             raise InputError("adaptive cells: no training points given")
         return cls._from_sorted(_sort_points(quadtree_keys(lat, lon), lat, lon), np.zeros(1, dtype=np.int64),
-                                int(min_points), int(max_points), "adaptive", {})
+                                int(min_points), int(max_points), "adaptive", {})[0]
 
     @classmethod
     def _from_sorted(cls, points, roots, min_points, max_points, kind, params,
-                     groups_of_root=None) -> "Geocells":
-        """Build from ``_sort_points`` output: split the quadtree under ``roots``, merge small leaves."""
+                     groups_of_root=None) -> tuple["Geocells", np.ndarray]:
+        """Build from ``_sort_points`` output: split the quadtree under ``roots``, merge small leaves.
+
+        Also returns the cell of every point in sorted-key order (the leaves tile the sorted points)."""
         skeys, csum = points
         level, prefix, lo, hi = _split_quadtree(skeys, roots, max_points)
         leaf_sum = csum[hi] - csum[lo]
@@ -343,7 +345,7 @@ class Geocells:
         np.add.at(sums, leaf_cell, leaf_sum)
         cells.counts = np.bincount(leaf_cell, weights=leaf_n, minlength=n).astype(np.int64)
         cells.centroids = _normalise_or(sums, cells.geometric_centres)
-        return cells
+        return cells, np.repeat(leaf_cell, leaf_n)
 
     @classmethod
     def admin(cls, lat, lon, min_points: int, max_points: int, borders=None) -> "Geocells":
@@ -379,8 +381,8 @@ class Geocells:
         regions = [[str(c) for c in used[group == g]] for g in range(int(group.max()) + 1)]
         keys = (group[inv] << _KEY_BITS) | quadtree_keys(lat[inside], lon[inside])
         roots = np.arange(len(regions), dtype=np.int64)
-        cells = cls._from_sorted(_sort_points(keys, lat[inside], lon[inside]), roots, min_points, max_points,
-                                 "admin", {"regions": regions}, groups_of_root=True)
+        cells, _ = cls._from_sorted(_sort_points(keys, lat[inside], lon[inside]), roots, min_points, max_points,
+                                    "admin", {"regions": regions}, groups_of_root=True)
         cells._cache["borders"] = borders
         if not inside.all():  # sea / coast points count in their nearest cell
             cells.counts = np.bincount(cells.assign(lat, lon), minlength=len(cells)).astype(np.int64)
@@ -685,13 +687,18 @@ class CellHierarchy:
             raise InputError("adaptive cells: no training points given")
         points = _sort_points(quadtree_keys(lat, lon), lat, lon)  # shared by all levels
         root = np.zeros(1, dtype=np.int64)
-        levels = [Geocells._from_sorted(points, root, int(min_points), m, "adaptive", {}) for m in maxes]
-        return cls.from_training(levels, lat, lon)
+        built = [Geocells._from_sorted(points, root, int(min_points), m, "adaptive", {}) for m in maxes]
+        # the points' cells (in sorted-key order) come straight from the build: no second lookup
+        return cls.from_training([b[0] for b in built], lat, lon, [b[1] for b in built])
 
     @classmethod
-    def from_training(cls, levels: Sequence[Geocells], lat, lon) -> "CellHierarchy":
-        """A hierarchy whose parent maps follow the training points (majority rule)."""
-        assigned = [lv.assign(lat, lon, nearest=True) for lv in levels]
+    def from_training(cls, levels: Sequence[Geocells], lat, lon, assigned=None) -> "CellHierarchy":
+        """A hierarchy whose parent maps follow the training points (majority rule).
+
+        ``assigned``: the cell of every training point per level, when already known (any common
+        order of the points)."""
+        if assigned is None:
+            assigned = [lv.assign(lat, lon, nearest=True) for lv in levels]
         parents = []
         for l in range(1, len(levels)):
             fine, coarse = assigned[l], assigned[l - 1]
