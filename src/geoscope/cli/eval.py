@@ -13,7 +13,7 @@ import argparse
 import inspect
 import sys
 
-from geoscope.cli._common import add_json_flag, emit, float_list
+from geoscope.cli._common import add_json_flag, emit, float_list, positive_int
 
 _SHOW_IDS = 5
 
@@ -33,8 +33,8 @@ def register(subparsers) -> None:
     model = p.add_argument_group("evaluating a model")
     model.add_argument("--model", help="model name or directory")
     model.add_argument("--dataset", help="dataset: folder, manifest or shards")
-    model.add_argument("--limit", type=int, default=None, help="evaluate at most this many images")
-    model.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    model.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many images")
+    model.add_argument("--batch-size", type=positive_int, default=None, help="images per batch")
     p.add_argument("--thresholds", type=lambda t: float_list(t, name="--thresholds"), default=None,
                    metavar="KM,KM,...", help="accuracy thresholds in km (default: 1,25,200,750,2500)")
     p.add_argument("--places", action="store_true",

@@ -238,7 +238,7 @@ def _rect_area_km2(lat0, lon0, lat1, lon1) -> np.ndarray:
 # Geocells
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Geocells:
     """One partition of (part of) the Earth into cells.
 
@@ -263,6 +263,9 @@ class Geocells:
 
     def __len__(self) -> int:
         return len(self.centroids)
+
+    def __repr__(self) -> str:
+        return f"Geocells({self.kind!r}, {len(self)} cells, {int(self.counts.sum())} training points)"
 
     # ---------------------------------------------------------------------------------- builders
     @classmethod
