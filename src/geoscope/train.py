@@ -331,7 +331,7 @@ def train_from_store(
     }
     result.report, result.train_idx, result.val_idx = report, train_idx, val_idx
     geo = Geolocator(getattr(store, "encoder", None), head, cells, name=out.name,
-                     extra={"training": {k: v for k, v in report.items() if k != "train_config"}})
+                     meta={"training": {k: v for k, v in report.items() if k != "train_config"}})
     geo.save_pretrained(out)
     write_json(out / "report.json", report)
     write_text(out / "report.txt", format_report({head_kind: report["validation"],

@@ -1,0 +1,103 @@
+"""``geoscope train --store STORE --head KIND --cells CELLS -o MODEL``: train a head over an embedding store."""
+
+from __future__ import annotations
+
+import json
+
+from geoscope.cli._common import add_json_flag, emit
+
+HEADS = ("classifier", "regressor", "retrieval", "hybrid")
+
+
+def _option(text: str) -> tuple[str, object]:
+    import argparse
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--option needs KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a geolocation head over an embedding store",
+        description="Train a head (classifier, regressor, retrieval or hybrid) on the embeddings and coordinates "
+        "of STORE and save a model directory MODEL (config.json, model.safetensors, cells.json, metrics.jsonl, "
+        "report.json). A checkpoint is written every epoch; the same command resumes an interrupted run.",
+    )
+    p.add_argument("--store", required=True, help="embedding store with coordinates (made by `geoscope embed`)")
+    p.add_argument("--head", required=True, choices=HEADS, help="head to train")
+    p.add_argument("--cells", help="geocells file (from `geoscope cells`); required for classifier and hybrid")
+    p.add_argument("--output", "-o", required=True, help="model directory to write")
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4096, help="samples per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per head)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=5, help="epochs without a better median error before stopping (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                   help="head constructor option, e.g. hidden=512, tau_km=75, mode=latlon, queue_size=1024 (repeatable)")
+    p.add_argument("--gallery", default="train", metavar="SOURCE",
+                   help="retrieval gallery: train (training coordinates), geoclip (GeoCLIP's 100K), grid:STEP_DEG, "
+                   "or a CSV / Parquet file of points (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def _gallery(spec: str):
+    from geoscope.errors import InputError
+
+    if spec == "train":
+        return None
+    from geoscope.heads.retrieval import geoclip_gallery, grid_gallery
+
+    if spec == "geoclip":
+        return geoclip_gallery()
+    if spec.startswith("grid:"):
+        try:
+            step = float(spec[5:])
+        except ValueError:
+            raise InputError(f"--gallery grid:STEP needs a step in degrees, got {spec!r}") from None
+        return grid_gallery(step_deg=step)
+    from geoscope.geo.table import read_points
+
+    df = read_points(spec)
+    return df[["lat", "lon"]].to_numpy()
+
+
+def _render(r: dict) -> str:
+    from geoscope.geo.metrics import format_report
+
+    lines = [
+        f"trained a {r['head']} head on {r['n_train']} samples ({r['n_val']} for validation); "
+        f"best epoch {r['best_epoch']} of {r['epochs_run']}" + (" (stopped early)" if r["stopped_early"] else ""),
+        format_report({r["head"]: r["validation"], "training mean": r["baseline_training_mean"]}),
+        f"model written to {r['output']}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import torch
+
+    from geoscope.train import TrainConfig, train_from_store
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      val_fraction=args.val_fraction, patience=args.patience, seed=args.seed)
+    gallery = _gallery(args.gallery) if args.head == "retrieval" else None
+    _, result = train_from_store(
+        args.store, args.head, args.output, cells=args.cells, config=cfg, head_options=dict(args.option),
+        gallery=gallery, progress=not args.no_progress, resume=not args.no_resume,
+    )
+    report = {**result.report, "output": str(args.output)}
+    emit(report, args.json, _render)
+    return 0

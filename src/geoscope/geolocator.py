@@ -1,0 +1,337 @@
+"""``Geolocator`` = encoder + head + cells + places: the one object users hold.
+
+    geo = Geolocator.from_pretrained("path/to/model")      # or a named model such as "geoclip"
+    for p in geo.locate(["a.jpg", "b.jpg"], top_k=5):
+        print(p.best.lat, p.best.lon, p.best.place.label(), p.confidence)
+    geo.save_pretrained("out/model")
+
+A model directory holds ``config.json`` (encoder name, head config, file hashes), ``model.safetensors``
+(the head's weights and data buffers, e.g. a GPS gallery or neighbour bank) and ``cells.json`` when
+the model has geocells. Loading checks every file against the SHA-256 recorded in ``config.json``,
+so a missing, truncated or altered file is an error, not a silent wrong answer. Weights are read
+with ``safetensors`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from geoscope.atomic import atomic_path, write_json
+from geoscope.errors import GeoscopeError, InputError
+from geoscope.geo.sphere import pairwise_km
+from geoscope.prediction import CONFIDENCE_RADII_KM, Candidate, Prediction
+
+FORMAT = "geoscope-geolocator"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+CELLS = "cells.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _source_label(src, i: int) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    name = getattr(src, "filename", None) or getattr(src, "name", None)
+    return str(name) if name else f"image {i}"
+
+
+def confidence_mass(best: np.ndarray, support: np.ndarray, probs: np.ndarray,
+                    radii_km: Sequence[float] = CONFIDENCE_RADII_KM) -> dict[int, float]:
+    """Probability mass of ``probs`` over ``support`` points within each radius of ``best`` (lat, lon)."""
+    d = pairwise_km(np.array([best[0]]), np.array([best[1]]), support[:, 0], support[:, 1])[0]
+    return {int(r): float(min(1.0, probs[d <= r].sum())) for r in radii_km}
+
+
+class Geolocator:
+    """An encoder, a head over its embeddings, and optionally the geocells the head predicts over.
+
+    Args:
+        encoder: an ``Encoder`` instance, an encoder name for ``encoders.create_encoder`` (created on
+            first use, so ``locate_embeddings`` works without the backbone's weights), or None.
+        head: a trained head (``heads.base.Head``).
+        cells: a ``CellHierarchy`` / ``Geocells`` (required when the head predicts over cells) or None.
+        name: a label written into every ``Prediction.model``.
+        meta: free-form facts about the model (training report, licence, ...) kept in config.json.
+        places: name candidates with country / region / nearest town.
+    """
+
+    def __init__(self, encoder, head, cells=None, name: str | None = None, meta: dict | None = None,
+                 places: bool = True):
+        self._encoder = None if isinstance(encoder, str) else encoder
+        self.encoder_name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
+        self.head = head.eval()
+        self.cells = cells
+        self.name = name or getattr(head, "kind", "geolocator")
+        self.meta = dict(meta or {})
+        self.places = places
+        n_cells = int(getattr(head, "n_cells", 0) or 0)
+        if n_cells:
+            if cells is None:
+                raise InputError(f"the {head.kind} head predicts over {n_cells} geocells but no cells were given")
+            finest = self.finest_cells
+            if len(finest) != n_cells:
+                raise InputError(
+                    f"the cells have {len(finest)} finest cells but the {head.kind} head predicts over {n_cells}; "
+                    "use the cells the model was trained with"
+                )
+
+    # --- parts -------------------------------------------------------------------------------------
+
+    @property
+    def finest_cells(self):
+        if self.cells is None:
+            return None
+        return getattr(self.cells, "finest", self.cells)
+
+    @property
+    def encoder(self):
+        """The encoder, created from its name on first use."""
+        if self._encoder is None:
+            if not self.encoder_name:
+                raise InputError(f"model {self.name!r} has no image encoder; use locate_embeddings() with embeddings")
+            from geoscope.encoders import create_encoder
+
+            self._encoder = create_encoder(self.encoder_name).eval()
+        return self._encoder
+
+    # --- inference ---------------------------------------------------------------------------------
+
+    def locate_embeddings(self, emb, top_k: int = 5, sources: Sequence[str] | None = None,
+                          exif: Sequence | None = None) -> list[Prediction]:
+        """Predictions for (B, dim) embeddings (numpy or torch)."""
+        emb = np.asarray(emb.detach().float().numpy() if hasattr(emb, "detach") else emb)
+        if emb.ndim == 1:
+            emb = emb[None]
+        if len(emb) == 0:
+            return []
+        out = self.head.predict(emb, top_k=top_k)
+        coords, scores = np.asarray(out.coords, dtype=np.float64), np.asarray(out.scores, dtype=np.float64)
+        B, K = scores.shape
+        place_rows = self._places(coords.reshape(-1, 2)) if self.places else None
+        finest = self.finest_cells
+        cell_ids = out.cells
+        if cell_ids is None and finest is not None:
+            flat = coords.reshape(-1, 2)
+            cell_ids = np.asarray(finest.assign(flat[:, 0], flat[:, 1])).reshape(B, K)
+        preds = []
+        for b in range(B):
+            cands = []
+            for j in range(K):
+                cell = None if cell_ids is None or cell_ids[b, j] < 0 else int(cell_ids[b, j])
+                place = None if place_rows is None else place_rows[b * K + j]
+                cands.append(Candidate(float(coords[b, j, 0]), float(coords[b, j, 1]), float(scores[b, j]), place, cell))
+            if out.support is not None and out.support_probs is not None:
+                conf = confidence_mass(coords[b, 0], np.asarray(out.support), np.asarray(out.support_probs[b]))
+            else:
+                conf = confidence_mass(coords[b, 0], coords[b], scores[b])
+            preds.append(Prediction(
+                source=sources[b] if sources is not None else f"embedding {b}",
+                candidates=cands,
+                cell_probs=None if out.cell_probs is None else np.asarray(out.cell_probs[b]),
+                cells=finest if out.cell_probs is not None else None,
+                confidence=conf,
+                exif=None if exif is None else exif[b],
+                model=self.name,
+                extra=self._extra(out.extra, b, B),
+            ))
+        return preds
+
+    @staticmethod
+    def _extra(extra: dict, b: int, batch: int) -> dict:
+        row: dict[str, Any] = {}
+        labels = extra.get("scene_labels")
+        for key, value in extra.items():
+            if key == "scene_labels":
+                continue
+            if isinstance(value, (list, np.ndarray)) and len(value) == batch:
+                v = value[b]
+                if key == "scene_probs" and labels:
+                    v = {lab: float(p) for lab, p in zip(labels, v)}
+                elif isinstance(v, np.ndarray):
+                    v = v.tolist()
+                row[key] = v
+        return row
+
+    def _places(self, coords: np.ndarray):
+        try:
+            from geoscope.geo.places import reverse_geocode
+
+            return reverse_geocode(coords[:, 0], coords[:, 1])
+        except GeoscopeError as exc:
+            warnings.warn(f"place names unavailable: {exc}", stacklevel=3)
+            return None
+
+    def locate(self, images: Iterable, top_k: int = 5, batch_size: int = 16, progress: bool = False,
+               exif: bool = True) -> list[Prediction]:
+        """Predictions for images given as paths, bytes or ``PIL.Image`` objects, in input order.
+
+        An image that cannot be read or encoded becomes ``Prediction.failed(...)``; the rest go on.
+        """
+        from PIL import Image
+
+        from geoscope.data.exif import read_exif
+        from geoscope.data.images import load_image, read_limited
+
+        images = list(images)
+        results: list[Prediction | None] = [None] * len(images)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(images), desc="locate", unit="image")
+        for start in range(0, len(images), batch_size):
+            chunk = list(enumerate(images[start : start + batch_size], start))
+            loaded, names, findings, where = [], [], [], []
+            for i, src in chunk:
+                name = _source_label(src, i)
+                try:
+                    if hasattr(src, "read") and not isinstance(src, Image.Image):
+                        src = read_limited(src, name=name)  # file objects are read once, used twice
+                    im = src.convert("RGB") if isinstance(src, Image.Image) else load_image(src, name=name)
+                    found = read_exif(src) if exif else None
+                except GeoscopeError as exc:
+                    results[i] = Prediction.failed(name, str(exc), model=self.name)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+                    results[i] = Prediction.failed(name, f"{name}: {type(exc).__name__}: {exc}", model=self.name)
+                    continue
+                loaded.append(im)
+                names.append(name)
+                findings.append(found)
+                where.append(i)
+            if loaded:
+                for i, pred in zip(where, self._locate_loaded(loaded, names, findings, top_k)):
+                    results[i] = pred
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return results  # type: ignore[return-value]
+
+    def _locate_loaded(self, images, names, findings, top_k) -> list[Prediction]:
+        encoder = self.encoder  # a missing backbone is a model-level error: raise it
+        try:
+            emb = encoder.encode_images(images, batch_size=len(images))
+        except GeoscopeError:
+            raise
+        except Exception:  # noqa: BLE001 - retry one by one so a single bad image is isolated
+            out = []
+            for im, name, found in zip(images, names, findings):
+                try:
+                    out += self.locate_embeddings(encoder.encode_images([im], batch_size=1), top_k, [name], [found])
+                except Exception as exc:  # noqa: BLE001
+                    out.append(Prediction.failed(name, f"{name}: {type(exc).__name__}: {exc}", model=self.name))
+            return out
+        return self.locate_embeddings(emb, top_k, names, findings)
+
+    # --- saving and loading ------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "encoder": self.encoder_name,
+            "head": self.head.config(),
+            "cells": CELLS if self.cells is not None else None,
+            "meta": self.meta,
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``cells.json`` (when there are cells)."""
+        from safetensors.torch import save_file
+
+        if not self.encoder_name:
+            warnings.warn("saving a model whose encoder has no name: from_pretrained cannot recreate it", stacklevel=2)
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().clone() for k, v in self.head.state_dict().items()}
+        with atomic_path(out / WEIGHTS) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT})
+        files = {WEIGHTS: _sha256(out / WEIGHTS)}
+        if self.cells is not None:
+            from geoscope.geo.cells import save_cells
+
+            save_cells(self.cells, out / CELLS)
+            files[CELLS] = _sha256(out / CELLS)
+        config = self.config()
+        config["files"] = files
+        write_json(out / CONFIG, config)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike, encoder=None, **kwargs) -> "Geolocator":
+        """Load a model directory written by ``save_pretrained``, or a named pretrained model.
+
+        ``encoder``: an ``Encoder`` instance or name to use instead of the recorded one. Names that
+        are not directories go to ``geoscope.pretrained.load_pretrained(name, **kwargs)``.
+        """
+        path = Path(name_or_dir).expanduser()
+        if not path.is_dir():
+            if path.exists() or os.sep in str(name_or_dir):
+                raise InputError(f"{name_or_dir} is not a model directory (expected a folder with {CONFIG})")
+            from geoscope.pretrained import load_pretrained
+
+            return load_pretrained(str(name_or_dir), **kwargs)
+        return cls._load_dir(path, encoder, **kwargs)
+
+    @classmethod
+    def _load_dir(cls, path: Path, encoder=None, places: bool = True) -> "Geolocator":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from geoscope.heads import build_head
+        from geoscope.heads.base import load_head_state
+
+        cfg_path = path / CONFIG
+        if not cfg_path.is_file():
+            raise InputError(f"model directory {path} has no {CONFIG}")
+        try:
+            config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{cfg_path} is not readable JSON: {exc}") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise InputError(f"{cfg_path} is not a geoscope model config (format {FORMAT!r} expected)")
+        files = config.get("files") or {}
+        for required in [WEIGHTS] + ([CELLS] if config.get("cells") else []):
+            if required not in files:
+                raise InputError(f"{cfg_path} records no hash for {required}; the model directory is incomplete")
+        for fname, digest in files.items():
+            f = path / fname
+            if not f.is_file():
+                raise InputError(f"model directory {path} is missing {fname}")
+            if _sha256(f) != digest:
+                raise InputError(
+                    f"{f} does not match the SHA-256 recorded in {CONFIG}: the file was changed or damaged"
+                )
+        try:
+            state = load_file(str(path / WEIGHTS))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{path / WEIGHTS} is not a readable safetensors file: {exc}") from None
+        head = build_head(config["head"])
+        try:
+            load_head_state(head, state)
+        except RuntimeError as exc:
+            raise InputError(f"{path / WEIGHTS} does not fit the head described in {CONFIG}: {exc}") from None
+        cells = None
+        if config.get("cells"):
+            from geoscope.geo.cells import load_cells
+
+            cells = load_cells(path / config["cells"])
+        return cls(encoder if encoder is not None else config.get("encoder"), head, cells,
+                   name=config.get("name"), meta=config.get("meta"), places=places)
