@@ -113,3 +113,22 @@ def test_loads_through_the_real_loading_code_and_caches_prompts(clip_dir, tmp_pa
     img = Image.fromarray((np.random.default_rng(0).random((240, 320, 3)) * 255).astype(np.uint8))
     out = head.predict(encoder.encode_images([img]), top_k=3)
     assert out.coords.shape == (1, 3, 2) and 0 < out.scores[0, 0] <= 1
+
+
+def test_zero_shot_geolocator_saves_and_reloads(tmp_path):
+    from geoscope.geolocator import Geolocator
+
+    h = build_hierarchy(TOWNS, *NAMES)
+    rng = np.random.default_rng(5)
+    head = ZeroShotHead(16, h, logit_scale=30.0)
+    head.set_text_embeddings(rng.normal(size=(2, 16)), rng.normal(size=(3, 16)), rng.normal(size=(4, 16)))
+    geo = Geolocator(None, head, None, name="zs", places=False)
+    emb = rng.normal(size=(3, 16)).astype(np.float32)
+    before = geo.locate_embeddings(emb, top_k=2)
+    geo.save_pretrained(tmp_path / "model")
+    again = Geolocator.from_pretrained(tmp_path / "model", places=False)
+    after = again.locate_embeddings(emb, top_k=2)
+    for a, b in zip(before, after):
+        assert [(c.lat, c.lon) for c in a.candidates] == [(c.lat, c.lon) for c in b.candidates]
+        np.testing.assert_allclose([c.probability for c in a.candidates], [c.probability for c in b.candidates])
+    assert "zeroshot" not in __import__("geoscope.heads", fromlist=["HEAD_KINDS"]).HEAD_KINDS

@@ -17,8 +17,9 @@ _HEADS = {
     "regressor": ("geoscope.heads.regressor", "RegressorHead"),
     "retrieval": ("geoscope.heads.retrieval", "RetrievalHead"),
     "hybrid": ("geoscope.heads.hybrid", "HybridHead"),
+    "zeroshot": ("geoscope.heads.zeroshot", "ZeroShotHead"),  # prompts, not trained: not in HEAD_KINDS
 }
-HEAD_KINDS = tuple(_HEADS)
+HEAD_KINDS = tuple(k for k in _HEADS if k != "zeroshot")
 
 
 def head_class(kind: str):
