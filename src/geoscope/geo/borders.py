@@ -12,6 +12,7 @@ grid is built on first use (a few seconds) and cached next to the data in ``inde
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,7 @@ class BorderSet:
                 with atomic_path(path) as tmp:
                     with open(tmp, "wb") as f:
                         np.savez_compressed(f, grid=grid, key=key)
+                    os.chmod(tmp, 0o644)
             except OSError:
                 pass  # a read-only data directory just means rebuilding next time
         return grid

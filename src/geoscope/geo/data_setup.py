@@ -233,6 +233,7 @@ def _write_table(path: Path, columns: dict) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(pa.table(columns), tmp, compression="zstd")
+        os.chmod(tmp, 0o644)  # readable by every user of a shared data directory
 
 
 def derive_countries(topo: dict, out: Path) -> None:
