@@ -228,6 +228,13 @@ def test_missing_data_says_how_to_make_it(tmp_path, monkeypatch):
         borders.admin1()
 
 
+def test_damaged_data_file_is_one_clear_error(tmp_path):
+    bad = tmp_path / "countries.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(GeoscopeError, match="--force"):
+        BorderSet.from_parquet(bad, "countries")
+
+
 def test_setup_is_a_no_op_when_ready(tmp_path, monkeypatch):
     d = tmp_path / "data"
     d.mkdir()

@@ -58,11 +58,12 @@ class BorderSet:
     @classmethod
     def from_parquet(cls, path: str | Path, kind: str) -> "BorderSet":
         """Read a derived borders file (columns code, name, [parent], wkb)."""
-        import pyarrow.parquet as pq
         import shapely
 
+        from geoscope.geo.data_setup import read_table
+
         path = Path(path)
-        t = pq.read_table(path).to_pydict()
+        t = read_table(path, ["code", "name", "wkb"])
         parents = t.get("parent") or [""] * len(t["code"])
         geoms = shapely.from_wkb(t["wkb"])
         return cls(kind, t["code"], t["name"], parents, geoms, grid_cache=path.parent / "index" / f"{path.stem}_grid.npz")

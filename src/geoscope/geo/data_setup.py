@@ -80,6 +80,23 @@ def data_file(name: str) -> Path:
     return path
 
 
+def read_table(path: str | os.PathLike, columns: list[str]) -> dict:
+    """Read a derived Parquet file as a dict of column lists; a damaged or outdated file is a
+    GeoscopeError that says how to derive it again."""
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(path).to_pydict()
+    except Exception as exc:  # noqa: BLE001 - any reader failure means the same fix
+        raise GeoscopeError(f"geographic data file {path} cannot be read ({type(exc).__name__}): "
+                            "run `python -m geoscope.geo.data_setup --force`") from None
+    missing = [c for c in columns if c not in t]
+    if missing:
+        raise GeoscopeError(f"geographic data file {path} has no column {missing[0]!r}: "
+                            "run `python -m geoscope.geo.data_setup --force`")
+    return t
+
+
 # ----------------------------------------------------------------------------------------------
 # TopoJSON
 

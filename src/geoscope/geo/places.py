@@ -64,9 +64,9 @@ class _Towns:
     """The GeoNames table as columns, with a k-d tree over unit vectors built on first use."""
 
     def __init__(self, path: str):
-        import pyarrow.parquet as pq
+        from geoscope.geo.data_setup import read_table
 
-        t = pq.read_table(path).to_pydict()
+        t = read_table(path, ["name", "lat", "lon", "population", "country_code", "region_code"])
         self.name = np.asarray(t["name"], dtype=object)
         self.lat = np.asarray(t["lat"], dtype=np.float64)
         self.lon = np.asarray(t["lon"], dtype=np.float64)
