@@ -186,7 +186,8 @@ class ClassifierHead(Head):
         try:
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
-            probs = self.log_cell_probs(emb).exp()
+            probs = self.log_cell_probs(emb).double().exp()
+            probs = probs / probs.sum(1, keepdim=True)
             k = min(int(top_k), self.n_cells)
             scores, idx = probs.topk(k, dim=1)
             coords = self.fine_centroids[idx]
@@ -196,6 +197,6 @@ class ClassifierHead(Head):
                 extra["scene_labels"] = self.scene_labels
         finally:
             self.train(was_training)
-        probs = probs.double().numpy()
-        return HeadOutput(probs, coords.numpy(), scores.double().numpy(), idx.numpy(), extra,
+        probs = probs.numpy()
+        return HeadOutput(probs, coords.numpy(), scores.numpy(), idx.numpy(), extra,
                           self.fine_centroids.numpy(), probs)
