@@ -60,13 +60,35 @@ def _backbone(weights: str | None) -> tuple[str, str]:
     real = find_local("openai/clip-vit-large-patch14")
     if real is not None:
         return str(real), "real weights (Hugging Face cache)"
-    from geoscope.pretrained import cache_dir, save_random_clip
+    from geoscope.pretrained import cache_dir
 
     folder = cache_dir() / "bench" / "random-clip-vit-l14"
     if not (folder / "model.safetensors").is_file():
         print(f"writing a random ViT-L/14 CLIP to {folder} (once) ...", file=sys.stderr)
-        save_random_clip(folder, size="vit-l14", seed=0)
+        save_random_vit_l14(folder)
     return str(folder), "random weights, full ViT-L/14 architecture"
+
+
+def save_random_vit_l14(folder: Path, seed: int = 0) -> None:
+    """openai/clip-vit-large-patch14's architecture and preprocessing with random weights (1.7 GB)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from geoscope.encoders.testing import tiny_clip_tokenizer
+
+    tok = tiny_clip_tokenizer()  # the text tower is not timed; any working tokenizer will do
+    config = CLIPConfig(
+        projection_dim=768,
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                         vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           patch_size=14, image_size=224),
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    CLIPImageProcessor().save_pretrained(folder)
 
 
 def _time(fn, repeat: int) -> list[float]:

@@ -10,7 +10,9 @@ import pytest
 from geoscope.cli import main
 from geoscope.heads.location_encoder import geoclip_file
 from geoscope.heads.retrieval import geoclip_gallery
-from geoscope.pretrained import list_models, save_random_clip
+from geoscope.pretrained import list_models
+
+from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def test_models_json_says_what_works_here(no_backbones, tmp_path, monkeypatch, c
     assert rows["geoclip"]["licence"] == "MIT" and rows["streetclip"]["licence"] == "CC-BY-NC-4.0"
     assert rows["geoclip"]["available"] is False and "GEOSCOPE_CLIP_L14" in rows["geoclip"]["missing"]
     # pointing the environment variable at a backbone directory makes geoclip (and clip-zeroshot) available
-    clip = save_random_clip(tmp_path / "clip", size="tiny")
+    clip = save_tiny_geoclip_backbone(tmp_path / "clip")
     monkeypatch.setenv("GEOSCOPE_CLIP_L14", str(clip))
     avail = {m.name: m.available for m in list_models()}
     assert avail["geoclip"] and avail["clip-zeroshot"] and not avail["streetclip"]
@@ -57,7 +59,7 @@ def test_locate_weights_dir_that_is_not_a_folder(no_backbones, tmp_path, capsys)
 def test_from_pretrained_geoclip_locates_with_places(no_backbones, tmp_path):
     from geoscope.geolocator import Geolocator
 
-    clip = save_random_clip(tmp_path / "clip", size="tiny")
+    clip = save_tiny_geoclip_backbone(tmp_path / "clip")
     gallery = geoclip_gallery()[::200]
     geo = Geolocator.from_pretrained("geoclip", weights=clip, precision="fp32", gallery=gallery, progress=False)
     preds = geo.locate([str(geoclip_file("../images/Kauai.png")), str(tmp_path / "nope.jpg")], top_k=3)

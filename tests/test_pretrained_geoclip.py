@@ -1,7 +1,7 @@
 """geoscope's ``geoclip`` gives the same answers as the ``geoclip`` package's ``GeoCLIP.predict()``.
 
 Both sides load the same backbone directory (a tiny random CLIP in Hugging Face layout whose
-projection is 768-d, written by ``pretrained.save_random_clip``: real ViT-L/14 weights are not
+projection is 768-d, ``_tiny_geoclip_backbone``: real ViT-L/14 weights are not
 available offline, and the computation downstream is identical) and the same published heads from
 the installed ``geoclip`` package. The reference re-embeds its GPS gallery on every call, so both
 are given the same 1,000-point subset of the published 100K gallery to keep the test fast.
@@ -19,14 +19,16 @@ from geoscope.errors import WeightsUnavailableError
 from geoscope.heads.geoclip import gallery_cache_path, reference_geoclip_class
 from geoscope.heads.location_encoder import geoclip_file
 from geoscope.heads.retrieval import geoclip_gallery
-from geoscope.pretrained import load_parts, save_random_clip
+from geoscope.pretrained import load_parts
+
+from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
 
 KAUAI = geoclip_file("../images/Kauai.png")
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    return save_random_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", size="tiny", seed=0)
+    return save_tiny_geoclip_backbone(tmp_path_factory.mktemp("clip") / "tiny-clip", seed=0)
 
 
 @pytest.fixture(scope="module")
