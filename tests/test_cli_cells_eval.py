@@ -135,13 +135,16 @@ def test_eval_model_mode_wires_evaluate_model(monkeypatch, capsys):
 
     def evaluate_model(model, dataset, thresholds=None, places=False, limit=None):
         seen.update(model=model, dataset=dataset, thresholds=thresholds, limit=limit)
-        return {"n": 2, "acc_25km": 0.5, "median_km": 12.0, "mean_km": 20.0, "geoscore": 4900.0}
+        return {"n": 2, "acc_25km": 0.5, "median_km": 12.0, "mean_km": 20.0, "geoscore": 4900.0,
+                "model": model, "n_failed": 1, "n_skipped": 0}
 
     monkeypatch.setitem(sys.modules, "geoscope.evaluate", types.SimpleNamespace(evaluate_model=evaluate_model))
     rc, text, _ = _run(["eval", "--model", "geoclip", "--dataset", "imgs/", "--thresholds", "25", "--limit", "2",
                         "--json"], capsys)
     assert rc == 0 and seen == {"model": "geoclip", "dataset": "imgs/", "thresholds": [25.0], "limit": 2}
     assert json.loads(text)["median_km"] == 12.0
+    rc, text, _ = _run(["eval", "--model", "geoclip", "--dataset", "imgs/"], capsys)
+    assert rc == 0 and "geoclip" in text and "1 image(s) could not be located" in text
     with pytest.raises(SystemExit) as exc:  # an option evaluate_model does not take is a usage error
         main(["eval", "--model", "geoclip", "--dataset", "imgs/", "--batch-size", "4"])
     assert exc.value.code == 2

@@ -114,6 +114,9 @@ def _render(result: dict) -> str:
     um = result.get("unmatched") or {}
     if um.get("pred_only") or um.get("truth_only"):
         lines.append(f"unmatched ids: {um['pred_only']} only in predictions, {um['truth_only']} only in truth")
+    if result.get("n_failed") or result.get("n_skipped"):
+        lines.append(f"not scored: {result.get('n_failed', 0)} image(s) could not be located, "
+                     f"{result.get('n_skipped', 0)} sample(s) have no coordinates")
     if result.get("plot"):
         lines.append(f"cumulative-error plot: {result['plot']}")
     return "\n".join(lines)
