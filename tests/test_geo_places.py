@@ -103,6 +103,16 @@ def test_nearest_town_is_the_true_nearest():
         assert d[[k for k, t in enumerate(towns) if t["name"] == names[i]]].min() == pytest.approx(d[j], abs=0.05)
 
 
+def test_large_batches_give_the_same_towns_as_small_ones():
+    rng = np.random.default_rng(9)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 12000)))
+    lon = rng.uniform(-180, 180, 12000)
+    names, km = places.nearest_towns(lat, lon)  # large: queried in a locality order, then put back
+    small = [places.nearest_towns(lat[i:i + 4000], lon[i:i + 4000]) for i in range(0, 12000, 4000)]
+    assert names.tolist() == [n for part, _ in small for n in part.tolist()]
+    np.testing.assert_array_equal(km, np.concatenate([k for _, k in small]))
+
+
 def test_list_countries_and_regions():
     countries = places.list_countries()
     assert ("FI", "Finland") in countries and ("XK", "Kosovo") in countries
