@@ -21,6 +21,8 @@ from geoscope.geo.sphere import EARTH_RADIUS_KM, to_unit, validate_latlon
 
 #: Default population floor of :func:`list_towns`.
 MIN_TOWN_POPULATION = 1000
+#: ``Place.label()`` names the nearest town on land only when it is at most this far (km).
+LABEL_TOWN_MAX_KM = 50.0
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,10 @@ class Place:
     def label(self) -> str:
         """A short human-readable name, e.g. 'near Tampere, Pirkanmaa, Finland' or 'at sea'."""
         parts = []
-        if self.town:
-            parts.append(f"near {self.town}" if (self.town_km or 0) > 5 else self.town)
-        if self.region:
+        km = self.town_km or 0.0
+        if self.town and km <= LABEL_TOWN_MAX_KM:  # a town hundreds of km away names nothing useful
+            parts.append(f"near {self.town}" if km > 5 else self.town)
+        if self.region and self.region != self.country:  # not "Gibraltar, Gibraltar"
             parts.append(self.region)
         if self.country:
             parts.append(self.country)
