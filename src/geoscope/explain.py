@@ -285,7 +285,14 @@ def score_function(geolocator: Any, target: str | int = "top", image: Any = None
     from PIL import Image
 
     def cell_probs(images: np.ndarray) -> np.ndarray:
-        preds = geolocator.locate([Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images], top_k=top_k)
+        pils = [Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images]
+        head, encoder = getattr(geolocator, "head", None), getattr(geolocator, "encoder", None)
+        if head is not None and encoder is not None:  # straight through encoder and head: no place names
+            probs = head.predict(encoder.encode_images(pils, batch_size=len(pils)), top_k=1).cell_probs
+            if probs is None:
+                raise InputError("this model gives no cell distribution, so it cannot be explained per cell")
+            return np.asarray(probs, dtype=np.float64)
+        preds = geolocator.locate(pils, top_k=top_k)
         rows = []
         for p in preds:
             if p.cell_probs is None:

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--truth", type=lambda t: float_list(t, 2, "--truth"), metavar="LAT,LON",
-                   help="the true location, when known, to mark on the map")
+                   help="the true location, when known, to mark on the map (write --truth=-33.9,151.2 for negative latitudes)")
     p.add_argument("--thresholds", metavar="FILE", help="verification thresholds JSON (see geoscope verify)")
     p.add_argument("--no-attribution", action="store_true", help="skip the (slow) attributions")
     add_json_flag(p)

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to verify")
     p.add_argument("--model", required=True, help="model directory or pretrained name")
     p.add_argument("--claim", type=lambda t: float_list(t, 2, "--claim"), metavar="LAT,LON",
-                   help="verify this position instead of the EXIF GPS")
+                   help="verify this position instead of the EXIF GPS (write --claim=-33.9,151.2 for negative latitudes)")
     p.add_argument("--thresholds", metavar="FILE",
                    help="thresholds JSON (default: verify_thresholds.json in the model directory, else defaults)")
     p.add_argument("--radius-km", type=float, help="override the thresholds' radius")
@@ -41,16 +41,13 @@ def load_geolocator(name: str):
 
 
 def locate_file(geolocator, path: str, top_k: int = 5):
-    """Load ``path`` safely, locate it, and make sure the Prediction names the file and its EXIF."""
-    from geoscope.data.exif import read_exif
+    """Locate one image file (the Geolocator reads its pixels and EXIF); returns (PIL image or None
+    when the file could not be read, Prediction)."""
     from geoscope.data.images import load_image
 
-    image = load_image(path)
-    pred = geolocator.locate([image], top_k=top_k)[0]
+    pred = geolocator.locate([path], top_k=top_k)[0]
     pred.source = str(path)
-    if pred.exif is None:
-        pred.exif = read_exif(path)
-    return image, pred
+    return (load_image(path) if pred.ok else None), pred
 
 
 def model_thresholds(model: str, thresholds_file: str | None = None, radius_km: float | None = None):
@@ -102,7 +99,7 @@ def _calibrate(args) -> int:
 
 
 def _run(args) -> int:
-    from geoscope.errors import GeoscopeError, InputError
+    from geoscope.errors import InputError
     from geoscope.prediction import Prediction
     from geoscope.verify import verify_prediction
 
@@ -116,7 +113,7 @@ def _run(args) -> int:
     for path in args.images:
         try:
             _, pred = locate_file(geo, path, args.top_k)
-        except GeoscopeError as exc:  # one bad file is reported, the others are still verified
+        except InputError as exc:  # one bad file is reported, the others are still verified
             pred = Prediction.failed(path, str(exc))
         results.append(verify_prediction(pred, claim=tuple(args.claim) if args.claim else None, thresholds=thr))
     emit([r.to_dict() for r in results], args.json, _render)

@@ -81,6 +81,21 @@ def fit_extent(
     return (max(lon0, -180.0), min(lon1, 180.0), max(lat0, -90.0), min(lat1, 90.0))
 
 
+def _mass_outline(cells: Any, probs: Any, mass: float = 0.9, max_cells: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Corner points (lat, lon) of the bounding boxes of the cells holding ``mass`` of the probability
+    (centroids for cells without polygons): what a map of the distribution has to show."""
+    idx = significant_cells(probs, mass=mass, max_cells=max_cells)
+    if not hasattr(cells, "polygon"):
+        cen = np.asarray(cells.centroids, dtype=np.float64)[idx]
+        return cen[:, 0], cen[:, 1]
+    lat, lon = [], []
+    for i in idx:
+        for ring in _rings(cells.polygon(int(i))):
+            lon += [ring[:, 0].min(), ring[:, 0].max()]
+            lat += [ring[:, 1].min(), ring[:, 1].max()]
+    return np.asarray(lat), np.asarray(lon)
+
+
 def _rings(geometry: dict) -> list[np.ndarray]:
     """Exterior rings (as (n, 2) lon/lat arrays) of a GeoJSON Polygon or MultiPolygon dict."""
     kind = geometry.get("type")
@@ -248,16 +263,18 @@ def plot_prediction(
     inset = False
     if extent is None:
         if has_cells:
-            cen = np.asarray(pred.cells.centroids, dtype=np.float64)
-            lat, lon, w = cen[:, 0], cen[:, 1], pred.cell_probs
+            lat, lon = _mass_outline(pred.cells, pred.cell_probs)
         else:
-            lat, lon, w = [c.lat for c in cands], [c.lon for c in cands], None
-        extent = fit_extent(lat, lon, w, include=best + others)
-        mass_extent = fit_extent(lat, lon, w, include=best)
-        if extent == WORLD_EXTENT and mass_extent != WORLD_EXTENT:
-            # a far-away truth or claim would shrink the heatmap to a speck: keep the map on the mass
-            # and show the far points on a small world map
-            extent, inset = mass_extent, True
+            lat, lon = [c.lat for c in cands], [c.lon for c in cands]
+        keep = list(best)
+        extent = fit_extent(lat, lon, include=keep)
+        for point in others:  # the truth, then the claim, as long as the map stays on the mass
+            wider = fit_extent(lat, lon, include=keep + [point])
+            if wider == WORLD_EXTENT and extent != WORLD_EXTENT:
+                inset = True  # a far-away point would shrink the heatmap to a speck: show it on a world inset
+            else:
+                keep.append(point)
+                extent = wider
     lon0, lon1, lat0, lat1 = extent
 
     fig = Figure(figsize=figsize, dpi=dpi)
@@ -273,8 +290,9 @@ def plot_prediction(
         draw_borders(ax, extent)
     for rank, c in enumerate(cands, start=1):
         ax.plot(c.lon, c.lat, marker="o", ms=7 if rank == 1 else 5, mfc="white", mec="#08306b", mew=1.5, zorder=5)
-        ax.annotate(_marker_label(rank, c), (c.lon, c.lat), xytext=(6, 6 - 11 * ((rank - 1) % 3)),
-                    textcoords="offset points", fontsize=8, zorder=6,
+        right_half = c.lon > 0.5 * (lon0 + lon1)  # labels point inwards so they stay on the map
+        ax.annotate(_marker_label(rank, c), (c.lon, c.lat), xytext=(-6 if right_half else 6, 6 - 11 * ((rank - 1) % 3)),
+                    textcoords="offset points", fontsize=8, zorder=6, ha="right" if right_half else "left",
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.75))
     if truth is not None:
         ax.plot(truth[1], truth[0], marker="o", ms=9, color="black", mec="white", zorder=7, ls="none",
