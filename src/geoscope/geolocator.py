@@ -311,10 +311,11 @@ class Geolocator:
         for required in [WEIGHTS] + ([CELLS] if config.get("cells") else []):
             if required not in files:
                 raise InputError(f"{cfg_path} records no hash for {required}; the model directory is incomplete")
+        for fname in files:
+            if not (path / fname).is_file():
+                raise InputError(f"model directory {path} is missing {fname}")
         for fname, digest in files.items():
             f = path / fname
-            if not f.is_file():
-                raise InputError(f"model directory {path} is missing {fname}")
             if _sha256(f) != digest:
                 raise InputError(
                     f"{f} does not match the SHA-256 recorded in {CONFIG}: the file was changed or damaged"
