@@ -132,3 +132,17 @@ def test_incomplete_store_cannot_be_opened_and_different_data_is_refused(tiny, t
     store = embed_dataset(items, tiny, tmp_path / "s", batch_size=2, workers=0, progress=False)
     assert list(store.ids) == [i[0] for i in items]
     _scaled_close(store.embeddings, tiny.encode_images([i[1] for i in items]))
+
+
+def test_geosample_extra_fields_become_meta_columns(tiny, tmp_path):
+    from geoscope.data.datasets import GeoSample
+
+    pts = make_geotagged_folder(tmp_path / "img", 4, size=(32, 32))
+    samples = [GeoSample(id=f"s{i}", source=str(p), lat=a, lon=o,
+                         extra={"scene": ["urban", "natural"][i % 2], "split": "train", "tags": [1, 2]})
+               for i, (p, a, o) in enumerate(pts)]
+    store = embed_dataset(samples, tiny, tmp_path / "s", workers=0, progress=False)
+    assert list(store.meta["scene"]) == ["urban", "natural", "urban", "natural"]
+    assert "tags" not in store.meta.columns  # only scalar fields are kept
+    arr = EmbeddingStore.from_arrays(tmp_path / "a", ["a", "b"], np.zeros((2, 3)), extra={"scene": ["x", "y"]})
+    assert list(arr.meta["scene"]) == ["x", "y"]

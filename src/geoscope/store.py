@@ -42,6 +42,7 @@ JOURNAL = "progress.jsonl"
 _FILES = (STATE, EMBEDDINGS, META, ERRORS, JOURNAL)
 _HEADER_BYTES = 128  # fixed .npy header length, so the shape can be rewritten in place
 _MEMORY = "<memory>"
+_RESERVED = {"id", "lat", "lon", "source", "status", "row", "pos", "reason"}  # meta columns of the store
 
 
 # --------------------------------------------------------------------------- reading
@@ -98,8 +99,12 @@ class EmbeddingStore:
         lon: Iterable[float] | None = None,
         encoder: str = "unknown",
         source: Iterable[str] | None = None,
+        extra: dict[str, Iterable] | None = None,
     ) -> "EmbeddingStore":
-        """Write a complete store from in-memory arrays (for tests, and embeddings made elsewhere)."""
+        """Write a complete store from in-memory arrays (for tests, and embeddings made elsewhere).
+
+        ``extra``: more meta columns, e.g. ``{"scene": [...]}``, one value per row.
+        """
         import pandas as pd
 
         emb = np.asarray(embeddings)
@@ -117,6 +122,11 @@ class EmbeddingStore:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         meta = pd.DataFrame({"id": ids, "lat": lat, "lon": lon, "source": source, "status": "ok"})
+        for k, values in (extra or {}).items():
+            values = list(values)
+            if len(values) != n or k in _RESERVED:
+                raise InputError(f"extra column {k!r} needs {n} values and a name other than {sorted(_RESERVED)}")
+            meta[k] = values
         with atomic_path(out / EMBEDDINGS) as tmp:
             with open(tmp, "wb") as f:
                 f.write(_npy_header(n, emb.shape[1]))
@@ -168,10 +178,19 @@ class _Item:
     lon: float
     source: str
     payload: Any  # what the loader turns into a PIL image
+    extra: dict | None = None  # scalar GeoSample.extra fields, kept as meta columns (e.g. "scene")
 
 
 def _coord(v) -> float:
     return math.nan if v is None else float(v)
+
+
+def _scalar_extra(extra) -> dict | None:
+    if not isinstance(extra, dict):
+        return None
+    keep = {str(k): v for k, v in extra.items()
+            if str(k) not in _RESERVED and (v is None or isinstance(v, (str, int, float, bool)))}
+    return keep or None
 
 
 def _source_name(src) -> str:
@@ -215,7 +234,7 @@ def _samples(data) -> tuple[Iterator[_Item], int | None, Callable]:
                 yield _Item(pos, str(sid), _coord(lat), _coord(lon), _source_name(src), src)
             elif hasattr(s, "id") and hasattr(s, "source"):
                 yield _Item(pos, str(s.id), _coord(getattr(s, "lat", None)), _coord(getattr(s, "lon", None)),
-                            _source_name(s.source), s)
+                            _source_name(s.source), s, _scalar_extra(getattr(s, "extra", None)))
             else:
                 raise InputError(
                     f"input sample {pos}: expected a GeoSample or an (id, image, lat, lon) tuple, got {type(s).__name__}"
@@ -496,6 +515,8 @@ def _run(items, total, loader, encoder, journal: _Journal, emb_file: _EmbeddingF
         for it, arr, reason in batch:
             rec = {"pos": it.pos, "id": it.id, "lat": None if math.isnan(it.lat) else it.lat,
                    "lon": None if math.isnan(it.lon) else it.lon, "source": it.source}
+            if it.extra:
+                rec["extra"] = it.extra
             if arr is None:
                 rec.update(status="error", reason=reason)
             else:
@@ -543,6 +564,9 @@ def _finish(out: Path, encoder, journal: _Journal, emb_file: _EmbeddingFile, tot
         "source": pd.Series([r["source"] for r in ok], dtype=object),
         "status": "ok",
     })
+    extra_cols = sorted({k for r in ok for k in (r.get("extra") or {})})
+    for k in extra_cols:
+        meta[k] = [(r.get("extra") or {}).get(k) for r in ok]
     errors = pd.DataFrame({k: [r[k] for r in bad] for k in ("id", "source", "reason")}, columns=["id", "source", "reason"])
     _write_outputs(out, meta, errors)
     write_json(out / STATE, _state(encoder.name, encoder.dim, complete=True, n_ok=len(ok), n_error=len(bad),
