@@ -191,12 +191,13 @@ def verify_prediction(
     claim_from = "argument"
     if claim is None and pred.exif is not None and pred.exif.has_gps:
         claim, claim_from = (float(pred.exif.lat), float(pred.exif.lon)), "exif"
+    if not pred.ok:
+        return Verification(verdict="inconclusive", claimed_lat=None if claim is None else claim[0],
+                            claimed_lon=None if claim is None else claim[1], claim_from=claim and claim_from,
+                            reason=f"the image could not be located: {pred.error or 'no candidates'}", **common)
     if claim is None:
         return Verification(verdict="inconclusive", reason="the file has no GPS position in its metadata and no "
                             "claimed position was given, so there is nothing to verify", **common)
-    if not pred.ok:
-        return Verification(verdict="inconclusive", claimed_lat=claim[0], claimed_lon=claim[1], claim_from=claim_from,
-                            reason=f"the image could not be located: {pred.error or 'no candidates'}", **common)
     stats = claim_statistics(pred, claim[0], claim[1], thr.radius_km)
     verdict = decide(stats["lift"], thr)
     best = pred.best

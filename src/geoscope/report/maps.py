@@ -290,7 +290,7 @@ def plot_prediction(
         draw_borders(ax, extent)
     for rank, c in enumerate(cands, start=1):
         ax.plot(c.lon, c.lat, marker="o", ms=7 if rank == 1 else 5, mfc="white", mec="#08306b", mew=1.5, zorder=5)
-        right_half = c.lon > 0.5 * (lon0 + lon1)  # labels point inwards so they stay on the map
+        right_half = c.lon >= 0.5 * (lon0 + lon1)  # labels point inwards so they stay on the map
         ax.annotate(_marker_label(rank, c), (c.lon, c.lat), xytext=(-6 if right_half else 6, 6 - 11 * ((rank - 1) % 3)),
                     textcoords="offset points", fontsize=8, zorder=6, ha="right" if right_half else "left",
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.75))
