@@ -250,12 +250,9 @@ _WORKER: dict = {}
 
 def _init_worker(loader, transform) -> None:
     _WORKER["loader"], _WORKER["transform"] = loader, transform
-    try:  # decoding workers must not compete with the model's threads more than they need to
-        import torch
-
+    torch = sys.modules.get("torch")  # inherited from a forked parent: keep its threads out of the way
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:
-        pass
 
 
 def _reason(exc: BaseException) -> str:
