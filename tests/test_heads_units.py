@@ -214,3 +214,17 @@ def test_bad_head_arguments():
     assert math.isclose(EARTH_RADIUS_KM, 6371.0088)
     grid = Geocells.grid((0, 0, 10, 10), 2, 2)
     assert create_head("classifier", 8, grid).n_cells == 4
+
+
+def test_sparse_precomputed_targets_match_the_dense_loss(data):
+    lat, lon, emb, cells = data
+    torch.manual_seed(0)
+    head = create_head("classifier", emb.shape[1], cells, tau_km=75.0)
+    targets = make_targets(lat, lon, cells)
+    head.on_train_start(emb, targets)
+    sparse = head.prepare_targets(targets)
+    assert sparse.extra["soft_idx_1"].shape == (len(lat), 32)
+    with torch.no_grad():
+        dense_loss = head.loss(emb[:500], targets.take(slice(0, 500)))
+        sparse_loss = head.loss(emb[:500], sparse.take(slice(0, 500)))
+    assert float(sparse_loss) == pytest.approx(float(dense_loss), rel=1e-4)

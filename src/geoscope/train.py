@@ -130,10 +130,19 @@ def fit_head(
         raise InputError("no training samples")
     torch.manual_seed(cfg.seed)
     head.on_train_start(emb, targets)
+    targets = head.prepare_targets(targets)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.1)
+    warmup = max(1, total_steps // 20)
+
+    def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 5% of the peak
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     fingerprint = _fingerprint(head.config(), cfg.to_dict(), targets.lat[:4096], len(emb), val_targets.lat[:4096])
 
     history: list[dict] = []

@@ -54,6 +54,8 @@ class Targets:
     lon: torch.Tensor
     cells: list[torch.Tensor] = field(default_factory=list)
     scene: torch.Tensor | None = None
+    #: per-sample tensors a head precomputes once (``Head.prepare_targets``), sliced along with the rest
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.lat)
@@ -64,6 +66,7 @@ class Targets:
             self.lon[idx],
             [c[idx] for c in self.cells],
             None if self.scene is None else self.scene[idx],
+            {k: v[idx] for k, v in self.extra.items()},
         )
 
     def unit(self) -> torch.Tensor:
@@ -120,6 +123,10 @@ class Head(nn.Module):
 
     def on_train_start(self, emb: torch.Tensor, targets: Targets) -> None:
         """Called once before the first epoch with the training data (default: nothing)."""
+
+    def prepare_targets(self, targets: Targets) -> Targets:
+        """Precompute per-sample training targets once (default: none); returns the targets to train on."""
+        return targets
 
 
 def as_float_tensor(emb) -> torch.Tensor:
