@@ -130,3 +130,29 @@ def test_explain_refuses_an_unknown_target_cell(model, tmp_path, capsys):
                "--method", "occlusion", "--target", "cell:99999"])
     assert rc == 1
     assert "target cell 99999 does not exist" in capsys.readouterr().err
+
+
+def test_score_function_targets_top_cell_a_cell_and_a_country(model):
+    from geoscope.explain import score_function
+    from geoscope.geo.places import country_codes
+    from geoscope.geolocator import Geolocator
+
+    geo = Geolocator.from_pretrained(model / "model")
+    img = np.asarray(synthetic_image(-33.0, 150.5, SIZE))
+    probs = geo.locate([synthetic_image(-33.0, 150.5, SIZE)], top_k=1)[0].cell_probs
+    f, what = score_function(geo, "top", image=img)
+    top = int(np.argmax(probs))
+    assert what == f"cell {top} (the most probable)"
+    assert f(img[None])[0] == pytest.approx(probs[top], rel=1e-4)
+    g, _ = score_function(geo, f"cell:{top}")
+    assert g(np.stack([img, img])) == pytest.approx([probs[top]] * 2, rel=1e-4)
+    h, what = score_function(geo, "country:au")
+    cen = geo.finest_cells.centroids
+    members = np.asarray(country_codes(cen[:, 0], cen[:, 1])) == "AU"
+    assert what.startswith("country AU") and h(img[None])[0] == pytest.approx(probs[members].sum(), rel=1e-4)
+    from geoscope.errors import InputError
+
+    with pytest.raises(InputError, match="no geocell"):
+        score_function(geo, "country:VA")
+    with pytest.raises(InputError, match="'top', 'cell:N' or 'country:CC'"):
+        score_function(geo, "everywhere")

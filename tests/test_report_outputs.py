@@ -159,3 +159,12 @@ def test_html_report_is_self_contained(tmp_path):
     assert "the pixels &lt;disagree&gt;" in html  # escaped
     out = write_report(tmp_path / "r.html", Prediction.failed("x.jpg", "no such file"))
     assert "could not be located: no such file" in out.read_text()
+
+
+def test_map_of_a_model_without_cells_shows_its_candidates(tmp_path):
+    pred = Prediction("x.jpg", [Candidate(48.86, 2.35, 0.6), Candidate(45.76, 4.84, 0.3)], model="retrieval")
+    path = plot_prediction(pred, tmp_path / "c.png", claimed=(48.0, 3.0))
+    px = _png_pixels(path)
+    reddish = (px[..., 0] > 180) & (px[..., 1] < 140) & (px[..., 2] < 140)
+    assert reddish.sum() > 100  # the candidate discs
+    assert geojson_problems(prediction_geojson(pred)) == []
