@@ -223,8 +223,9 @@ def test_sparse_precomputed_targets_match_the_dense_loss(data):
     targets = make_targets(lat, lon, cells)
     head.on_train_start(emb, targets)
     sparse = head.prepare_targets(targets)
+    head.eval()  # no dropout: both losses see the same features
     assert sparse.extra["soft_idx_1"].shape == (len(lat), 32)
     with torch.no_grad():
         dense_loss = head.loss(emb[:500], targets.take(slice(0, 500)))
         sparse_loss = head.loss(emb[:500], sparse.take(slice(0, 500)))
-    assert float(sparse_loss) == pytest.approx(float(dense_loss), rel=1e-4)
+    assert float(sparse_loss) == pytest.approx(float(dense_loss), rel=1e-5)
