@@ -25,7 +25,8 @@ def register(subparsers) -> None:
                    help="attribution method (default partition)")
     p.add_argument("--target", default="top", help="'top' (most probable cell), 'cell:N' or 'country:CC'")
     p.add_argument("--max-evals", type=positive_int, default=500,
-                   help="model evaluations the SHAP methods may spend (default 500)")
+                   help="model evaluations the SHAP methods may spend (default 500; permutation needs at least "
+                   "2 x regions + 1)")
     p.add_argument("--grid", type=positive_int, default=8, help="regions per side for permutation/occlusion")
     p.add_argument("--size", type=positive_int, default=224,
                    help="longest side (pixels) of the image copy that is explained (default 224)")
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
 
 def _run(args) -> int:
     import io
+    import sys
     from pathlib import Path
 
     import numpy as np
@@ -68,6 +70,10 @@ def _run(args) -> int:
     small.save(photo, format="PNG")
 
     attribution = None
+    if pred.ok and not args.no_attribution and pred.cell_probs is None:
+        note = f"model {pred.model!r} gives no cell distribution, so there are no per-cell attributions"
+        pred.extra["attribution_skipped"] = note
+        print(f"geoscope: note: {note}", file=sys.stderr)
     if pred.ok and not args.no_attribution and pred.cell_probs is not None:
         f, target = score_function(geo, args.target, image=small)
         attribution = explain_image(f, np.asarray(small), method=args.method, max_evals=args.max_evals,
