@@ -59,14 +59,29 @@ def time_forward(encoder, pixels: np.ndarray, batch_size: int) -> tuple[float, f
     return len(pixels) / (time.perf_counter() - start), (_cpu() - cpu) / len(pixels) * 1000
 
 
-def time_pipeline(encoder, items, out: Path, batch_size: int, workers: int) -> tuple[float, float]:
-    """(images/s, CPU ms/image) of embed_dataset end to end."""
+def time_pipeline(encoder, items, out: Path, batch_size: int, workers: int) -> tuple[float, float, float]:
+    """(images/s, CPU ms/image, share of wall time spent in the forward pass) of embed_dataset end to end."""
     from geoscope.store import embed_dataset
 
     shutil.rmtree(out, ignore_errors=True)
-    start, cpu = time.perf_counter(), _cpu()
-    embed_dataset(items, encoder, out, batch_size=batch_size, workers=workers, progress=False)
-    return len(items) / (time.perf_counter() - start), (_cpu() - cpu) / len(items) * 1000
+    in_forward = [0.0]
+    forward = encoder.encode_pixels
+
+    def timed(pixels):  # time spent in the forward pass inside the pipeline
+        t = time.perf_counter()
+        try:
+            return forward(pixels)
+        finally:
+            in_forward[0] += time.perf_counter() - t
+
+    encoder.encode_pixels = timed
+    try:
+        start, cpu = time.perf_counter(), _cpu()
+        embed_dataset(items, encoder, out, batch_size=batch_size, workers=workers, progress=False)
+        wall = time.perf_counter() - start
+    finally:
+        del encoder.encode_pixels
+    return len(items) / wall, (_cpu() - cpu) / len(items) * 1000, in_forward[0] / wall
 
 
 def main() -> None:
@@ -83,6 +98,7 @@ def main() -> None:
     from geoscope.data.images import load_image
     from geoscope.encoders import create_encoder
 
+    load0 = f"{os.getloadavg()[0]:.1f}"
     encoder = create_encoder(args.encoder)
     tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     try:
@@ -100,24 +116,26 @@ def main() -> None:
                 best[key] = result
 
         for _ in range(args.repeats):
-            keep("forward", time_forward(encoder, pixels, args.batch_size))
+            keep("forward", time_forward(encoder, pixels, args.batch_size) + (1.0,))
             for w in args.workers:
                 keep(w, time_pipeline(encoder, items, tmp / "store", args.batch_size, w))
-        fwd, fwd_cpu = best["forward"]
+        fwd, fwd_cpu, _ = best["forward"]
         rows = [[f"forward pass only ({torch.get_num_threads()} torch threads)", args.batch_size,
-                 round(fwd, 2), "100%", round(fwd_cpu, 1), "100%"]]
+                 round(fwd, 2), "100%", round(fwd_cpu, 1), "100%", "100%"]]
         for w in args.workers:
-            v, cpu = best[w]
+            v, cpu, busy = best[w]
             rows.append([f"embed pipeline, {w} decoding workers", args.batch_size, round(v, 2),
-                         f"{100 * v / fwd:.0f}%", round(cpu, 1), f"{100 * fwd_cpu / cpu:.0f}%"])
+                         f"{100 * v / fwd:.0f}%", round(cpu, 1), f"{100 * fwd_cpu / cpu:.0f}%", f"{100 * busy:.0f}%"])
         notes = (f"{args.n} synthetic 640x480 JPEGs, encoder {args.encoder}, best of {args.repeats} alternating runs. "
                  f"Decode + resize + crop alone: {decode_ms:.1f} ms/image in one process. "
                  "Pipeline time includes worker start-up, float16 writes and the per-batch fsync'd journal. "
                  "CPU ms/image counts this process and its decoding workers; 'forward CPU / CPU' is the share "
                  "of the pipeline's CPU spent in the forward pass, the throughput ratio a dedicated machine can reach "
-                 "when decoding fully overlaps the forward pass (wall-clock ratios are noisy on a shared machine).")
+                 "when decoding fully overlaps the forward pass; 'time in forward' is the share of the pipeline's "
+                 "wall time the model was busy (100% = the model never waits for images). "
+                 f"Load average before / after: {load0} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.")
         write_result("embed", f"Embedding throughput: {args.encoder}, pipeline vs forward pass",
-                     ["what", "batch", "images/s", "of forward", "CPU ms/image", "forward CPU / CPU"], rows, notes)
+                     ["what", "batch", "images/s", "of forward", "CPU ms/image", "forward CPU / CPU", "time in forward"], rows, notes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -92,10 +92,11 @@ class ImageTransform:
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
-        x = batch.astype(np.float32) * np.float32(1 / 255)
-        x -= np.asarray(self.mean, dtype=np.float32)
-        x /= np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)  # one float copy only
+        x *= np.float32(1 / 255)
+        x -= np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        x /= np.asarray(self.std, dtype=np.float32)[:, None, None]
+        return x
 
     def __call__(self, images) -> np.ndarray:
         """One image or a list of images -> (B, 3, h, w) float32."""
