@@ -42,6 +42,8 @@ def create_head(kind: str, in_dim: int, cells=None, **options):
     Cell-based heads (classifier, hybrid) need ``cells`` (a ``CellHierarchy`` or ``Geocells``);
     the others ignore it. ``options`` go to the head's constructor.
     """
+    if kind not in HEAD_KINDS:
+        raise InputError(f"cannot train a {kind!r} head; choose one of {', '.join(HEAD_KINDS)}")
     cls = head_class(kind)
     if kind in ("classifier", "hybrid"):
         if cells is None:
