@@ -83,7 +83,11 @@ def _calibrate(args) -> int:
     for start in tqdm(range(0, len(store), 512), desc="locating validation set", unit="batch"):
         emb = np.asarray(store.embeddings[start: start + 512], dtype=np.float32)
         preds.extend(geo.locate_embeddings(emb, top_k=args.top_k))
-    thr = calibrate_thresholds(preds, store.lat, store.lon)
+    lat, lon = np.asarray(store.lat, dtype=np.float64), np.asarray(store.lon, dtype=np.float64)
+    known = np.isfinite(lat) & np.isfinite(lon)  # rows without a true position cannot calibrate anything
+    if not known.any():
+        raise InputError(f"{args.calibrate}: no row of this store has a true GPS position to calibrate on")
+    thr = calibrate_thresholds([p for p, k in zip(preds, known) if k], lat[known], lon[known])
     if args.out:
         out = Path(args.out)
     elif Path(args.model).is_dir():
