@@ -137,8 +137,10 @@ class Geolocator:
                 cands.append(Candidate(float(coords[b, j, 0]), float(coords[b, j, 1]), float(scores[b, j]), place, cell))
             if out.support is not None and out.support_probs is not None:
                 conf = confidence_mass(coords[b, 0], np.asarray(out.support), np.asarray(out.support_probs[b]))
-            else:
+            elif K > 1:
                 conf = confidence_mass(coords[b, 0], coords[b], scores[b])
+            else:
+                conf = {}  # a single point estimate (regressor) carries no spread to measure
             preds.append(Prediction(
                 source=sources[b] if sources is not None else f"embedding {b}",
                 candidates=cands,

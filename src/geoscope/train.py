@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,8 +302,9 @@ def train_from_store(
     if cells is None and head_kind in ("classifier", "hybrid"):
         raise InputError(f"the {head_kind} head needs geocells: pass --cells CELLS (make them with `geoscope cells`)")
     scene, scene_labels = _scene_ids(store) if head_kind in ("classifier", "hybrid") else (None, [])
-    emb, lat, lon = emb[keep], lat[keep], lon[keep]
-    scene = None if scene is None else scene[keep]
+    if not keep.all():  # (no copy of the embeddings when every row has coordinates)
+        emb, lat, lon = emb[keep], lat[keep], lon[keep]
+        scene = None if scene is None else scene[keep]
     targets = make_targets(lat, lon, cells, scene)
     if cells is not None and head_kind in ("classifier", "hybrid"):
         outside = float((targets.cells[-1] < 0).float().mean())
@@ -325,8 +327,20 @@ def train_from_store(
     if not resume and ckpt.exists():
         ckpt.unlink()
     metrics_path = out / "metrics.jsonl"
+    lines: list[str] = []
+
+    def log(record: dict) -> None:  # metrics.jsonl grows every epoch, so a run can be watched
+        lines.append(json.dumps(record) + "\n")
+        write_text(metrics_path, "".join(lines))
+        if progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"epoch {record['epoch']}: loss {record['loss']:.4f}, validation median "
+                       f"{record['val_median_km']:,.1f} km, {record['samples_per_s']:,.0f} samples/s", file=sys.stderr)
+
     result = fit_head(
         head, emb_t[tr], targets.take(tr), emb_t[va], targets.take(va), cfg, checkpoint=ckpt, progress=progress,
+        log=log,
     )
     write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in result.history))
     head.fit_data(emb_t[tr], targets.take(tr))
