@@ -65,7 +65,7 @@ def _confidence(pred: Any) -> str:
         return ""
     cells = "".join(f"<tr><td>within {int(r)} km of the best candidate</td><td class=num>{100 * v:.1f}%</td></tr>"
                     for r, v in sorted(pred.confidence.items()))
-    return f"<h2>Confidence</h2><table>{cells}</table>"
+    return f"<h2 style='margin-top:14px'>Confidence</h2><table>{cells}</table>"
 
 
 def _metadata(pred: Any, verification: Any) -> str:

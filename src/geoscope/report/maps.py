@@ -81,6 +81,21 @@ def fit_extent(
     return (max(lon0, -180.0), min(lon1, 180.0), max(lat0, -90.0), min(lat1, 90.0))
 
 
+def _fill_box(extent: tuple[float, float, float, float], ratio: float) -> tuple[float, float, float, float]:
+    """Widen ``extent`` in one direction so that its ground width / height is ``ratio`` (the map then
+    fills the figure, leaving room for labels)."""
+    lon0, lon1, lat0, lat1 = extent
+    scale = max(math.cos(math.radians(0.5 * (lat0 + lat1))), 0.2)
+    width, height = (lon1 - lon0) * scale, lat1 - lat0
+    if width < ratio * height:
+        grow = (ratio * height / scale - (lon1 - lon0)) / 2
+        lon0, lon1 = max(lon0 - grow, -180.0), min(lon1 + grow, 180.0)
+    else:
+        grow = (width / ratio - height) / 2
+        lat0, lat1 = max(lat0 - grow, -90.0), min(lat1 + grow, 90.0)
+    return (lon0, lon1, lat0, lat1)
+
+
 def _mass_outline(cells: Any, probs: Any, mass: float = 0.9, max_cells: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Corner points (lat, lon) of the bounding boxes of the cells holding ``mass`` of the probability
     (centroids for cells without polygons): what a map of the distribution has to show."""
@@ -275,6 +290,8 @@ def plot_prediction(
             else:
                 keep.append(point)
                 extent = wider
+    if extent != WORLD_EXTENT:
+        extent = _fill_box(extent, (figsize[0] - 2.0) / (figsize[1] - 1.0))
     lon0, lon1, lat0, lat1 = extent
 
     fig = Figure(figsize=figsize, dpi=dpi)
