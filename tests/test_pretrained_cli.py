@@ -67,3 +67,15 @@ def test_from_pretrained_geoclip_locates_with_places(no_backbones, tmp_path):
     best = preds[0].best
     assert any(np.allclose([best.lat, best.lon], g, atol=1e-4) for g in gallery)
     assert preds[1].error and "nope.jpg" in preds[1].error
+
+
+def test_unknown_names_and_ad_hoc_zero_shot(no_backbones):
+    from geoscope.errors import InputError, WeightsUnavailableError
+    from geoscope.pretrained import load_parts
+
+    with pytest.raises(InputError, match="unknown pretrained model 'nonsense'.*geoclip"):
+        load_parts("nonsense")
+    with pytest.raises(WeightsUnavailableError, match="foo/bar"):
+        load_parts("zeroshot:hf:foo/bar")
+    with pytest.raises(InputError, match="precision must be one of"):
+        load_parts("geoclip", precision="fp8")

@@ -92,7 +92,7 @@ class PretrainedInfo:
 
 def _backbone_dir(spec: _Spec, weights: str | os.PathLike | None) -> str | None:
     """A local directory for the backbone, from ``weights`` or the model's environment variable."""
-    for origin, value in (("--weights", weights), (spec.env, os.environ.get(spec.env))):
+    for origin, value in (("--weights", weights), (spec.env, os.environ.get(spec.env) if spec.env else None)):
         if value:
             path = Path(value).expanduser()
             if not path.is_dir():
@@ -163,7 +163,7 @@ def _resolve(name: str) -> tuple[_Spec, str | None]:
         return _SPECS[name], None
     if name.startswith("zeroshot:") and len(name) > len("zeroshot:"):
         encoder = name.split(":", 1)[1]
-        spec = _Spec(name, "zeroshot", encoder, encoder, "GEOSCOPE_ZEROSHOT_CLIP", encoder, "?", "?", "zero-shot")
+        spec = _Spec(name, "zeroshot", encoder, encoder, "", encoder, "?", "?", f"zero-shot prompts over {encoder}")
         return spec, encoder
     raise InputError(
         f"unknown pretrained model {name!r}: choose one of {', '.join(_SPECS)}, zeroshot:ENCODER "
@@ -199,8 +199,8 @@ def _create_backbone(spec: _Spec, source: str | None, precision: str):
     try:
         encoder = create_encoder(source or spec.backbone, dtype=dtype)
     except WeightsUnavailableError:
-        if source is not None and Path(source).is_dir():
-            raise
+        if spec.name not in _SPECS or (source is not None and Path(source).is_dir()):
+            raise  # the encoder layer's own sentence names the directory or hub id
         raise WeightsUnavailableError(_missing_sentence(spec)) from None
     if precision == "int8":
         quantize_int8(encoder)
