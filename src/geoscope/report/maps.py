@@ -176,10 +176,14 @@ def plot_cell_probabilities(
 
 
 @functools.lru_cache(maxsize=8)
-def _border_segments(borders: Any, extent: tuple[float, float, float, float]) -> list[np.ndarray]:
-    """Border lines inside ``extent``, simplified to about a thousandth of its span (the full
+def _border_segments(extent: tuple[float, float, float, float]) -> list[np.ndarray]:
+    """Country border lines inside ``extent``, simplified to about a thousandth of its span (the full
     Natural Earth lines have ~0.5 M points: too many to draw a world map quickly)."""
     import shapely
+
+    from geoscope.geo.borders import countries
+
+    borders = countries()
 
     lon0, lon1, lat0, lat1 = extent
     geoms = np.asarray(borders.geometries, dtype=object)
@@ -206,11 +210,11 @@ def draw_borders(ax: Any, extent: tuple[float, float, float, float], color: str 
 
         from geoscope.geo.borders import countries
 
-        borders = countries()
+        countries()  # loads (and caches) the border data, or says why it cannot
     except (ImportError, GeoscopeError, OSError) as exc:
         log.warning("maps are drawn without country borders: %s", exc)
         return False
-    segments = _border_segments(borders, tuple(round(float(v), 3) for v in extent))
+    segments = _border_segments(tuple(round(float(v), 3) for v in extent))
     ax.add_collection(LineCollection(segments, colors=color, linewidths=linewidth, zorder=3))
     return True
 
