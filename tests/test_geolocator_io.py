@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 from _imagefixtures import make_geotagged_jpeg, synthetic_image
 from geoscope.errors import GeoscopeError, InputError
 from geoscope.geo.cells import CellHierarchy, Geocells
@@ -34,14 +35,6 @@ class MeanColour:
 
     def eval(self):
         return self
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from geoscope.errors import InputError
 from geoscope.geo.cells import CellHierarchy, Geocells
 from geoscope.geo.sphere import EARTH_RADIUS_KM, haversine_km, to_unit
 from geoscope.heads import build_head, create_head
-from geoscope.heads.base import Targets, great_circle_km, latlon_to_unit, load_head_state
+from geoscope.heads.base import great_circle_km, latlon_to_unit, load_head_state
 from geoscope.heads.classifier import ClassifierHead, ancestors_from_parents
 from geoscope.heads.hybrid import HybridHead
 from geoscope.heads.regressor import RegressorHead

@@ -13,8 +13,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
+from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 from _imagefixtures import make_geotagged_folder, random_points, synthetic_image
 from geoscope.cli import main
 from geoscope.data.images import load_image
@@ -33,14 +33,6 @@ OPTIONS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
@@ -48,7 +40,7 @@ def world(tmp_path_factory):
     encoder = create_encoder(str(clip_dir))
     pts = np.array(random_points(1200, seed=11))
     emb = encoder.encode_images([synthetic_image(a, o, size=SIZE) for a, o in pts], batch_size=256)
-    store = EmbeddingStore.from_arrays(root / "store", range(len(pts)), emb, pts[:, 0], pts[:, 1],
+    EmbeddingStore.from_arrays(root / "store", range(len(pts)), emb, pts[:, 0], pts[:, 1],
                                        encoder=str(clip_dir))
     cells = CellHierarchy.adaptive(pts[:, 0], pts[:, 1], 5, [100, 25])
     save_cells(cells, root / "cells.json")

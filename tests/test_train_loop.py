@@ -14,15 +14,7 @@ from geoscope.heads import create_head
 from geoscope.store import EmbeddingStore
 from geoscope.train import TrainConfig, fit_head, make_targets, split_indices, train_from_store
 
-from test_heads_units import location_features
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ knows this interface:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,6 +128,17 @@ class Head(nn.Module):
     def prepare_targets(self, targets: Targets) -> Targets:
         """Precompute per-sample training targets once (default: none); returns the targets to train on."""
         return targets
+
+
+@contextmanager
+def eval_mode(module: nn.Module):
+    """Run a block in eval mode (no dropout), restoring the module's training flag afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def as_float_tensor(emb) -> torch.Tensor:

@@ -28,6 +28,7 @@ from geoscope.heads.base import (
     Targets,
     as_float_tensor,
     check_dim,
+    eval_mode,
     chord_to_km,
 )
 
@@ -218,9 +219,7 @@ class ClassifierHead(Head):
 
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
             probs = self.log_cell_probs(emb).double().exp()
@@ -232,8 +231,6 @@ class ClassifierHead(Head):
             if self.scene_head is not None:
                 extra["scene_probs"] = torch.softmax(self.scene_head(self.features(emb)), dim=1).numpy()
                 extra["scene_labels"] = self.scene_labels
-        finally:
-            self.train(was_training)
         probs = probs.numpy()
         return HeadOutput(probs, coords.numpy(), scores.numpy(), idx.numpy(), extra,
                           self.fine_centroids.numpy(), probs)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from geoscope.geo.sphere import pairwise_km
-from geoscope.heads.base import HeadOutput, Targets, as_float_tensor, check_dim
+from geoscope.heads.base import HeadOutput, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.classifier import ClassifierHead
 
 
@@ -90,9 +90,7 @@ class HybridHead(ClassifierHead):
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
         out = super().predict(emb, top_k)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
             queries = self._bank_vectors(emb)
@@ -102,6 +100,4 @@ class HybridHead(ClassifierHead):
                     refined = self.refine(queries[b], int(out.cells[b, j]))
                     if refined is not None:
                         coords[b, j] = refined
-        finally:
-            self.train(was_training)
         return HeadOutput(out.cell_probs, coords, out.scores, out.cells, out.extra, out.support, out.support_probs)

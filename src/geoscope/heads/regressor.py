@@ -27,6 +27,7 @@ from geoscope.heads.base import (
     Targets,
     as_float_tensor,
     check_dim,
+    eval_mode,
     great_circle_km,
     unit_to_latlon,
 )
@@ -120,12 +121,8 @@ class RegressorHead(Head):
 
     @torch.no_grad()
     def predict(self, emb, top_k: int = 1) -> HeadOutput:
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
             coords = self.latlon(emb).double()
-        finally:
-            self.train(was_training)
         return HeadOutput(None, coords[:, None, :].numpy(), torch.ones(len(coords), 1).numpy().astype("float64"))

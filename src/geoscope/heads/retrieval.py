@@ -28,7 +28,7 @@ from torch import nn
 
 from geoscope.errors import InputError
 from geoscope.geo.sphere import validate_latlon
-from geoscope.heads.base import Head, HeadOutput, Standardize, Targets, as_float_tensor, check_dim
+from geoscope.heads.base import Head, HeadOutput, Standardize, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.location_encoder import LocationEncoder, geoclip_file
 
 #: A location encoder small enough to train on a CPU in seconds (GeoCLIP's is 512 freqs x 1024 x 3).
@@ -215,16 +215,12 @@ class RetrievalHead(Head):
 
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
             gal = self.gallery_embeddings()
             probs = torch.softmax(self.logit_scale.exp() * self.image_features(emb) @ gal.T, dim=1)
             scores, idx = probs.topk(min(int(top_k), len(self.gallery)), dim=1)
             coords = self.gallery[idx].double()
-        finally:
-            self.train(was_training)
         return HeadOutput(None, coords.numpy(), scores.double().numpy(), None, {"gallery_index": idx.numpy()},
                           self.gallery.double().numpy(), probs.numpy())
