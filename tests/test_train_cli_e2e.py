@@ -100,6 +100,10 @@ def test_tampered_or_incomplete_model_directory_is_a_clear_error(world, tmp_path
     assert main(["train", "--store", str(world["store"]), "--head", "classifier", "--cells", str(world["cells"]),
                  "-o", str(out), "--epochs", "1", "--no-progress"]) == 0
     capsys.readouterr()
+    # eval over an image folder: coordinates from EXIF, the broken file has none and is skipped
+    assert main(["eval", "--model", str(out), "--dataset", str(world["root"] / "photos"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["n"], result["n_skipped"], result["n_failed"]) == (3, 1, 0)
     weights = out / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
