@@ -157,7 +157,7 @@ def fit_head(
         if state.get("fingerprint") != fingerprint:
             raise InputError(
                 f"the checkpoint {ckpt} was made with another head, data or settings; "
-                "delete it or write to another output directory"
+                "delete it (geoscope train --no-resume) or write to another output directory"
             )
         load_head_state(head, state["head"])
         optimizer.load_state_dict(state["optimizer"])
