@@ -165,6 +165,11 @@ def test_geoclip_head_is_an_instance():
     assert head.logit_scale.exp().item() > 10
     out = head.predict(np.random.default_rng(0).normal(size=(2, 768)).astype(np.float32), top_k=2)
     assert out.coords.shape == (2, 2, 2)
+    # a trainable head can start from the published location encoder and still round-trip
+    fresh = RetrievalHead(64, hidden_dims=(), location_encoder="geoclip")
+    torch.testing.assert_close(fresh.location_encoder.state_dict()["branches.0.freqs"],
+                               head.location_encoder.state_dict()["branches.0.freqs"])
+    assert fresh.out_dim == 512 and build_head(fresh.config()).location_encoder.sigmas == (1.0, 16.0, 256.0)
 
 
 def test_hybrid_refines_inside_the_chosen_cells(data):

@@ -71,8 +71,9 @@ class RetrievalHead(Head):
         in_dim: image embedding dimension.
         hidden_dims: widths of the image MLP's hidden layers (ReLU after each); () for a linear map.
         out_dim: shared embedding dimension (must equal the location encoder's ``out_dim``).
-        location_encoder: a ``LocationEncoder``, its ``config()`` dict, or None for
-            ``SMALL_LOCATION_ENCODER``; GeoCLIP's published one is ``LocationEncoder.from_geoclip()``.
+        location_encoder: a ``LocationEncoder``, its ``config()`` dict, None for
+            ``SMALL_LOCATION_ENCODER``, or "geoclip" to start from GeoCLIP's published weights
+            (``LocationEncoder.from_geoclip()``; out_dim 512), e.g. ``geoscope train --option location_encoder=geoclip``.
         logit_scale: initial log of the logit scale (GeoCLIP: log(1/0.07)); trained.
         queue_size: GPS negatives kept from earlier batches during training.
         gps_noise_km: Gaussian jitter (km) added to training GPS targets, as GeoCLIP does (0: none).
@@ -95,6 +96,10 @@ class RetrievalHead(Head):
         super().__init__()
         if location_encoder is None:
             location_encoder = dict(SMALL_LOCATION_ENCODER)
+        if location_encoder == "geoclip":  # start from GeoCLIP's published weights (then fine-tune)
+            location_encoder = LocationEncoder.from_geoclip().train()
+        if isinstance(location_encoder, str):
+            raise InputError(f"location_encoder must be a config dict, a LocationEncoder or 'geoclip', got {location_encoder!r}")
         if isinstance(location_encoder, dict):
             location_encoder = LocationEncoder.from_config(location_encoder)
         self.location_encoder = location_encoder
