@@ -146,3 +146,17 @@ def test_geosample_extra_fields_become_meta_columns(tiny, tmp_path):
     assert "tags" not in store.meta.columns  # only scalar fields are kept
     arr = EmbeddingStore.from_arrays(tmp_path / "a", ["a", "b"], np.zeros((2, 3)), extra={"scene": ["x", "y"]})
     assert list(arr.meta["scene"]) == ["x", "y"]
+
+
+def test_cli_embed_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("GEOSCOPE_WEIGHTS", raising=False)
+    monkeypatch.delenv("GEOSCOPE_DOWNLOAD", raising=False)
+    make_geotagged_folder(tmp_path / "photos", 2, size=(32, 32))
+    rc = main(["embed", str(tmp_path / "photos"), "--encoder", "no-such-model", "-o", str(tmp_path / "st")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "unknown encoder 'no-such-model'" in err and err.count("\n") == 1
+    rc = main(["embed", str(tmp_path / "photos"), "--encoder", "clip-vit-l14", "-o", str(tmp_path / "st")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "not on this machine" in err and err.count("\n") == 1

@@ -249,10 +249,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(loader, transform) -> None:
-    _WORKER["loader"], _WORKER["transform"] = loader, transform
-    torch = sys.modules.get("torch")  # inherited from a forked parent: keep its threads out of the way
-    if torch is not None:
-        torch.set_num_threads(1)
+    _WORKER["loader"], _WORKER["transform"] = loader, transform  # workers never run torch
 
 
 def _reason(exc: BaseException) -> str:
