@@ -137,3 +137,18 @@ def test_edited_config_hash_or_head_is_caught(trained, tmp_path):
     (out / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="not readable JSON"):
         Geolocator.from_pretrained(out)
+
+
+def test_hybrid_confidence_counts_the_refined_best_cell(tmp_path):
+    rng = np.random.default_rng(4)
+    lat, lon = rng.uniform(-50, 60, 400), rng.uniform(-170, 170, 400)
+    enc = MeanColour()
+    emb = enc.encode_images([synthetic_image(a, o, size=(24, 24)) for a, o in zip(lat, lon)])
+    store = EmbeddingStore.from_arrays(tmp_path / "s", range(400), emb, lat, lon, encoder=enc.name)
+    cells = CellHierarchy.adaptive(lat, lon, 3, [40])  # big cells: centroids far from refined points
+    geo, _ = train_from_store(store, "hybrid", tmp_path / "m", cells=cells,
+                              config=TrainConfig(epochs=4, batch_size=64), progress=False)
+    for p in geo.locate_embeddings(emb[:10], top_k=3):
+        assert p.confidence[25] >= p.best.probability - 1e-9
+        assert geo.finest_cells.assign([p.best.lat], [p.best.lon])[0] == p.best.cell
+

@@ -136,7 +136,9 @@ class Geolocator:
                 place = None if place_rows is None else place_rows[b * K + j]
                 cands.append(Candidate(float(coords[b, j, 0]), float(coords[b, j, 1]), float(scores[b, j]), place, cell))
             if out.support is not None and out.support_probs is not None:
-                conf = confidence_mass(coords[b, 0], np.asarray(out.support), np.asarray(out.support_probs[b]))
+                support = np.asarray(out.support)
+                conf = confidence_mass(coords[b, 0], support[b] if support.ndim == 3 else support,
+                                       np.asarray(out.support_probs[b]))
             elif K > 1:
                 conf = confidence_mass(coords[b, 0], coords[b], scores[b])
             else:

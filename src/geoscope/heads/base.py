@@ -30,8 +30,9 @@ class HeadOutput:
     ``cell_probs``: (B, n_cells) probabilities over the finest geocells, or None for heads without cells.
     ``coords``: (B, K, 2) candidate (lat, lon) in degrees, best first. ``scores``: (B, K) their
     probabilities. ``cells``: (B, K) the finest-cell index of each candidate, or None.
-    ``support`` (M, 2) and ``support_probs`` (B, M): the whole distribution the candidates were drawn
-    from (cell centroids, a GPS gallery), used for confidence; None when the head gives one point.
+    ``support`` (M, 2), or (B, M, 2) when it differs per image, and ``support_probs`` (B, M): the whole
+    distribution the candidates were drawn from (cell centroids, a GPS gallery, refined points), used for
+    confidence; None when the head gives one point.
     """
 
     cell_probs: np.ndarray | None

@@ -95,9 +95,12 @@ class HybridHead(ClassifierHead):
             check_dim(emb, self.in_dim, self.kind)
             queries = self._bank_vectors(emb)
             coords = out.coords.copy()
+            # per image, each chosen cell's mass sits at its refined point (for confidence radii)
+            support = np.repeat(np.asarray(out.support)[None], coords.shape[0], axis=0)
             for b in range(coords.shape[0]):
                 for j in range(coords.shape[1]):
                     refined = self.refine(queries[b], int(out.cells[b, j]))
                     if refined is not None:
                         coords[b, j] = refined
-        return HeadOutput(out.cell_probs, coords, out.scores, out.cells, out.extra, out.support, out.support_probs)
+                        support[b, out.cells[b, j]] = refined
+        return HeadOutput(out.cell_probs, coords, out.scores, out.cells, out.extra, support, out.support_probs)
