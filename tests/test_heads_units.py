@@ -212,6 +212,8 @@ def test_bad_head_arguments():
         build_head({"kind": "oracle"})
     with pytest.raises(InputError, match="needs geocells"):
         create_head("classifier", 8, None)
+    with pytest.raises(InputError, match="bad option for the regressor head"):
+        create_head("regressor", 8, None, depth=3)
     with pytest.raises(InputError, match="tau_km"):
         ClassifierHead(8, [np.zeros((2, 2))], tau_km=0)
     with pytest.raises(InputError, match="mode"):

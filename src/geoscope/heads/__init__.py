@@ -45,8 +45,11 @@ def create_head(kind: str, in_dim: int, cells=None, **options):
     if kind not in HEAD_KINDS:
         raise InputError(f"cannot train a {kind!r} head; choose one of {', '.join(HEAD_KINDS)}")
     cls = head_class(kind)
-    if kind in ("classifier", "hybrid"):
-        if cells is None:
-            raise InputError(f"the {kind} head needs geocells (--cells)")
-        return cls.from_cells(in_dim, cells, **options)
-    return cls(in_dim, **options)
+    try:
+        if kind in ("classifier", "hybrid"):
+            if cells is None:
+                raise InputError(f"the {kind} head needs geocells (--cells)")
+            return cls.from_cells(in_dim, cells, **options)
+        return cls(in_dim, **options)
+    except TypeError as exc:  # an option the constructor does not take, or of the wrong type
+        raise InputError(f"bad option for the {kind} head ({', '.join(sorted(options)) or 'none'}): {exc}") from None
