@@ -175,8 +175,9 @@ def main() -> None:
             for i in range(len(ref_top))
         )
 
+    batch = min(8, len(paths))
     headers = ["method", "precision", "s / image (batch 1, median)", "min", "speed-up vs reference (median)", "backbone share",
-               "s / image (batch 8)", "top-1 = fp32", "km between top-1s (max)", "|Δp top-1| (max)"]
+               f"s / image (batch {batch})", "top-1 = fp32", "km between top-1s (max)", "|Δp top-1| (max)"]
     rows = [["geoclip package predict()", "fp32", ref_latency, min(ref_times), 1.0, "", "", "", "", ""]]
     for precision, r in results.items():
         if fp32 is not None and precision != "fp32":
