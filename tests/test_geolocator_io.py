@@ -152,3 +152,21 @@ def test_hybrid_confidence_counts_the_refined_best_cell(tmp_path):
         assert p.confidence[25] >= p.best.probability - 1e-9
         assert geo.finest_cells.assign([p.best.lat], [p.best.lon])[0] == p.best.cell
 
+
+
+def test_evaluate_model_over_a_store_and_encoder_mismatch(trained, tmp_path):
+    from geoscope.evaluate import evaluate_model
+    from geoscope.geo.metrics import evaluate
+
+    geo, path, _, emb = trained
+    lat = np.linspace(-40, 40, 30)
+    lon = np.linspace(-100, 100, 30)
+    store = EmbeddingStore.from_arrays(tmp_path / "s", range(30), emb[:30], lat, lon, encoder="mean-colour-test")
+    result = evaluate_model(str(path), str(store.path), thresholds=(100, 1000))
+    best = np.array([[p.best.lat, p.best.lon] for p in geo.locate_embeddings(emb[:30].astype(np.float16), top_k=1)])
+    want = evaluate(best[:, 0], best[:, 1], lat, lon, thresholds=(100, 1000))
+    assert result["n"] == 30 and result["median_km"] == pytest.approx(want["median_km"], rel=1e-6)
+    assert result["acc_100km"] == want["acc_100km"] and result["n_skipped"] == 0
+    other = EmbeddingStore.from_arrays(tmp_path / "o", range(30), emb[:30], lat, lon, encoder="efficientnet-lite0")
+    with pytest.raises(InputError, match="embedded with 'efficientnet-lite0' but the model uses 'mean-colour-test'"):
+        evaluate_model(geo, str(other.path))
