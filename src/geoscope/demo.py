@@ -285,13 +285,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     if stamp.exists() and stamp.read_text().strip() == model_key:
         geo = stage.run("load cached model", Geolocator.from_pretrained, model_dir, encoder=encoder)
     else:
+        # resume an interrupted training of these very settings; anything else starts afresh
+        started = out / "cache" / "training_key.txt"
+        resume = started.exists() and started.read_text().strip() == model_key
+        write_text(started, model_key + "\n")
         cells = CellHierarchy.adaptive(tr_lat, tr_lon, cfg.min_cell, list(cfg.max_cells))
         save_cells(cells, out / "cells.json")
         geo, _ = stage.run(
             f"train hybrid head over {len(cells.finest)} finest cells ({' / '.join(str(len(c)) for c in cells.levels)})",
             train_from_store, train_store, "hybrid", model_dir, cells,
             TrainConfig(epochs=cfg.epochs, seed=cfg.seed, patience=6),
-            {"tau_km": cfg.tau_km, "k_neighbors": cfg.k_neighbors}, progress=cfg.progress, resume=True)
+            {"tau_km": cfg.tau_km, "k_neighbors": cfg.k_neighbors}, progress=cfg.progress, resume=resume)
         write_text(stamp, model_key + "\n")
 
     # predictions

@@ -76,6 +76,8 @@ class Geolocator:
         self.encoder_name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
         self.head = head.eval()
         self.cells = cells
+        if cells is not None and hasattr(head, "bind_cells"):
+            head.bind_cells(cells)
         self.name = name or getattr(head, "kind", "geolocator")
         self.meta = dict(meta or {})
         self.places = places

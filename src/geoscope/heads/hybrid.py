@@ -1,10 +1,11 @@
 """Classify, then refine: a geocell classifier whose top cells are refined by nearest neighbours.
 
-The classifier (``ClassifierHead``) picks the most probable finest cells. Inside each chosen cell the
-head looks up the training embeddings of that cell most similar to the query (cosine similarity of
-standardised embeddings) and answers with the similarity-weighted medoid of their locations: a real
-training location inside the chosen cell, so refinement never moves a guess beyond its cell. A cell
-with no training points keeps its centroid. The candidate's probability is the cell's probability.
+The classifier (``ClassifierHead``) proposes its most probable finest cells. Inside each proposed cell
+the head looks up the training embeddings of that cell most similar to the query (cosine similarity of
+standardised embeddings); cells are ranked by the classifier's probability together with the best
+match, and each candidate is refined to a similarity-weighted mean of its closest training locations,
+never beyond its cell (see ``HybridHead``). A cell with no training points keeps its centroid. The
+candidate's probability is the cell's probability.
 
 The neighbour bank (training embeddings sorted by cell, their locations, per-cell offsets) is stored
 with the head's weights; ``fit_data`` replaces it (e.g. with more data) without retraining.
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geoscope.geo.sphere import pairwise_km
+from geoscope.geo.sphere import from_unit, haversine_km, to_unit
 from geoscope.heads.base import HeadOutput, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.classifier import ClassifierHead
 
@@ -24,34 +25,60 @@ from geoscope.heads.classifier import ClassifierHead
 class HybridHead(ClassifierHead):
     """``ClassifierHead`` plus neighbour refinement.
 
+    Prediction: the classifier proposes its ``refine_cells`` most probable cells. Each proposed cell is
+    scored by ``max_similarity / joint_temperature + prior_weight * log p(cell)``: the classifier's belief
+    combined with how closely the image matches a training image of that cell. The best-scoring cells
+    become the candidates, best first; each is refined to the similarity-weighted mean of its closest
+    training locations (those within ``refine_radius_km`` of the best match), or to the best match
+    itself where that mean would fall outside the cell, so a guess never leaves its chosen cell. A
+    candidate's probability is its cell's probability under the classifier (so with strong image
+    evidence a candidate can outrank a cell the classifier alone preferred).
+
     Extra args:
         k_neighbors: neighbours used per chosen cell.
-        sim_temperature: softmax temperature on cosine similarities for the medoid weights.
+        sim_temperature: softmax temperature on cosine similarities for the refinement weights.
+        refine_cells: how many of the classifier's top cells are considered.
+        joint_temperature, prior_weight: the cell score above.
+        refine_radius_km: neighbours farther than this from the best match are not averaged in.
     """
 
     kind = "hybrid"
+    _EXTRA = {"k_neighbors": int, "sim_temperature": float, "refine_cells": int, "joint_temperature": float,
+              "prior_weight": float, "refine_radius_km": float}
 
     def __init__(self, in_dim: int, centroids: list, parents: list | None = None, k_neighbors: int = 8,
-                 sim_temperature: float = 0.05, **kw):
+                 sim_temperature: float = 0.02, refine_cells: int = 10, joint_temperature: float = 0.02,
+                 prior_weight: float = 0.5, refine_radius_km: float = 600.0, **kw):
         super().__init__(in_dim, centroids, parents, **kw)
         self.k_neighbors = int(k_neighbors)
         self.sim_temperature = float(sim_temperature)
+        self.refine_cells = int(refine_cells)
+        self.joint_temperature = float(joint_temperature)
+        self.prior_weight = float(prior_weight)
+        self.refine_radius_km = float(refine_radius_km)
         self.register_buffer("bank_emb", torch.zeros(0, self.in_dim, dtype=torch.float16))
         self.register_buffer("bank_latlon", torch.zeros(0, 2, dtype=torch.float32))
         self.register_buffer("bank_offsets", torch.zeros(self.n_cells + 1, dtype=torch.int64))
 
     def config(self) -> dict:
-        return {**super().config(), "k_neighbors": self.k_neighbors, "sim_temperature": self.sim_temperature}
+        return {**super().config(), **{k: getattr(self, k) for k in self._EXTRA}}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "HybridHead":
-        head = super().from_config({k: v for k, v in cfg.items() if k not in ("k_neighbors", "sim_temperature")})
-        head.k_neighbors = int(cfg.get("k_neighbors", head.k_neighbors))
-        head.sim_temperature = float(cfg.get("sim_temperature", head.sim_temperature))
+        head = super().from_config({k: v for k, v in cfg.items() if k not in cls._EXTRA})
+        for k, cast in cls._EXTRA.items():
+            if k in cfg:
+                setattr(head, k, cast(cfg[k]))
+        return head
+
+    @classmethod
+    def from_cells(cls, in_dim: int, cells, **kw) -> "HybridHead":
+        head = super().from_cells(in_dim, cells, **kw)
+        head.bind_cells(cells)
         return head
 
     def _bank_vectors(self, emb: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.norm(emb), dim=-1)
+        return F.normalize(emb - self.norm.mean, dim=-1)  # centred: per-dimension scaling hurts matching
 
     def on_train_start(self, emb: torch.Tensor, targets: Targets) -> None:
         super().on_train_start(emb, targets)
@@ -71,36 +98,65 @@ class HybridHead(ClassifierHead):
         counts = torch.bincount(cell_sorted, minlength=self.n_cells)
         self.bank_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
 
-    def refine(self, query: torch.Tensor, cell: int) -> tuple[float, float] | None:
-        """The refined location for one query vector inside ``cell``, or None if the cell has no points."""
+    def _matches(self, query: torch.Tensor, cell: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Similarities and (lat, lon) of the ``k_neighbors`` most similar training points of ``cell``."""
         s, e = int(self.bank_offsets[cell]), int(self.bank_offsets[cell + 1])
         if e <= s:
             return None
         sims = self.bank_emb[s:e].float() @ query
-        k = min(self.k_neighbors, e - s)
-        top, idx = sims.topk(k)
-        weights = torch.softmax(top / self.sim_temperature, 0).double().numpy()
-        pts = self.bank_latlon[s:e][idx].double().numpy()
-        if k == 1:
-            return float(pts[0, 0]), float(pts[0, 1])
-        cost = pairwise_km(pts[:, 0], pts[:, 1], pts[:, 0], pts[:, 1]) @ weights
-        best = int(np.argmin(cost))
-        return float(pts[best, 0]), float(pts[best, 1])
+        top, idx = sims.topk(min(self.k_neighbors, e - s))
+        return top.double().numpy(), self.bank_latlon[s:e][idx].double().numpy()
+
+    def refine(self, query: torch.Tensor, cell: int, matches=None) -> tuple[float, float] | None:
+        """The refined location for one query vector inside ``cell``, or None if the cell has no points."""
+        matches = self._matches(query, cell) if matches is None else matches
+        if matches is None:
+            return None
+        sims, pts = matches
+        best = (float(pts[0, 0]), float(pts[0, 1]))
+        near = haversine_km(pts[:, 0], pts[:, 1], best[0], best[1]) <= self.refine_radius_km
+        if near.sum() < 2:
+            return best
+        w = np.exp((sims[near] - sims[near].max()) / self.sim_temperature)
+        v = (to_unit(pts[near, 0], pts[near, 1]) * w[:, None]).sum(0)
+        lat, lon = from_unit(v)
+        if self._assign is None or int(self._assign(np.array([lat]), np.array([lon]))[0]) != cell:
+            return best  # the mean left the cell (or cells are unknown): the best real location inside it
+        return float(lat), float(lon)
+
+    _assign = None
+
+    def bind_cells(self, cells) -> None:
+        """Give the head its cells' geometry (``CellHierarchy`` or ``Geocells``), so refined means are
+        checked against the cell borders; without it the head answers with real training locations."""
+        finest = getattr(cells, "finest", cells)
+        self._assign = None if finest is None else finest.assign
 
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
-        out = super().predict(emb, top_k)
+        out = super().predict(emb, max(int(top_k), self.refine_cells))
+        k = min(int(top_k), out.cells.shape[1])
         with eval_mode(self):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
             queries = self._bank_vectors(emb)
-            coords = out.coords.copy()
-            # per image, each chosen cell's mass sits at its refined point (for confidence radii)
-            support = np.repeat(np.asarray(out.support)[None], coords.shape[0], axis=0)
-            for b in range(coords.shape[0]):
-                for j in range(coords.shape[1]):
-                    refined = self.refine(queries[b], int(out.cells[b, j]))
-                    if refined is not None:
-                        coords[b, j] = refined
-                        support[b, out.cells[b, j]] = refined
-        return HeadOutput(out.cell_probs, coords, out.scores, out.cells, out.extra, support, out.support_probs)
+        n_img = out.cells.shape[0]
+        coords = np.zeros((n_img, k, 2))
+        scores = np.zeros((n_img, k))
+        chosen = np.zeros((n_img, k), dtype=np.int64)
+        # per image, each considered cell's mass sits at its refined point (for confidence radii)
+        support = np.repeat(np.asarray(out.support)[None], n_img, axis=0)
+        for b in range(n_img):
+            cand = out.cells[b]
+            matches = [self._matches(queries[b], int(c)) for c in cand]
+            best_sim = np.array([-1.0 if m is None else m[0][0] for m in matches])
+            joint = best_sim / self.joint_temperature + self.prior_weight * np.log(out.cell_probs[b, cand] + 1e-12)
+            order = np.argsort(-joint, kind="stable")
+            for j, o in enumerate(order):
+                c = int(cand[o])
+                refined = self.refine(queries[b], c, matches[o])
+                point = refined if refined is not None else tuple(out.support[c])
+                support[b, c] = point
+                if j < k:
+                    coords[b, j], scores[b, j], chosen[b, j] = point, out.cell_probs[b, c], c
+        return HeadOutput(out.cell_probs, coords, scores, chosen, out.extra, support, out.support_probs)
