@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="efficientnet-lite0")
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 0])
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 

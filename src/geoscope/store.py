@@ -427,14 +427,16 @@ def remove_store(out: str | os.PathLike) -> None:
 
 
 def default_workers(encoder=None) -> int:
-    """Decoding processes: on CPU the model already uses every core, so a quarter of them (at least 1;
-    one worker decodes a 640x480 JPEG in ~5 ms, far ahead of a CPU forward pass, and more workers
-    only preempt the model's threads); with the model on a GPU, all cores but one (at most 8)."""
+    """Decoding processes. With the model on a GPU: all cores but one (at most 8). On CPU the model's
+    threads already use every core, so a decoding process only preempts them: in two runs of
+    benchmarks/bench_embed.py on a quiet 2-core machine, decoding in-process reached 87 % and 86 % of the
+    forward pass alone, one worker 71 % and 87 %; so up to 2 cores decode in-process (steadier, no
+    process start-up), beyond that a quarter of the cores."""
     cores = os.cpu_count() or 1
     device = getattr(encoder, "device", None)
     if device is not None and getattr(device, "type", "cpu") != "cpu":
         return max(1, min(8, cores - 1))
-    return max(1, cores // 4)
+    return 0 if cores <= 2 else max(1, cores // 4)
 
 
 def embed_dataset(

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--encoder", "-e", default="efficientnet-lite0", help="encoder name (see `geoscope encoders`), hf:ORG/NAME or a local model directory (default: %(default)s)")
     p.add_argument("--output", "-o", required=True, help="store directory to write (or to continue)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="image decoding processes; 0 decodes in the main process (default: 1 per 4 cores on CPU, at least 1)")
+    p.add_argument("--workers", type=int, default=None, help="image decoding processes; 0 decodes in the main process (default on CPU: 0 up to 2 cores, else 1 per 4 cores)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="model precision (default: float32)")
     p.add_argument("--overwrite", action="store_true", help="start again, replacing an existing store")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
