@@ -21,4 +21,11 @@ fi
 echo "[setup] 4/4 geographic data (Natural Earth borders, GeoNames places) derived once into the cache"
 "$PY" -m geoscope.geo.data_setup
 
+if ! command -v geoscope >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then
+    pyenv rehash || true  # pyenv exposes new console scripts through shims
+fi
+if ! command -v geoscope >/dev/null 2>&1; then
+    echo "[setup] note: 'geoscope' is not on PATH; run 'python3 -m geoscope ...' or add $("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))') to PATH"
+fi
+
 echo "[setup] done"
