@@ -208,7 +208,9 @@ def load_image(
                 pass
             im.load()
             try:
-                im = ImageOps.exif_transpose(im) or im
+                # only a real orientation costs a transposed copy (exif_transpose copies even for "normal")
+                if im.getexif().get(0x0112, 1) in (2, 3, 4, 5, 6, 7, 8):
+                    im = ImageOps.exif_transpose(im) or im
             except Exception:  # noqa: BLE001 - a malformed orientation tag only costs the rotation
                 pass
             out = to_rgb(im)
