@@ -32,3 +32,29 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     assert "load cached model" in r2.stderr
     assert json.loads(r2.stdout)["results"] == report["results"]
     assert second < first
+
+
+def test_demo_on_a_regional_geotiff_samples_inside_it(tmp_path):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from geoscope.demo import DemoConfig, run_demo
+
+    # a 10 x 10 degree GeoTIFF whose colours vary smoothly with position
+    h = w = 300
+    y, x = np.mgrid[0:h, 0:w] / 300.0
+    rgb = np.stack([200 * x + 30 * np.sin(40 * y), 200 * y + 30 * np.cos(35 * x), 120 + 80 * np.sin(9 * x * y)])
+    path = tmp_path / "region.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs="EPSG:4326",
+                       transform=from_origin(10.0, 50.0, 10.0 / w, 10.0 / h)) as ds:
+        ds.write(np.clip(rgb, 0, 255).astype(np.uint8))
+    report = run_demo(DemoConfig.quick(out=str(tmp_path / "demo"), raster=str(path), size_km=100.0, n_heatmaps=0,
+                                       progress=False))
+    assert report["n_train_positions"] == 150
+    res = report["results"]
+    n_test = sum(r["hybrid (classify + refine)"]["n"] for r in res.values())
+    assert n_test == 40
+    # inside a 1100 km box the model must do clearly better than the training mean
+    land = res["land"]
+    assert land["hybrid (classify + refine)"]["median_km"] < 0.7 * land["baseline: training mean"]["median_km"]

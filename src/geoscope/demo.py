@@ -129,6 +129,53 @@ def test_positions(n_land: int, n_sea: int, seed: int) -> tuple[np.ndarray, np.n
     return np.concatenate(lats), np.concatenate(lons), np.concatenate(lands)
 
 
+def regional_positions(bounds, n: int, inside, seed: int, quasi: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` positions spread evenly by area inside ``bounds`` (west, south, east, north) where
+    ``inside(lat, lon)`` holds: a Halton sequence (``quasi``) or uniform random points."""
+    from scipy.stats import qmc
+
+    west, south, east, north = bounds
+    z0, z1 = np.sin(np.radians(south)), np.sin(np.radians(north))
+    gen = qmc.Halton(2, seed=seed) if quasi else np.random.default_rng(seed)
+    lats, lons, got, tries = [], [], 0, 0
+    while got < n:
+        tries += 1
+        if tries > 50:
+            raise InputError(f"the raster holds too few usable tile centres (found {got} of {n})")
+        u = gen.random(4 * n) if quasi else gen.random((4 * n, 2))
+        lat = np.degrees(np.arcsin(z0 + u[:, 0] * (z1 - z0)))
+        lon = west + u[:, 1] * (east - west)
+        ok = np.flatnonzero(inside(lat, lon))[: n - got]
+        lats.append(lat[ok])
+        lons.append(lon[ok])
+        got += len(ok)
+    return np.concatenate(lats), np.concatenate(lons)
+
+
+def demo_positions(raster, query, cfg: "DemoConfig"):
+    """Training positions (lat, lon) and test positions (lat, lon, is_land) for the rasters.
+
+    Global rasters: a Fibonacci lattice on land and random held-out points, land and sea. A regional
+    raster (a GeoTIFF of an area): evenly spread training points and random held-out points inside both
+    rasters, whatever lies there.
+    """
+    if raster.wraps and query.wraps:
+        te_lat, te_lon, te_land = test_positions(cfg.n_test_land, cfg.n_test_sea, cfg.seed)
+        return train_positions(cfg.n_train), (te_lat, te_lon, te_land)
+    w0, s0, e0, n0 = raster.bounds_latlon
+    w1, s1, e1, n1 = query.bounds_latlon
+    bounds = (max(w0, w1), max(s0, s1), min(e0, e1), min(n0, n1))
+    if not (bounds[0] < bounds[2] and bounds[1] < bounds[3]):
+        raise InputError(f"rasters {raster.name} and {query.name} do not overlap, so no held-out tile can be cut")
+
+    def inside(lat, lon):
+        return raster.contains(lat, lon) & query.contains(lat, lon)
+
+    tr = regional_positions(bounds, cfg.n_train, inside, cfg.seed, quasi=True)
+    te_lat, te_lon = regional_positions(bounds, cfg.n_test_land + cfg.n_test_sea, inside, cfg.seed + 1, quasi=False)
+    return tr, (te_lat, te_lon, is_land(te_lat, te_lon))
+
+
 # ----------------------------------------------------------------------------------------------
 # tiles and perturbations
 
@@ -260,8 +307,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     encoder = create_encoder(cfg.encoder)
 
     # positions
-    tr_lat, tr_lon = train_positions(cfg.n_train)
-    te_lat, te_lon, te_land = test_positions(cfg.n_test_land, cfg.n_test_sea, cfg.seed)
+    (tr_lat, tr_lon), (te_lat, te_lon, te_land) = demo_positions(raster, query, cfg)
     v = max(int(cfg.views), 1)
     ids = [f"p{i:05d}v{j}" for i in range(len(tr_lat)) for j in range(v)]
     rep_lat, rep_lon = np.repeat(tr_lat, v), np.repeat(tr_lon, v)
