@@ -24,12 +24,12 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from geoscope.atomic import write_json, write_text
+from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
 
 #: Antarctica is left out of the land positions: its Blue Marble tiles are uniform white ice.
@@ -58,7 +58,6 @@ class DemoConfig:
     seed: int = 0
     n_heatmaps: int = 3
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
@@ -269,10 +268,10 @@ def _embed(raster, ids, lat, lon, strengths, seed, cfg: DemoConfig, out: Path, e
     store = embed_dataset(tiles(), encoder, out, batch_size=cfg.batch_size, workers=0, progress=cfg.progress)
     if len(thumbs) != len(ids):  # a resumed store skipped tiles already embedded: recompute all thumbnails
         thumbs = [_thumbnails([t[1]])[0] for t in _tiles(raster, ids, lat, lon, cfg, strengths, seed)]
-    tmp = out / "thumbnails.tmp.npy"
-    np.save(tmp, np.stack(thumbs))
-    tmp.replace(thumbs_path)
-    return store, np.load(thumbs_path)
+    thumbs = np.stack(thumbs)
+    with atomic_path(thumbs_path) as tmp:
+        np.save(tmp, thumbs)
+    return store, thumbs
 
 
 def _nearest(query: np.ndarray, bank: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -317,7 +316,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     train_dir = out / "cache" / f"train-{_key(cfg.raster, tile_key, cfg.n_train, v, cfg.seed)}"
     test_dir = out / "cache" / f"test-{_key(cfg.query_raster or cfg.raster, tile_key, cfg.n_test_land, cfg.n_test_sea, cfg.seed)}"
     train_store, train_thumbs = stage.run(
-        f"cut and embed {len(ids)} training tiles ({len(tr_lat)} land positions x {v} views)",
+        f"cut and embed {len(ids)} training tiles ({len(tr_lat)} positions x {v} views)",
         _embed, raster, ids, rep_lat, rep_lon, strengths, cfg.seed, cfg, train_dir, encoder)
     test_ids = [f"t{i:05d}" for i in range(len(te_lat))]
     test_store, test_thumbs = stage.run(
@@ -392,7 +391,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             heatmaps.append(str(path))
 
     report = {
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "extra")},
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "n_train_positions": int(len(tr_lat)),
         "n_train_tiles": int(len(train_store)),
         "n_test": {"land": int(land.sum()), "sea": int((~land).sum())},
