@@ -210,7 +210,8 @@ def test_read_exif_round_trip(tmp_path):
     assert (found.make, found.model) == ("Canon", "EOS R5")
     assert found.has_gps
     assert read_exif(p.read_bytes()) == found
-    assert read_exif(Image.open(p)) == found
+    with Image.open(p) as im:
+        assert read_exif(im) == found
 
 
 @pytest.mark.parametrize("lat,lon", [(48.8584, 2.2945), (-0.5, -78.1), (64.1466, -21.9426), (-54.8, -68.3)])

@@ -171,11 +171,12 @@ def test_build_tiles_writes_a_manifest_and_resumes(tmp_path):
     pts = [("a", 40.5, 11.0), ("b/1", 40.2, 10.5), ("far", 60.0, 11.0)]
     out = tmp_path / "tiles"
     manifest = build_tiles(r, pts, out, size_km=20, pixels=16, progress=False)
-    rows = list(csv.DictReader(open(manifest)))
+    rows = list(csv.DictReader(manifest.read_text().splitlines()))
     assert [row["id"] for row in rows] == ["a", "b/1"]
     assert set(rows[0]) == {"id", "lat", "lon", "path"}
-    assert Image.open(out / rows[1]["path"]).size == (16, 16)
-    skipped = list(csv.DictReader(open(out / "skipped.csv")))
+    with Image.open(out / rows[1]["path"]) as im:
+        assert im.size == (16, 16)
+    skipped = list(csv.DictReader((out / "skipped.csv").read_text().splitlines()))
     assert [s["id"] for s in skipped] == ["far"] and "outside" in skipped[0]["reason"]
     mtime = (out / rows[0]["path"]).stat().st_mtime_ns
     build_tiles(r, pts, out, size_km=20, pixels=16, progress=False)
