@@ -16,7 +16,6 @@ from _imagefixtures import (
     jpeg_with_raw_exif,
     make_geotagged_jpeg,
     raw_exif,
-    synthetic_image,
     truncated_jpeg,
 )
 from geoscope.data.exif import ExifFindings, read_exif

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -29,9 +30,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
 
 from geoscope.atomic import atomic_path, write_json
+from geoscope.data.dataset import open_dataset
+from geoscope.data.images import load_image
+from geoscope.data.samples import load_sample_image
+from geoscope.encoders import create_encoder
 from geoscope.errors import GeoscopeError, InputError
+
+logger = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 STATE = "store.json"
@@ -60,8 +70,6 @@ class EmbeddingStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EmbeddingStore":
-        import pandas as pd
-
         path = Path(path)
         state_file = path / STATE
         if not state_file.is_file():
@@ -105,8 +113,6 @@ class EmbeddingStore:
 
         ``extra``: more meta columns, e.g. ``{"scene": [...]}``, one value per row.
         """
-        import pandas as pd
-
         emb = np.asarray(embeddings)
         if emb.ndim != 2:
             raise InputError(f"embeddings must be a 2-D array (N, dim), got shape {emb.shape}")
@@ -201,26 +207,18 @@ def _source_name(src) -> str:
 
 def _load_payload(payload):
     """Default loader: a PIL image as is; a GeoSample, path, bytes or bytes-loader through the data layer."""
-    from PIL import Image
-
     if isinstance(payload, Image.Image):
         return payload
     if hasattr(payload, "source") and hasattr(payload, "id"):
-        from geoscope.data.datasets import load_sample_image
-
         return load_sample_image(payload)
     if callable(payload):  # a bytes-loader
         payload = payload()
-    from geoscope.data.images import load_image
-
     return load_image(payload)
 
 
 def _samples(data) -> tuple[Iterator[_Item], int | None, Callable]:
     """Normalise the inputs ``embed_dataset`` accepts into items, a total (or None) and a loader."""
     if isinstance(data, (str, os.PathLike)):
-        from geoscope.data.datasets import open_dataset
-
         data = open_dataset(data)
     total = len(data) if hasattr(data, "__len__") else None
     loader = getattr(data, "load_image", None)
@@ -260,7 +258,7 @@ def _reason(exc: BaseException) -> str:
 def _prepare(task: list[tuple[int, Any]]) -> list[tuple[int, np.ndarray | None, str | None]]:
     """Worker: decode + resize + crop each image; (pos, uint8 array, None) or (pos, None, reason)."""
     loader, transform = _WORKER["loader"], _WORKER["transform"]
-    out = []
+    out: list[tuple[int, np.ndarray | None, str | None]] = []
     for pos, payload in task:
         try:
             out.append((pos, transform.to_uint8(loader(payload)), None))
@@ -296,11 +294,11 @@ def _prepared(items: Iterator[_Item], loader, transform, workers: int, chunk: in
         exhausted = False
         while True:
             while not exhausted and len(pending) < ahead:
-                c = next(source, None)
-                if c is None:
+                nxt = next(source, None)
+                if nxt is None:
                     exhausted = True
                     break
-                pending.append((c, pool.apply_async(_prepare, ([(it.pos, it.payload) for it in c],))))
+                pending.append((nxt, pool.apply_async(_prepare, ([(it.pos, it.payload) for it in nxt],))))
             if not pending:
                 return
             c, res = pending.popleft()
@@ -450,7 +448,7 @@ def embed_dataset(
 ) -> EmbeddingStore:
     """Embed every image of ``dataset`` with ``encoder`` into the store ``out_dir``; resumable.
 
-    ``dataset``: a ``geoscope.data.datasets.Dataset`` (or a path / spec for ``open_dataset``), an
+    ``dataset``: a ``geoscope.data.dataset.Dataset`` (or a path / spec for ``open_dataset``), an
     iterable of ``GeoSample`` (anything with ``id``, ``source``, ``lat``, ``lon``), or of
     ``(id, image, lat, lon)`` tuples where image is a PIL image, a path or bytes. ``encoder``: an
     ``Encoder`` or a name for ``create_encoder``. ``workers``: decoding processes (0: decode in this
@@ -460,8 +458,6 @@ def embed_dataset(
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if isinstance(encoder, (str, os.PathLike)):
-        from geoscope.encoders import create_encoder
-
         encoder = create_encoder(str(encoder))
     if workers is None:
         workers = default_workers(encoder)
@@ -476,12 +472,15 @@ def embed_dataset(
                 "choose another output directory or pass --overwrite"
             )
         if state.get("complete"):
+            logger.info("%s is already a complete store (%s embeddings); nothing to do", out, state.get("n_ok"))
             return EmbeddingStore.open(out)
     items, total, loader = _samples(dataset)
     out.mkdir(parents=True, exist_ok=True)
     if state is None:
         write_json(out / STATE, _state(encoder.name, encoder.dim, complete=False, total=total))
     journal = _Journal(out / JOURNAL)
+    if journal.done:
+        logger.info("resuming %s: %d samples already done", out, len(journal.done))
     emb_file = _EmbeddingFile(out / EMBEDDINGS, encoder.dim, capacity=total or 4096)
     try:
         _run(items, total, loader, encoder, journal, emb_file, batch_size, workers, progress)
@@ -494,8 +493,6 @@ def embed_dataset(
 
 def _run(items, total, loader, encoder, journal: _Journal, emb_file: _EmbeddingFile,
          batch_size: int, workers: int, progress: bool) -> None:
-    from tqdm import tqdm
-
     seen: dict[str, int] = {}
     count = 0
 
@@ -560,8 +557,6 @@ def _run(items, total, loader, encoder, journal: _Journal, emb_file: _EmbeddingF
 
 
 def _finish(out: Path, encoder, journal: _Journal, emb_file: _EmbeddingFile, total: int | None) -> EmbeddingStore:
-    import pandas as pd
-
     journal.close()
     emb_file.finish(journal.n_rows)
     recs = journal.records

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime
+
+from PIL import Image
+
+from geoscope.data.images import ImageError, open_header, read_limited, source_name
 
 
 @dataclass
@@ -47,8 +53,6 @@ def _number(value, zero_over_zero: float | None = None) -> float | None:
     A zero denominator gives None, except 0/0, which gives ``zero_over_zero`` (some cameras write
     0/0 for an unused minutes or seconds field).
     """
-    import math
-
     if isinstance(value, (bool, str, bytes, tuple, list, dict)) or value is None:
         return None
     try:
@@ -75,11 +79,12 @@ def _degrees(value, limit: float) -> float | None:
         parts = [_number(v, zero_over_zero=0.0 if i else None) for i, v in enumerate(value)]
     else:
         parts = [_number(value)]
-    if not 1 <= len(parts) <= 3 or any(p is None or p < 0 for p in parts):
+    numbers = [p for p in parts if p is not None]
+    if not 1 <= len(parts) <= 3 or len(numbers) < len(parts) or any(p < 0 for p in numbers):
         return None
-    if any(p > 60 for p in parts[1:]):  # 60 itself happens through cameras' rounding
+    if any(p > 60 for p in numbers[1:]):  # 60 itself happens through cameras' rounding
         return None
-    deg = sum(p / 60**i for i, p in enumerate(parts))
+    deg = sum(p / 60**i for i, p in enumerate(numbers))
     return deg if deg <= limit else None
 
 
@@ -99,8 +104,6 @@ def _signed(value, ref, positive: str, negative: str, limit: float) -> float | N
 
 
 def _iso_time(value, offset=None) -> str | None:
-    from datetime import datetime
-
     text = _text(value)
     if text is None:
         return None
@@ -169,10 +172,6 @@ def read_exif(src) -> ExifFindings:
     Never raises on malformed or missing tags (those fields are None), nor on a file that is not
     an image (all fields None); a file that cannot be read at all raises ``ImageError``.
     """
-    from PIL import Image
-
-    from geoscope.data.images import ImageError, open_header, read_limited, source_name
-
     if isinstance(src, Image.Image):
         try:
             return findings_from_exif(src.getexif())
