@@ -31,7 +31,8 @@ def load_encoder(name: str, weights: str | None = None, precision: str | None = 
         if family == "clip":
             encoder = create_encoder(name, source=folder, **kwargs)
         elif family is None and (str(name).startswith(("hf:", "hf-hub:")) or Path(name).expanduser().is_dir()):
-            encoder = create_encoder(str(folder), name=str(name), **kwargs)
+            encoder = create_encoder(str(folder), **kwargs)
+            encoder.name = str(name)  # the encoder is still the one named, wherever its weights were read from
         else:
             raise InputError(f"--weights applies to CLIP encoders; {name}'s weights come with its Python package")
     if precision == "int8":

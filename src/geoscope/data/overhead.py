@@ -314,7 +314,7 @@ def _open_plain(path: Path, bounds, bands, percentiles, builtin: bool) -> Raster
             bounds = GLOBAL_BOUNDS
         else:
             raise InputError(
-                f"raster {path}: a plain image needs its bounds (west,south,east,north); only a global "
+                f"raster {path}: a plain image needs its bounds (bounds=, or --bbox on the command line); only a global "
                 f"plate-carrée image twice as wide as high ({w}x{h} is not) is assumed to cover the Earth"
             )
     west, south, east, north = (float(v) for v in bounds)
