@@ -295,3 +295,21 @@ def test_negative_values_after_other_options_are_left_to_argparse(capsys):
     with pytest.raises(SystemExit) as exc:  # --rows does not take a list: argparse's own error, exit 2
         build_parser().parse_args(["cells", "grid", "--bbox", "1,2,3,4", "--rows", "-1,2", "--cols", "1", "-o", "c"])
     assert exc.value.code == 2
+
+
+def test_the_readme_command_lines_parse(capsys):
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    lines = [ln.strip() for b in blocks for ln in b.splitlines() if ln.strip().startswith("geoscope ")]
+    lines += re.findall(r"`(geoscope [a-z]+ [^`]*-o [^`]*)`", readme)
+    assert len(lines) >= 10
+    for line in lines:
+        argv = shlex.split(line, comments=True)[1:]
+        if argv[-1:] == ["--help"]:
+            continue
+        args = build_parser().parse_args(argv)  # exits 2 (failing the test) on a stale flag
+        assert callable(args.func), line
+    assert "deprecated" not in capsys.readouterr().err
