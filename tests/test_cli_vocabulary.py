@@ -250,9 +250,17 @@ def test_the_checker_wants_defaults_shown():
 def test_the_checker_catches_an_old_spelling_that_shows_or_points_nowhere():
     root, _ = _good()
     cmd = dict(walk(root))["geoscope good"]
-    cmd.deprecated_aliases["--out"] = type(
-        "Alias", (), {"new": "--written", "convert": None, "hint": ""})()
+    alias = type("Alias", (), {"new": "--written", "convert": None, "hint": ""})
+    cmd.deprecated_aliases["--out"] = alias()
     assert any("which it does not have" in p for p in vocabulary_problems(root))
+    root, _ = _good()
+    cmd = dict(walk(root))["geoscope good"]
+    cmd.add_argument("--radius", type=float, help="radius in km (was --rad)")
+    alias.new = "--radius"
+    cmd.deprecated_aliases["--rad"] = alias()
+    assert any("--rad shows in help" in p for p in vocabulary_problems(root))
+    cmd.deprecated_aliases["--radius"] = alias()
+    assert any("--radius is also a current option" in p for p in vocabulary_problems(root))
 
 
 # --- old spellings -------------------------------------------------------------------------------------
@@ -302,7 +310,7 @@ def test_the_readme_command_lines_parse(capsys):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
     lines = [ln.strip() for b in blocks for ln in b.splitlines() if ln.strip().startswith("geoscope ")]
     lines += re.findall(r"`(geoscope [a-z]+ [^`]*-o [^`]*)`", readme)
     assert len(lines) >= 10
