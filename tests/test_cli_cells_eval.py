@@ -61,10 +61,13 @@ def test_cells_adaptive_hierarchy(tmp_path, points_csv, capsys):
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["cells", "grid", "--bbox", "70,19,59,32", "--rows", "4", "--cols", "3", "-o", "x.json"], "MIN_LAT"),
+    (["cells", "grid", "--bbox", "70,19,59,32", "--rows", "4", "--cols", "3", "-o", "x.json"], "south 70 must be below north 59"),
     (["cells", "grid", "--bbox", "1,2,3", "--rows", "4", "--cols", "3", "-o", "x.json"], "--bbox"),
+    (["cells", "grid", "--bbox", "50,170,60,-170", "--rows", "4", "--cols", "3", "-o", "x.json"], "antimeridian"),
+    (["cells", "grid", "--bbox", "-95,2,3,4", "--rows", "4", "--cols", "3", "-o", "x.json"], "outside [-90, 90]"),
     (["cells", "grid", "--bbox", "1,2,3,4", "--rows", "0", "--cols", "3", "-o", "x.json"], "positive"),
     (["cells", "adaptive", "--points", "p.csv", "--min", "50", "--max", "10", "-o", "x.json"], "below --min"),
+    (["cells", "admin", "--points", "p.csv", "--min", "5", "--max", "50,20", "-o", "x.json"], "one value"),
 ])
 def test_cells_usage_errors_exit_2(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -100,7 +103,7 @@ def pred_truth(tmp_path):
 def test_eval_tables_reports_unmatched_ids_and_plots(pred_truth, tmp_path, capsys):
     pp, tp = pred_truth
     plot = tmp_path / "cum.png"
-    rc, text, err = _run(["eval", "--pred", pp, "--truth", tp, "--json", "--plot", plot], capsys)
+    rc, text, err = _run(["eval", "--pred-file", pp, "--truth-file", tp, "--json", "--plot", plot], capsys)
     assert rc == 0
     r = json.loads(text)
     assert r["n"] == 3
@@ -108,18 +111,19 @@ def test_eval_tables_reports_unmatched_ids_and_plots(pred_truth, tmp_path, capsy
     assert r["unmatched"]["pred_only_ids"] == ["x"] and r["unmatched"]["truth_only_ids"] == ["d"]
     assert "x" in err and "d" in err  # reported on stderr too
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rc, text, _ = _run(["eval", "--pred", pp, "--truth", tp], capsys)
+    rc, text, _ = _run(["eval", "--pred-file", pp, "--truth-file", tp], capsys)
     assert rc == 0 and "GeoScore" in text and "unmatched" in text
-    rc, _, err = _run(["eval", "--pred", pp, "--truth", tp, "--strict"], capsys)
+    rc, _, err = _run(["eval", "--pred-file", pp, "--truth-file", tp, "--strict"], capsys)
     assert rc == 1 and "not in" in err
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["eval", "--pred", "p.csv", "--model", "m"], "not both"),
-    (["eval", "--pred", "p.csv"], "give both"),
+    (["eval", "--pred-file", "p.csv", "--model", "m"], "not both"),
+    (["eval", "--pred-file", "p.csv"], "give both"),
     (["eval", "--model", "m"], "give both"),
-    (["eval"], "--pred and --truth"),
-    (["eval", "--pred", "p.csv", "--truth", "t.csv", "--thresholds", "0,5"], "positive"),
+    (["eval"], "--pred-file and --truth-file"),
+    (["eval", "--pred-file", "p.csv", "--truth-file", "t.csv", "--at-km", "0,5"], "positive"),
+    (["eval", "--pred-file", "p.csv", "--truth-file", "t.csv", "--precision", "bf16"], "go with --model"),
 ])
 def test_eval_usage_errors(argv, msg, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -128,39 +132,58 @@ def test_eval_usage_errors(argv, msg, capsys):
 
 
 def test_eval_model_mode_wires_evaluate_model(monkeypatch, capsys):
-    import sys
-    import types
+    import geoscope.cli._models as models
+    import geoscope.evaluate
 
-    seen = {}
+    loaded, seen = {}, {}
 
-    def evaluate_model(model, dataset, thresholds=None, places=False, limit=None):
-        seen.update(model=model, dataset=dataset, thresholds=thresholds, limit=limit)
+    def load_geolocator(model, weights=None, precision=None, progress=True):
+        loaded.update(model=model, weights=weights, precision=precision, progress=progress)
+        return "the geolocator"
+
+    def evaluate_model(model, dataset, thresholds=None, places=False, plot=None, limit=None, batch_size=None,
+                       progress=True):
+        seen.update(model=model, dataset=dataset, thresholds=thresholds, limit=limit, batch_size=batch_size,
+                    progress=progress)
         return {"n": 2, "acc_25km": 0.5, "median_km": 12.0, "mean_km": 20.0, "geoscore": 4900.0,
-                "model": model, "n_failed": 1, "n_skipped": 0}
+                "model": "geoclip", "n_failed": 1, "n_skipped": 0}
 
-    monkeypatch.setitem(sys.modules, "geoscope.evaluate", types.SimpleNamespace(evaluate_model=evaluate_model))
-    rc, text, _ = _run(["eval", "--model", "geoclip", "--dataset", "imgs/", "--thresholds", "25", "--limit", "2",
+    monkeypatch.setattr(models, "load_geolocator", load_geolocator)
+    monkeypatch.setattr(geoscope.evaluate, "evaluate_model", evaluate_model)
+    rc, text, _ = _run(["eval", "-m", "geoclip", "--dataset", "imgs/", "--at-km", "25", "--limit", "2",
+                        "--batch-size", "4", "--weights", "clipdir", "--precision", "int8", "--no-progress",
                         "--json"], capsys)
-    assert rc == 0 and seen == {"model": "geoclip", "dataset": "imgs/", "thresholds": [25.0], "limit": 2}
+    assert rc == 0
+    assert loaded == {"model": "geoclip", "weights": "clipdir", "precision": "int8", "progress": False}
+    assert seen == {"model": "the geolocator", "dataset": "imgs/", "thresholds": [25.0], "limit": 2,
+                    "batch_size": 4, "progress": False}
     assert json.loads(text)["median_km"] == 12.0
     rc, text, _ = _run(["eval", "--model", "geoclip", "--dataset", "imgs/"], capsys)
     assert rc == 0 and "geoclip" in text and "1 image(s) could not be located" in text
-    with pytest.raises(SystemExit) as exc:  # an option evaluate_model does not take is a usage error
-        main(["eval", "--model", "geoclip", "--dataset", "imgs/", "--batch-size", "4"])
-    assert exc.value.code == 2
+    assert loaded["precision"] is None and seen["thresholds"] is None and seen["progress"] is True
+
+
+def test_eval_old_spellings_still_work_with_a_note(pred_truth, capsys):
+    pp, tp = pred_truth
+    rc, text, err = _run(["eval", "--pred", pp, "--truth", tp, "--thresholds", "1,200", "--json"], capsys)
+    assert rc == 0
+    r = json.loads(text)
+    assert r["acc_1km"] == pytest.approx(1 / 3) and r["acc_200km"] == pytest.approx(2 / 3) and "acc_25km" not in r
+    notes = [line for line in err.splitlines() if "deprecated" in line]
+    assert len(notes) == 3 and "use --pred-file" in notes[0] and "use --at-km" in notes[2]
 
 
 def test_eval_bad_tables(tmp_path, pred_truth, capsys):
     pp, tp = pred_truth
     bad = tmp_path / "bad.csv"
     bad.write_text("id,latitude,lon\na,1,2\n")
-    rc, _, err = _run(["eval", "--pred", bad, "--truth", tp], capsys)
+    rc, _, err = _run(["eval", "--pred-file", bad, "--truth-file", tp], capsys)
     assert rc == 1 and "missing column(s) lat" in err and str(bad) in err
     bad.write_text("id,lat,lon\na,1,2\na,3,4\n")
-    rc, _, err = _run(["eval", "--pred", bad, "--truth", tp], capsys)
+    rc, _, err = _run(["eval", "--pred-file", bad, "--truth-file", tp], capsys)
     assert rc == 1 and "line 3" in err and "more than once" in err
     bad.write_text("id,lat,lon\nq,1,2\n")
-    rc, _, err = _run(["eval", "--pred", bad, "--truth", tp], capsys)
+    rc, _, err = _run(["eval", "--pred-file", bad, "--truth-file", tp], capsys)
     assert rc == 1 and "no ids in common" in err
 
 

@@ -59,7 +59,7 @@ def test_cli_validate_and_split(messy_folder, tmp_path, capsys):
     assert main(["dataset", "validate", str(good)]) == 0
     assert "40 samples, 40 usable" in capsys.readouterr().out
     out_dir = tmp_path / "splits"
-    rc = main(["dataset", "split", str(good), "--out", str(out_dir), "--method", "spatial", "--cell-km", "200",
+    rc = main(["dataset", "split", str(good), "-o", str(out_dir), "--method", "spatial", "--cell-km", "200",
                "--buffer-km", "50", "--fractions", "0.6,0.2,0.2", "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)

@@ -8,7 +8,7 @@ import time
 
 def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "geoscope", "demo", "--quick", "--out", str(out), "--json"]
+    cmd = [sys.executable, "-m", "geoscope", "demo", "--quick", "-o", str(out), "--json"]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     first = time.perf_counter() - t0

@@ -156,3 +156,26 @@ def test_score_function_targets_top_cell_a_cell_and_a_country(model):
         score_function(geo, "country:VA")
     with pytest.raises(InputError, match="'top', 'cell:N' or 'country:CC'"):
         score_function(geo, "everywhere")
+
+
+def test_thresholds_file_and_output_spellings(model, tmp_path, capsys):
+    mine = tmp_path / "mine.json"
+    assert main(["verify", "-m", str(model / "model"), "--calibrate", str(model / "store_val"), "-o", str(mine),
+                 "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == str(mine) and mine.exists()
+    photo = make_geotagged_jpeg(tmp_path / "p.jpg", 59.0, 26.0, image=synthetic_image(59.0, 26.0, SIZE))
+    assert main(["verify", str(photo), "-m", str(model / "model"), "--thresholds-file", str(mine), "--json"]) == 0
+    assert f"from {mine}" in json.loads(capsys.readouterr().out)[0]["thresholds"]["source"]
+    out = tmp_path / "report"
+    assert main(["explain", str(photo), "-m", str(model / "model"), "-o", str(out), "--thresholds-file", str(mine),
+                 "--no-attribution", "--json"]) == 0
+    capsys.readouterr()
+    verification = json.loads((out / "prediction.json").read_text())["extra"]["verification"]
+    assert f"from {mine}" in verification["thresholds"]["source"]
+    # an unreadable image still gets its report, saying why, and exit status 1
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    assert main(["explain", str(broken), "-m", str(model / "model"), "-o", str(tmp_path / "b"), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]
+    assert json.loads((tmp_path / "b" / "prediction.json").read_text())["error"]
+    assert (tmp_path / "b" / "report.html").exists()

@@ -87,6 +87,28 @@ def test_cli_embed_folder_of_geotagged_jpegs_matches_direct_encoder(tmp_path, ca
     assert main(["embed", str(tmp_path / "photos"), "-o", str(tmp_path / "st"), "--no-progress"]) == 0
 
 
+def test_cli_embed_precision_and_local_weights(tmp_path, capsys):
+    clip_dir = save_tiny_clip(tmp_path / "clip")
+    pts = make_geotagged_folder(tmp_path / "photos", 4, size=(48, 40))
+    images = [Image.open(p).convert("RGB") for p, _, _ in pts]
+    # a registered CLIP encoder whose weights come from a local folder, run in bfloat16
+    rc = main(["embed", str(tmp_path / "photos"), "-e", "clip-vit-b32", "--weights", str(clip_dir),
+               "--precision", "bf16", "-o", str(tmp_path / "st"), "--json", "--no-progress"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["encoder"] == "clip-vit-b32"
+    store = EmbeddingStore.open(tmp_path / "st")
+    by_source = {s: i for i, s in enumerate(store.meta["source"])}
+    got = np.asarray(store.embeddings[[by_source[str(p)] for p, _, _ in pts]], dtype=np.float32)
+    bf16 = create_encoder(str(clip_dir), dtype="bfloat16").encode_images(images)
+    fp32 = create_encoder(str(clip_dir)).encode_images(images)
+    _scaled_close(got, bf16)
+    assert np.abs(got - bf16).max() < np.abs(got - fp32).max()  # the precision was really applied
+    capsys.readouterr()
+    rc = main(["embed", str(tmp_path / "photos"), "--weights", str(clip_dir), "-o", str(tmp_path / "s2")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--weights applies to CLIP encoders" in err and err.count("\n") == 1
+
+
 def test_from_arrays_and_open_errors(tmp_path):
     emb = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     store = EmbeddingStore.from_arrays(tmp_path / "a", [1, 2, 3, 4, 5], emb, lat=np.arange(5.0), lon=-np.arange(5.0), encoder="x")

@@ -116,3 +116,34 @@ def test_tampered_or_incomplete_model_directory_is_a_clear_error(world, tmp_path
     assert "is missing cells.json" in capsys.readouterr().err
     assert main(["locate", "x.jpg", "--model", str(tmp_path / "nowhere" / "model")]) == 1
     assert "not a model directory" in capsys.readouterr().err
+
+
+def test_weights_and_precision_apply_to_a_model_directory(world, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from geoscope.cli._models import load_geolocator
+
+    out = tmp_path / "m"
+    assert main(["train", "--store", str(world["store"]), "--head", "classifier", "--cells", str(world["cells"]),
+                 "-o", str(out), "--epochs", "1", "--no-progress", *OPTIONS["classifier"]]) == 0
+    capsys.readouterr()
+    photos = str(world["root"] / "photos")
+
+    def locate(*extra):
+        assert main(["locate", photos, "-m", str(out), "-k", "3", "--json", "--no-progress", *extra]) == 0
+        return [p for p in json.loads(capsys.readouterr().out) if p["error"] is None]
+
+    reference = locate()
+    assert len(reference) == 3
+    # the backbone's weights read from another folder give the same answers
+    copy = shutil.copytree(world["clip"], tmp_path / "clip-copy")
+    assert locate("--weights", str(copy), "--precision", "fp32") == reference
+    assert [len(p["candidates"]) for p in locate("--precision", "bf16")] == [3, 3, 3]
+    assert load_geolocator(str(out)).encoder.dtype == torch.float32  # a model directory defaults to fp32
+    assert load_geolocator(str(out), precision="bf16").encoder.dtype == torch.bfloat16
+    int8 = load_geolocator(str(out), precision="int8").encoder
+    assert any("quantized" in type(m).__module__ for m in int8.modules())
+    rc = main(["locate", photos, "-m", str(out), "--weights", str(tmp_path / "nope")])
+    assert rc == 1 and "--weights points to" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 Each subcommand lives in its own module in this package and exposes ``register(subparsers)``,
 which adds its parser and sets ``func`` (called with the parsed args, returning an exit code or
-None). Modules are discovered, so adding a command is adding a file. Heavy imports (torch, ...)
-belong inside the handler, so ``geoscope --help`` stays fast.
+None). Modules are discovered, so adding a command is adding a file. Options that more than one
+command takes come from ``options.py`` (the CLI vocabulary); ``tests/test_cli_vocabulary.py``
+holds every command to it. Heavy imports (torch, ...) belong inside the handler, so
+``geoscope --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import pkgutil
 import sys
 
 from geoscope import __version__
+from geoscope.cli.options import GeoscopeParser
 from geoscope.errors import GeoscopeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = GeoscopeParser(
         prog="geoscope",
-        description="Geolocate images from their pixels.",
+        description="Geolocate images from their pixels. geoscope COMMAND --help documents each command.",
     )
-    parser.add_argument("--version", action="version", version=f"geoscope {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"geoscope {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue

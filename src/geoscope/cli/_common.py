@@ -1,17 +1,15 @@
-"""Helpers shared by the subcommands: JSON output and argument parsing."""
+"""Output helpers shared by the subcommands: JSON, tables. Options live in ``options.py``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any, Callable
 
 import numpy as np
 
-
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+from geoscope.cli.options import add_json as add_json_flag  # noqa: F401  (old name, kept for one release)
+from geoscope.cli.options import float_list, positive_int  # noqa: F401  (moved to options.py)
 
 
 def _default(obj: Any) -> Any:
@@ -44,25 +42,3 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def float_list(text: str, n: int | None = None, name: str = "value") -> list[float]:
-    """Parse 'a,b,c' into floats; an argparse type error names the argument."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name} must be comma-separated numbers, got {text!r}")
-    if n is not None and len(values) != n:
-        raise argparse.ArgumentTypeError(f"{name} needs {n} comma-separated numbers, got {len(values)}")
-    return values
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value

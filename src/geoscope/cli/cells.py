@@ -1,74 +1,70 @@
-"""``geoscope cells``: build geocells (grid, adaptive, admin) and describe a cells file."""
+"""geoscope cells: build geocells (grid, adaptive, admin) and describe a cells file."""
 
 from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, emit, float_list, format_table, positive_int
-
-
-def _bbox(text: str) -> list[float]:
-    values = float_list(text, 4, "--bbox MIN_LAT,MIN_LON,MAX_LAT,MAX_LON")
-    min_lat, min_lon, max_lat, max_lon = values
-    if not (-90 <= min_lat <= 90 and -90 <= max_lat <= 90):
-        raise argparse.ArgumentTypeError(f"latitudes must be within [-90, 90], got {min_lat} and {max_lat}")
-    if not (-180 <= min_lon <= 180 and -180 <= max_lon <= 180):
-        raise argparse.ArgumentTypeError(f"longitudes must be within [-180, 180], got {min_lon} and {max_lon}")
-    if min_lat >= max_lat:
-        raise argparse.ArgumentTypeError(f"MIN_LAT {min_lat} must be below MAX_LAT {max_lat}")
-    if min_lon >= max_lon:
-        raise argparse.ArgumentTypeError(f"MIN_LON {min_lon} must be below MAX_LON {max_lon}")
-    return values
-
-
-def _int_list(text: str) -> list[int]:
-    return [positive_int(t.strip()) for t in text.split(",")]
+from geoscope.cli._common import emit, format_table
+from geoscope.cli.options import (
+    add_bbox,
+    add_json,
+    add_output,
+    add_points,
+    int_list,
+    positive_int,
+)
 
 
 def _add_points_args(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--points", required=required, metavar="FILE",
-                   help="training points, CSV or Parquet with latitude and longitude columns")
-    p.add_argument("--lat-col", default="lat", help="latitude column (default: lat)")
-    p.add_argument("--lon-col", default="lon", help="longitude column (default: lon)")
+    add_points(p, required=required,
+               help="training points: CSV or Parquet with latitude and longitude columns"
+               + ("" if required else " (cell centroids move to the points' spherical mean)"))
+    p.add_argument("--lat-col", default="lat", metavar="NAME", help="latitude column of --points")
+    p.add_argument("--lon-col", default="lon", metavar="NAME", help="longitude column of --points")
 
 
-def _add_build_args(p: argparse.ArgumentParser, max_type, max_metavar: str, handler) -> None:
+def _add_build_args(p: argparse.ArgumentParser, max_help: str, handler) -> None:
     _add_points_args(p, required=True)
-    p.add_argument("--min", type=positive_int, required=True, dest="min_points", metavar="N")
-    p.add_argument("--max", type=max_type, required=True, dest="max_points", metavar=max_metavar)
-    p.add_argument("-o", "--output", required=True, help="cells file to write (JSON)")
-    add_json_flag(p)
+    p.add_argument("--min", type=positive_int, required=True, dest="min_points", metavar="N",
+                   help="least training points a cell may hold")
+    p.add_argument("--max", type=int_list, required=True, dest="max_points", metavar="M[,M2,...]", help=max_help)
+    add_output(p, help="cells file to write (JSON)")
+    add_json(p)
     p.set_defaults(func=handler, parser=p)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("cells", help="build geocells (grid, adaptive, admin) or describe a cells file",
-                                   description=__doc__.split("\n")[0].strip("`"))
-    sub = parser.add_subparsers(dest="cells_command", metavar="KIND", required=True)
+                                   description="Build geocells (grid, adaptive, admin) and describe a cells file.")
+    sub = parser.add_subparsers(dest="cells_command", metavar="KIND", required=True, title="kinds")
 
-    g = sub.add_parser("grid", help="rows x cols cells over a bounding box")
-    g.add_argument("--bbox", type=_bbox, required=True, metavar="MIN_LAT,MIN_LON,MAX_LAT,MAX_LON")
-    g.add_argument("--rows", type=positive_int, required=True)
-    g.add_argument("--cols", type=positive_int, required=True)
+    g = sub.add_parser("grid", help="rows x cols cells over a bounding box",
+                       description="ROWS x COLS cells of equal latitude and longitude steps over --bbox.")
+    add_bbox(g, required=True, antimeridian=False,
+             help="the box to cover, in degrees, lat-first (write --bbox=-34,150,-33,152 or --bbox -34,150,-33,152)")
+    g.add_argument("--rows", type=positive_int, required=True, metavar="N", help="cells from south to north")
+    g.add_argument("--cols", type=positive_int, required=True, metavar="N", help="cells from west to east")
     _add_points_args(g, required=False)
-    g.add_argument("-o", "--output", required=True, help="cells file to write (JSON)")
-    add_json_flag(g)
+    add_output(g, help="cells file to write (JSON)")
+    add_json(g)
     g.set_defaults(func=_grid)
 
     a = sub.add_parser("adaptive", help="quadtree cells holding MIN..MAX training points each",
                        description="Split an equal-area quadtree until no cell holds more than MAX training "
                        "points, then merge cells with fewer than MIN into their nearest neighbour with room. "
                        "Several MAX values (--max 5000,2000,1000) build a hierarchy, coarse to fine.")
-    _add_build_args(a, _int_list, "M[,M2,...]", _adaptive)
+    _add_build_args(a, "most training points a cell may hold; several values build a hierarchy, coarse to fine",
+                    _adaptive)
 
     m = sub.add_parser("admin", help="cells following country and admin-1 borders (Natural Earth)",
                        description="Admin-1 regions holding training points; regions with fewer than MIN "
                        "points merged within their country, regions with more than MAX split by the quadtree.")
-    _add_build_args(m, positive_int, "M", _admin)
+    _add_build_args(m, "most training points a cell may hold (one value)", _admin)
 
-    i = sub.add_parser("info", help="count, sizes and coverage of a cells file")
-    i.add_argument("cells", help="cells file (JSON)")
-    add_json_flag(i)
+    i = sub.add_parser("info", help="count, sizes and coverage of a cells file",
+                       description="Count, sizes and coverage of each level of a cells file.")
+    i.add_argument("cells", metavar="CELLS", help="cells file (JSON)")
+    add_json(i)
     i.set_defaults(func=_info)
 
 
@@ -108,9 +104,11 @@ def _adaptive(args) -> int:
 def _admin(args) -> int:
     from geoscope.geo.cells import Geocells, save_cells
 
-    _check_min_max(args, [args.max_points])
+    if len(args.max_points) != 1:
+        args.parser.error(f"argument --max: admin cells take one value, got {len(args.max_points)}")
+    _check_min_max(args, args.max_points)
     lat, lon = _read_training(args)
-    cells = Geocells.admin(lat, lon, args.min_points, args.max_points)
+    cells = Geocells.admin(lat, lon, args.min_points, args.max_points[0])
     save_cells(cells, args.output)
     return _report([cells], args)
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, positive_int
+from geoscope.cli.options import (
+    add_json,
+    add_no_progress,
+    add_output,
+    add_seed,
+    deprecate,
+    positive_float,
+    positive_int,
+)
 
 
 def register(sub) -> None:
@@ -13,29 +21,37 @@ def register(sub) -> None:
         help="offline demo: train and evaluate a geolocator on NASA Blue Marble tiles",
         description="Cut tiles from a global image (NASA Blue Marble by default), embed them with "
         "efficientnet-lite0, build adaptive geocells, train the hybrid head and evaluate it on held-out, "
-        "perturbed tiles against three baselines. Stages are cached under --out.",
+        "perturbed tiles against three baselines. Stages are cached under the output folder.",
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--raster", default="bmng",
-                   help="training imagery: bmng, shadedrelief, etopo, or a GeoTIFF / image path (default: bmng)")
-    p.add_argument("--query-raster", default=None,
-                   help="cut the held-out tiles from this raster instead (cross-source generalisation)")
-    p.add_argument("--size-km", type=float, default=800.0, help="tile size on the ground (default: 800)")
-    p.add_argument("--train", type=positive_int, default=None, help="training positions on land (default: 3000)")
-    p.add_argument("--views", type=positive_int, default=None, help="tiles per training position (default: 2)")
-    p.add_argument("--test", type=positive_int, default=None, help="held-out land positions (default: 500)")
-    p.add_argument("--epochs", type=positive_int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    add_output(p, metavar="DIR", required=False, default="runs/demo",
+               help="folder for the tiles, store, model, cache and report")
+    p.add_argument("--raster", default="bmng", metavar="RASTER",
+                   help="training imagery: bmng, shadedrelief, etopo, or a GeoTIFF / image path")
+    p.add_argument("--query-raster", default=None, metavar="RASTER",
+                   help="cut the held-out tiles from this raster instead, for cross-source generalisation "
+                   "(default: the training raster)")
+    p.add_argument("--size-km", type=positive_float, default=800.0, metavar="KM", help="tile size on the ground")
+    p.add_argument("--train", type=positive_int, default=None, metavar="N",
+                   help="training positions on land (default: 3000; 150 with --quick)")
+    p.add_argument("--views", type=positive_int, default=None, metavar="N",
+                   help="tiles per training position (default: 2; 1 with --quick)")
+    p.add_argument("--test", type=positive_int, default=None, metavar="N",
+                   help="held-out land positions (default: 500; 30 with --quick)")
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="N",
+                   help="training epochs (default: 40; 15 with --quick)")
+    add_seed(p)
     p.add_argument("--quick", action="store_true", help="a few hundred tiles, about a minute: proves the pipeline")
-    add_json_flag(p)
+    add_no_progress(p)
+    add_json(p)
     p.set_defaults(func=run)
+    deprecate(p, "--out", "--output")
 
 
 def run(args: argparse.Namespace) -> int:
     from geoscope.demo import DemoConfig, run_demo
 
-    kw = {"out": args.out, "raster": args.raster, "query_raster": args.query_raster, "size_km": args.size_km,
-          "seed": args.seed}
+    kw = {"out": args.output, "raster": args.raster, "query_raster": args.query_raster, "size_km": args.size_km,
+          "seed": args.seed, "progress": not args.no_progress}
     for name, value in (("n_train", args.train), ("views", args.views), ("n_test_land", args.test),
                         ("epochs", args.epochs)):
         if value is not None:

@@ -1,10 +1,30 @@
-"""``geoscope embed DATASET --encoder NAME -o STORE``: turn a dataset into an embedding store (resumable)."""
+"""geoscope embed DATASET -e ENCODER -o STORE: turn a dataset into an embedding store (resumable)."""
 
 from __future__ import annotations
 
 import time
 
-from geoscope.cli._common import add_json_flag, emit
+from geoscope.cli._common import emit
+from geoscope.cli.options import (
+    add_batch_size,
+    add_dataset_source,
+    add_encoder,
+    add_json,
+    add_no_progress,
+    add_output,
+    add_workers,
+    dataset_source_kwargs,
+    deprecate,
+)
+
+# the old --dtype values in the one precision vocabulary
+_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+def _dtype_to_precision(value: str) -> str:
+    if value not in _DTYPES:
+        raise ValueError(f"{value!r} is not offered: use --precision {{auto,fp32,bf16,int8}}")
+    return _DTYPES[value]
 
 
 def register(subparsers) -> None:
@@ -12,27 +32,21 @@ def register(subparsers) -> None:
         "embed",
         help="embed every image of a dataset into an embedding store (resumable: re-run to continue)",
         description="Embed every image of DATASET (a folder, a CSV / Parquet manifest, or WebDataset shards) "
-        "with a pretrained encoder into the store STORE. Killed or interrupted, the same command continues "
-        "where it stopped. Unreadable images are skipped and listed in STORE/errors.csv.",
+        "with a pretrained encoder into the store the output folder holds. Killed or interrupted, the same "
+        "command continues where it stopped. Unreadable images are skipped and listed in STORE/errors.csv.",
     )
-    p.add_argument("dataset", help="folder of images, CSV / Parquet manifest, or .tar shards")
-    p.add_argument("--encoder", "-e", default="efficientnet-lite0", help="encoder name (see `geoscope encoders`), hf:ORG/NAME or a local model directory (default: %(default)s)")
-    p.add_argument("--output", "-o", required=True, help="store directory to write (or to continue)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="image decoding processes; 0 decodes in the main process (default on CPU: 0 up to 2 cores, else 1 per 4 cores)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="model precision (default: float32)")
+    add_dataset_source(p, dataset_help="folder of images, CSV / Parquet manifest, or .tar shards")
+    add_encoder(p)
+    add_output(p, metavar="STORE", help="store folder to write (or to continue)")
+    add_batch_size(p, default=32)
+    add_workers(p, default=None, help="image decoding processes; 0 decodes in the main process "
+                "(default on CPU: 0 up to 2 cores, else 1 per 4 cores)")
     p.add_argument("--overwrite", action="store_true", help="start again, replacing an existing store")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("dataset options (see open_dataset)")
-    g.add_argument("--preset", help="manifest preset: im2gps3k, yfcc4k, mp16, osv5m")
-    g.add_argument("--images", help="image folder of a manifest (default: the manifest's folder)")
-    for col in ("id", "lat", "lon", "path"):
-        g.add_argument(f"--{col}-col", help=f"{col} column of the manifest")
-    g.add_argument("--split", help="split name for presets")
-    g.add_argument("--coords", choices=["auto", "exif", "sidecar", "none"], default="auto", help="where a folder's coordinates come from")
-    g.add_argument("--sidecar", help="CSV of filename, lat, lon for a folder")
-    add_json_flag(p)
+    add_no_progress(p)
+    add_json(p)
     p.set_defaults(func=run)
+    deprecate(p, "--dtype", "--precision", convert=_dtype_to_precision, hint="--precision fp32|bf16|int8|auto")
+    deprecate(p, "--split", "--split-name")
 
 
 def _render(r: dict) -> str:
@@ -46,17 +60,13 @@ def _render(r: dict) -> str:
 
 
 def run(args) -> int:
+    from geoscope.cli._models import load_encoder
     from geoscope.data.datasets import open_dataset
-    from geoscope.encoders import create_encoder
-    from geoscope.errors import InputError
     from geoscope.store import embed_dataset
 
-    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
-        raise InputError("--batch-size must be at least 1 and --workers at least 0")
-    options = {k: getattr(args, k) for k in ("preset", "images", "id_col", "lat_col", "lon_col", "path_col", "split", "sidecar")
-               if getattr(args, k) is not None}
-    dataset = open_dataset(args.dataset, coords=args.coords, progress=not args.no_progress, **options)
-    encoder = create_encoder(args.encoder, **({"dtype": args.dtype} if args.dtype else {}))
+    options = {k: v for k, v in dataset_source_kwargs(args).items() if v is not None}
+    dataset = open_dataset(args.dataset, progress=not args.no_progress, **options)
+    encoder = load_encoder(args.encoder, args.weights, args.precision)
     start = time.perf_counter()
     store = embed_dataset(dataset, encoder, args.output, batch_size=args.batch_size, workers=args.workers,
                           progress=not args.no_progress, overwrite=args.overwrite)

@@ -1,13 +1,14 @@
-"""``geoscope encoders``: which backbones exist, their size, source, licence, and whether they work here."""
+"""geoscope encoders: which backbones exist, their size, source, licence, and whether they work here."""
 
 from __future__ import annotations
 
-from geoscope.cli._common import add_json_flag, emit, format_table
+from geoscope.cli._common import emit, format_table
+from geoscope.cli.options import add_json
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("encoders", help="list the pretrained image encoders and whether they work offline here")
-    add_json_flag(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 

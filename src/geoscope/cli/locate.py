@@ -1,4 +1,4 @@
-"""``geoscope locate IMAGE_OR_FOLDER... --model MODEL``: where were these pictures taken?"""
+"""geoscope locate IMAGE_OR_FOLDER... -m MODEL: where were these pictures taken?"""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import glob
 import os
 from pathlib import Path
 
-from geoscope.cli._common import add_json_flag, format_table, print_json
+from geoscope.cli._common import format_table, print_json
+from geoscope.cli._models import load_geolocator
+from geoscope.cli.options import (
+    add_batch_size,
+    add_json,
+    add_model,
+    add_no_progress,
+    add_top_k,
+)
 
 
 def register(subparsers) -> None:
@@ -16,16 +24,12 @@ def register(subparsers) -> None:
         "files, folders (searched recursively) or glob patterns. An unreadable image is reported and the others go on.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, folders or glob patterns")
-    p.add_argument("--model", "-m", default="geoclip", help="model name or directory (default: %(default)s)")
-    p.add_argument("--top-k", "-k", type=int, default=5, help="candidates per image (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--weights", metavar="DIR", help="local backbone directory for a named pretrained model, e.g. a "
-                   "copy of openai/clip-vit-large-patch14 for geoclip (also: GEOSCOPE_CLIP_L14=DIR)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"),
-                   help="backbone precision for a named pretrained model (default: auto = bf16 where the CPU has it)")
+    add_model(p, default="geoclip")
+    add_top_k(p)
+    add_batch_size(p, default=16)
     p.add_argument("--no-exif", action="store_true", help="do not read EXIF GPS")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_json_flag(p)
+    add_no_progress(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -71,16 +75,8 @@ def render(pred) -> str:
 
 
 def run(args) -> int:
-    from geoscope.errors import InputError
-    from geoscope.geolocator import Geolocator
-
-    if args.top_k < 1:
-        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
     paths = expand_inputs(args.images)
-    options = {k: v for k, v in (("weights", args.weights), ("precision", args.precision)) if v}
-    if options and Path(args.model).expanduser().is_dir():
-        raise InputError("--weights and --precision apply to named pretrained models (geoscope models), not to a model directory")
-    geo = Geolocator.from_pretrained(args.model, **options)
+    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress)
     preds = geo.locate(paths, top_k=args.top_k, batch_size=args.batch_size,
                        progress=not args.no_progress and len(paths) > 1, exif=not args.no_exif)
     if args.json:

@@ -1,8 +1,9 @@
-"""``geoscope models``: the named pretrained geolocators, their source, size, licence, and whether they work here."""
+"""geoscope models: the named pretrained geolocators, their source, size, licence, and whether they work here."""
 
 from __future__ import annotations
 
-from geoscope.cli._common import add_json_flag, emit, format_table
+from geoscope.cli._common import emit, format_table
+from geoscope.cli.options import add_json
 
 
 def register(subparsers) -> None:
@@ -11,7 +12,7 @@ def register(subparsers) -> None:
         description="List the named pretrained models (geoscope locate --model NAME). A model directory written "
         "by geoscope train always works offline.",
     )
-    add_json_flag(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 

@@ -1,10 +1,11 @@
-"""``geoscope place LAT LON``: what is at a point (country, region, nearest town, or at sea), offline."""
+"""geoscope place LAT LON: what is at a point (country, region, nearest town, or at sea), offline."""
 
 from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, emit, format_table
+from geoscope.cli._common import emit, format_table
+from geoscope.cli.options import add_json
 
 
 def _number(text: str) -> float:
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("lat", type=_number, metavar="LAT", help="latitude in degrees, -90..90")
     p.add_argument("lon", type=_number, metavar="LON", help="longitude in degrees")
-    add_json_flag(p)
+    add_json(p)
     p.set_defaults(func=_run)
 
 

@@ -1,10 +1,28 @@
-"""geoscope tiles: cut overhead tiles centred on points, with a manifest that `geoscope embed` reads."""
+"""geoscope tiles: cut overhead tiles centred on points, with a manifest that geoscope embed reads."""
 
 from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, positive_int
+from geoscope.cli.options import (
+    add_bbox,
+    add_json,
+    add_no_progress,
+    add_output,
+    add_points,
+    bounds_to_bbox,
+    deprecate,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+
+
+def _fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
+    return value
 
 
 def register(sub) -> None:
@@ -14,19 +32,29 @@ def register(sub) -> None:
         description="Cut one square tile per point of a CSV (id,lat,lon) out of a GeoTIFF or a global "
         "plate-carree image (bmng, shadedrelief, etopo), resampled into a local projection (UTM or "
         "azimuthal) at the given ground size. Writes OUT/tiles/*.jpg, OUT/manifest.csv (id,lat,lon,path, "
-        "usable by `geoscope embed`) and OUT/skipped.csv. Re-running keeps tiles already written.",
+        "usable by geoscope embed) and OUT/skipped.csv. Re-running keeps tiles already written.",
     )
-    p.add_argument("raster", help="GeoTIFF, image with --bounds, or bmng / shadedrelief / etopo")
-    p.add_argument("--points", required=True, help="CSV with id,lat,lon columns")
-    p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--size-km", type=float, required=True, help="tile size on the ground, km")
-    p.add_argument("--pixels", type=positive_int, default=224, help="tile width and height in pixels (default 224)")
-    p.add_argument("--projection", choices=("auto", "utm", "aeqd"), default="auto")
-    p.add_argument("--bounds", default=None, help="WEST,SOUTH,EAST,NORTH of a plain (non-GeoTIFF) image")
-    p.add_argument("--bands", default=None, help="1-based band numbers for R,G,B, e.g. 4,3,2")
-    p.add_argument("--min-valid", type=float, default=0.5, help="least fraction of a tile with data (default 0.5)")
-    add_json_flag(p)
+    p.add_argument("raster", metavar="RASTER", help="GeoTIFF, an image with --bbox, or bmng / shadedrelief / etopo")
+    add_points(p, help="CSV with id,lat,lon columns: one tile per point")
+    add_output(p, metavar="OUT", help="output folder")
+    p.add_argument("--size-km", type=positive_float, required=True, metavar="KM", help="tile size on the ground")
+    p.add_argument("--pixels", type=positive_int, default=224, metavar="N", help="tile width and height in pixels")
+    p.add_argument("--projection", choices=("auto", "utm", "aeqd"), default="auto",
+                   help="local projection of each tile: utm, aeqd (azimuthal equidistant), or auto (UTM for tiles up to "
+                   "500 km away from the poles, else aeqd)")
+    add_bbox(p, antimeridian=False,
+             help="the area a plain (non-GeoTIFF) image covers, in degrees, lat-first (default: the whole "
+             "globe for an image twice as wide as high)")
+    p.add_argument("--bands", default=None, metavar="R,G,B",
+                   help="1-based band numbers for R,G,B, e.g. 4,3,2 (default: the bands tagged red, green, blue, "
+                   "else the first three)")
+    p.add_argument("--min-valid", type=_fraction, default=0.5, metavar="FRACTION",
+                   help="least fraction of a tile with data")
+    add_no_progress(p)
+    add_json(p)
     p.set_defaults(func=run)
+    deprecate(p, "--out", "--output")
+    deprecate(p, "--bounds", "--bbox", convert=bounds_to_bbox, hint="--bbox SOUTH,WEST,NORTH,EAST (lat-first)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,12 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from geoscope.data.overhead import build_tiles, open_raster
     from geoscope.geo.table import read_points
 
-    bounds = float_list(args.bounds, 4, "--bounds") if args.bounds else None
     bands = [int(b) for b in float_list(args.bands, None, "--bands")] if args.bands else None
-    raster = open_raster(args.raster, bounds=bounds, bands=bands)
+    raster = open_raster(args.raster, bounds=args.bbox, bands=bands)
     pts = read_points(args.points)
-    manifest = build_tiles(raster, zip(pts["id"].astype(str), pts["lat"], pts["lon"]), args.out, args.size_km,
-                           args.pixels, args.projection, args.min_valid)
+    manifest = build_tiles(raster, zip(pts["id"].astype(str), pts["lat"], pts["lon"]), args.output, args.size_km,
+                           args.pixels, args.projection, args.min_valid, progress=not args.no_progress)
     with open(manifest, newline="") as fh:
         written = sum(1 for _ in csv.reader(fh)) - 1
     result = {"manifest": str(manifest), "tiles": written, "skipped": len(pts) - written}

@@ -1,10 +1,18 @@
-"""``geoscope train --store STORE --head KIND --cells CELLS -o MODEL``: train a head over an embedding store."""
+"""geoscope train --store STORE --head KIND --cells CELLS -o MODEL: train a head over an embedding store."""
 
 from __future__ import annotations
 
 import json
 
-from geoscope.cli._common import add_json_flag, emit
+from geoscope.cli._common import emit
+from geoscope.cli.options import (
+    add_batch_size,
+    add_json,
+    add_no_progress,
+    add_output,
+    add_seed,
+    positive_int,
+)
 
 HEADS = ("classifier", "regressor", "retrieval", "hybrid")
 
@@ -28,26 +36,28 @@ def register(subparsers) -> None:
         "of STORE and save a model directory MODEL (config.json, model.safetensors, cells.json, metrics.jsonl, "
         "report.json). A checkpoint is written every epoch; the same command resumes an interrupted run.",
     )
-    p.add_argument("--store", required=True, help="embedding store with coordinates (made by `geoscope embed`)")
+    p.add_argument("--store", required=True, metavar="STORE",
+                   help="embedding store with coordinates (made by geoscope embed)")
     p.add_argument("--head", required=True, choices=HEADS, help="head to train")
-    p.add_argument("--cells", help="geocells file (from `geoscope cells`); required for classifier and hybrid")
-    p.add_argument("--output", "-o", required=True, help="model directory to write")
-    p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=4096, help="samples per step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per head)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default: %(default)s)")
-    p.add_argument("--patience", type=int, default=5, help="epochs without a better median error before stopping (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--cells", metavar="CELLS", help="geocells file (from geoscope cells); required for classifier and hybrid")
+    add_output(p, metavar="MODEL", help="model directory to write")
+    p.add_argument("--epochs", type=positive_int, default=30, metavar="N", help="maximum epochs")
+    add_batch_size(p, default=4096, help="samples per step")
+    p.add_argument("--lr", type=float, default=None, metavar="RATE", help="peak learning rate (default: per head)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, metavar="W", help="AdamW weight decay")
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F", help="validation share")
+    p.add_argument("--patience", type=int, default=5, metavar="N",
+                   help="epochs without a better median error before stopping")
+    add_seed(p)
     p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                    help="head constructor option, e.g. hidden=512, tau_km=75, mode=latlon, queue_size=1024 (repeatable)")
     p.add_argument("--gallery", default="train", metavar="SOURCE",
                    help="retrieval gallery: train (training coordinates), geoclip (GeoCLIP's 100K), grid:STEP_DEG, "
-                   "or a CSV / Parquet file of points (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+                   "or a CSV / Parquet file of points")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_json_flag(p)
+    add_no_progress(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 

@@ -1,14 +1,23 @@
-"""``geoscope verify IMAGE... --model MODEL``: does the EXIF GPS agree with what the pixels say?
+"""geoscope verify IMAGE... -m MODEL: does the EXIF GPS agree with what the pixels say?
 
-``geoscope verify --model MODEL --calibrate STORE`` picks the verdict thresholds on a held-out
-embedding store (true GPS vs. GPS moved to another continent) and saves them next to the model.
+geoscope verify -m MODEL --calibrate STORE picks the verdict thresholds on a held-out embedding
+store (true GPS vs. GPS moved to another continent) and saves them next to the model.
 """
 
 from __future__ import annotations
 
-import argparse
-
-from geoscope.cli._common import add_json_flag, emit, float_list, format_table, positive_int
+from geoscope.cli._common import emit, format_table
+from geoscope.cli._models import load_geolocator
+from geoscope.cli.options import (
+    add_json,
+    add_model,
+    add_no_progress,
+    add_output,
+    add_top_k,
+    deprecate,
+    latlon,
+    positive_float,
+)
 
 
 def register(subparsers) -> None:
@@ -18,26 +27,26 @@ def register(subparsers) -> None:
         "probability the model puts within R km of it against the prior, the rank of the claimed cell, and a "
         "verdict (consistent / inconsistent / inconclusive) naming the thresholds used. With --calibrate, "
         "pick the thresholds on a held-out embedding store and save them as verify_thresholds.json in the "
-        "model directory (or --out).",
+        "model directory (or the --output file).",
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to verify")
-    p.add_argument("--model", required=True, help="model directory or pretrained name")
-    p.add_argument("--claim", type=lambda t: float_list(t, 2, "--claim"), metavar="LAT,LON",
-                   help="verify this position instead of the EXIF GPS (write --claim=-33.9,151.2 for negative latitudes)")
-    p.add_argument("--thresholds", metavar="FILE",
-                   help="thresholds JSON (default: verify_thresholds.json in the model directory, else defaults)")
-    p.add_argument("--radius-km", type=float, help="override the thresholds' radius")
-    p.add_argument("--top-k", type=positive_int, default=5, help="candidates to compute (default 5)")
+    add_model(p, required=True)
+    p.add_argument("--claim", type=latlon, metavar="LAT,LON",
+                   help="verify this position instead of the EXIF GPS (default: the EXIF GPS)")
+    p.add_argument("--thresholds-file", metavar="FILE",
+                   help="thresholds JSON (default: verify_thresholds.json in the model directory, else built-in "
+                   "thresholds)")
+    p.add_argument("--radius-km", type=positive_float, metavar="KM",
+                   help="override the thresholds' radius (default: the thresholds' own)")
+    add_top_k(p, help="candidates to compute per image")
     p.add_argument("--calibrate", metavar="STORE", help="held-out embedding store with true GPS to calibrate on")
-    p.add_argument("--out", metavar="FILE", help="where --calibrate writes the thresholds")
-    add_json_flag(p)
+    add_output(p, required=False,
+               help="where --calibrate writes the thresholds (default: verify_thresholds.json in the model directory)")
+    add_no_progress(p)
+    add_json(p)
     p.set_defaults(func=_run)
-
-
-def load_geolocator(name: str):
-    from geoscope.geolocator import Geolocator
-
-    return Geolocator.from_pretrained(name)
+    deprecate(p, "--out", "--output")
+    deprecate(p, "--thresholds", "--thresholds-file")
 
 
 def locate_file(geolocator, path: str, top_k: int = 5):
@@ -77,10 +86,11 @@ def _calibrate(args) -> int:
     from geoscope.store import EmbeddingStore
     from geoscope.verify import THRESHOLDS_FILE, calibrate_thresholds, save_thresholds
 
-    geo = load_geolocator(args.model)
+    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress)
     store = EmbeddingStore.open(args.calibrate)
     preds = []
-    for start in tqdm(range(0, len(store), 512), desc="locating validation set", unit="batch"):
+    for start in tqdm(range(0, len(store), 512), desc="locating validation set", unit="batch",
+                      disable=args.no_progress):
         emb = np.asarray(store.embeddings[start: start + 512], dtype=np.float32)
         preds.extend(geo.locate_embeddings(emb, top_k=args.top_k))
     lat, lon = np.asarray(store.lat, dtype=np.float64), np.asarray(store.lon, dtype=np.float64)
@@ -88,12 +98,12 @@ def _calibrate(args) -> int:
     if not known.any():
         raise InputError(f"{args.calibrate}: no row of this store has a true GPS position to calibrate on")
     thr = calibrate_thresholds([p for p, k in zip(preds, known) if k], lat[known], lon[known])
-    if args.out:
-        out = Path(args.out)
+    if args.output:
+        out = Path(args.output)
     elif Path(args.model).is_dir():
         out = Path(args.model) / THRESHOLDS_FILE
     else:
-        raise InputError(f"model {args.model!r} is not a directory; pass --out FILE for the thresholds")
+        raise InputError(f"model {args.model!r} is not a directory; pass -o/--output FILE for the thresholds")
     save_thresholds(thr, out)
     result = {"thresholds": thr.to_dict(), "written": str(out)}
     emit(result, args.json, lambda r: f"{thr.describe()}\nrates on the validation set: "
@@ -111,8 +121,8 @@ def _run(args) -> int:
         return _calibrate(args)
     if not args.images:
         raise InputError("give at least one IMAGE to verify (or --calibrate STORE)")
-    thr = model_thresholds(args.model, args.thresholds, args.radius_km)
-    geo = load_geolocator(args.model)
+    thr = model_thresholds(args.model, args.thresholds_file, args.radius_km)
+    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress)
     results = []
     for path in args.images:
         try:

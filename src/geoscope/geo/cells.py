@@ -33,6 +33,7 @@ import numpy as np
 
 from geoscope.atomic import write_json
 from geoscope.errors import InputError
+from geoscope.geo.bbox import BBox
 from geoscope.geo.sphere import EARTH_RADIUS_KM, from_unit, to_unit, validate_latlon
 
 #: Deepest quadtree level: a level-24 cell is about 2.4 m wide at the equator.
@@ -269,12 +270,17 @@ class Geocells:
 
     # ---------------------------------------------------------------------------------- builders
     @classmethod
-    def grid(cls, bbox: Sequence[float], rows: int, cols: int) -> "Geocells":
+    def grid(cls, bbox: BBox | Sequence[float], rows: int, cols: int) -> "Geocells":
         """``rows x cols`` cells of equal latitude and longitude steps over ``bbox``.
 
-        ``bbox = (min_lat, min_lon, max_lat, max_lon)``. Cell ``r * cols + c`` is row ``r`` from the
-        south, column ``c`` from the west. Every cell is kept; centroids start at the cell centres.
+        ``bbox``: a ``geo.bbox.BBox`` or ``(min_lat, min_lon, max_lat, max_lon)``. Cell ``r * cols + c``
+        is row ``r`` from the south, column ``c`` from the west. Every cell is kept; centroids start at
+        the cell centres. A box across the antimeridian is refused.
         """
+        if isinstance(bbox, BBox):
+            if bbox.crosses_antimeridian:
+                raise InputError(f"grid: bbox {bbox} crosses the antimeridian, which grid cells do not support")
+            bbox = bbox.to_latlon()
         if len(bbox) != 4:
             raise InputError(f"grid: bbox needs 4 numbers MIN_LAT,MIN_LON,MAX_LAT,MAX_LON, got {len(bbox)}")
         min_lat, min_lon, max_lat, max_lon = (float(b) for b in bbox)
