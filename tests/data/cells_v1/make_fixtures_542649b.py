@@ -1,11 +1,16 @@
-"""Write cells files with the pre-split geo/cells.py (commit 542649b) plus what that code answered."""
-import json, sys
+"""Write cells files with the pre-split geo/cells.py (commit 542649b) plus what that code answered.
+
+Run at that commit: ``PYTHONPATH=src python3 tests/data/cells_v1/make_fixtures_542649b.py tests/data/cells_v1``.
+It does not run against later versions (``Geocells.grid`` there returns a hierarchy)."""
+import json
+import sys
 from pathlib import Path
+
 import numpy as np
-import shapely
 from shapely.geometry import box, shape
-from geoscope.geo.borders import BorderSet
+
 import geoscope.geo.borders as borders_mod
+from geoscope.geo.borders import BorderSet
 from geoscope.geo.cells import CellHierarchy, Geocells, save_cells
 
 out = Path(sys.argv[1])
