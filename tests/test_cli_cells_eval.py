@@ -52,7 +52,7 @@ def test_cells_adaptive_hierarchy(tmp_path, points_csv, capsys):
     levels = json.loads(text)["levels"]
     assert [lv["max_points"] for lv in levels] == [500, 200, 100]
     h = load_cells(out)
-    assert len(h) == 3
+    assert len(h.levels) == 3
     for lv in h.levels:
         ids = lv.assign(df.lat.to_numpy(), df.lon.to_numpy())
         assert (ids >= 0).all()

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import shapely
+from shapely.geometry.polygon import orient
 
 from geoscope.errors import GeoscopeError, InputError
 from geoscope.geo import data_setup
@@ -303,3 +304,45 @@ def test_real_antimeridian_and_poles():
     assert code(-17.8, 178.0) == "FJ" and code(-16.85, -179.95) == "FJ"
     assert code(-90.0, 0.0) == "AQ" and code(-89.0, 123.0) == "AQ"
     assert code(90.0, 0.0) == ""
+
+
+def _assert_rfc7946_winding(feature_collection) -> int:
+    """Every exterior ring counter-clockwise, every hole clockwise (RFC 7946 section 3.1.6)."""
+    from shapely.geometry import LinearRing
+
+    n_rings = 0
+    for f in feature_collection["features"]:
+        geom = f["geometry"]
+        assert geom["type"] in ("Polygon", "MultiPolygon")
+        for rings in [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]:
+            code = f["properties"]["code"]
+            assert LinearRing(rings[0]).is_ccw, f"{code}: exterior ring is clockwise"
+            assert not any(LinearRing(r).is_ccw for r in rings[1:]), f"{code}: a hole is counter-clockwise"
+            n_rings += len(rings)
+    return n_rings
+
+
+def test_geojson_rings_follow_the_right_hand_rule(toy):
+    bs, _ = toy
+    # write the toy polygons the other way round (clockwise shells, counter-clockwise holes) first
+    flipped = [orient(g, sign=-1.0) for g in bs.geometries]
+    assert not flipped[2].exterior.is_ccw and flipped[2].interiors[0].is_ccw
+    rev = BorderSet("admin1", bs.codes, bs.names, bs.parent_codes, flipped, grid_res=0.5)
+    assert not any(g.exterior.is_ccw for g in rev.geometries)
+    for b in (bs, rev):
+        fc = b.to_feature_collection()
+        assert _assert_rfc7946_winding(fc) == 6  # five shells and the ring's hole
+        hole = fc["features"][2]["geometry"]["coordinates"]
+        assert shapely.geometry.shape(fc["features"][2]["geometry"]).equals(bs.geometries[2]) and len(hole) == 2
+
+
+@real
+@pytest.mark.slow
+def test_real_borders_geojson_winding():
+    from geoscope.geo.borders import admin1, countries
+    from geoscope.report.exports import geojson_problems
+
+    for bs in (countries(), admin1()):
+        fc = bs.to_feature_collection()
+        assert _assert_rfc7946_winding(fc) >= len(bs)
+        assert geojson_problems(fc) == []

@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
-from shapely.geometry import Point, box, shape
+from shapely.geometry import LinearRing, Point, box, shape
 
+import geoscope.geo.borders as borders_mod
 from geoscope.errors import InputError
+from geoscope.geo import data_setup
 from geoscope.geo.borders import BorderSet
-from geoscope.geo.cells import Geocells, load_cells, save_cells
+from geoscope.geo.cells import AdminCells, CellHierarchy, Geocells, load_cells, save_cells
 
 # Country A: A-1 (south-west), A-2 (south-east), A-3 (north). Country B: B-1 and a small island B-2.
 # Country C: one region with only a few points. Sea everywhere else.
@@ -101,12 +103,37 @@ def test_admin_polygons_follow_the_regions(cells, training):
 def test_admin_save_load(cells, borders, training, tmp_path, monkeypatch):
     lat, lon = training
     save_cells(cells, tmp_path / "admin.json")
-    import geoscope.geo.borders as borders_mod
-
     monkeypatch.setattr(borders_mod, "admin1", lambda: borders)
-    back = load_cells(tmp_path / "admin.json").finest
-    assert back.kind == "admin"
+    back = load_cells(tmp_path / "admin.json")
+    assert isinstance(back, CellHierarchy) and isinstance(back.finest, AdminCells) and back.kind == "admin"
     np.testing.assert_array_equal(back.assign(lat, lon), cells.assign(lat, lon))
+    np.testing.assert_array_equal(back.counts, cells.counts)
+    np.testing.assert_allclose(back.centroids, cells.centroids)
+    assert back.params["regions"] == cells.params["regions"]
+    for i in range(len(cells)):
+        assert shape(back.polygon(i)).equals(shape(cells.polygon(i)))
+
+
+def test_admin_polygons_wind_counter_clockwise_with_clockwise_holes():
+    # a region with a hole (a lake) and, inside the hole, another country's island
+    lake = box(0, 0, 10, 10).difference(box(4, 4, 6, 6))
+    regions = BorderSet("admin1", ["L-1", "I-1"], ["L-1", "I-1"], ["L", "I"], [lake, box(4.5, 4.5, 5.5, 5.5)],
+                        grid_res=1.0)
+    rng = np.random.default_rng(3)
+    lat, lon = rng.uniform(0, 10, 400), rng.uniform(0, 10, 400)
+    keep = ~((lat > 4) & (lat < 6) & (lon > 4) & (lon < 6)) | ((lat > 4.5) & (lat < 5.5) & (lon > 4.5) & (lon < 5.5))
+    for max_points in (10_000, 120):  # whole regions, then regions split by the quadtree
+        cells = Geocells.admin(lat[keep], lon[keep], 1, max_points, borders=regions)
+        holes = 0
+        for i in range(len(cells)):
+            geom = cells.polygon(i)
+            polys = [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]
+            for rings in polys:
+                assert LinearRing(rings[0]).is_ccw, f"cell {i}: exterior ring is clockwise"
+                assert not any(LinearRing(r).is_ccw for r in rings[1:]), f"cell {i}: a hole is counter-clockwise"
+                holes += len(rings) - 1
+        if max_points == 10_000:
+            assert holes == 1  # the lake stays a hole
 
 
 def test_admin_bad_input(borders):
@@ -116,13 +143,9 @@ def test_admin_bad_input(borders):
         Geocells.admin([5.0], [5.0], 10, 1, borders=borders)
 
 
+@pytest.mark.skipif(not data_setup.is_ready(), reason="geographic data not derived: run bash scripts/setup.sh")
 def test_admin_cells_on_natural_earth():
-    import geoscope.geo.borders as borders_mod
-
-    try:
-        real = borders_mod.admin1()
-    except Exception as exc:  # noqa: BLE001 - the derived data is made by set-up
-        pytest.skip(f"Natural Earth admin-1 data not set up: {exc}")
+    real = borders_mod.admin1()
     rng = np.random.default_rng(5)
     # inland Uusimaa (FI-18), Tampere (Pirkanmaa, FI-11), Tallinn (Harju, EE-37)
     centres = [(60.45, 25.0, 400), (61.50, 23.76, 40), (59.40, 24.75, 60)]

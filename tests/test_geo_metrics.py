@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from geoscope.errors import InputError
-from geoscope.geo import metrics
+from geoscope.geo import data_setup, metrics
 from geoscope.geo.metrics import evaluate, format_report, geoscore, plot_cumulative_error
 from geoscope.geo.sphere import EARTH_RADIUS_KM, destination
 
@@ -66,7 +66,7 @@ def test_bad_input(args, kw, match):
         evaluate(*args, **kw)
 
 
-def test_place_accuracy_uses_places_lazily(monkeypatch):
+def test_place_accuracy_only_when_asked(monkeypatch):
     calls = []
 
     def country_codes(lat, lon):
@@ -82,10 +82,7 @@ def test_place_accuracy_uses_places_lazily(monkeypatch):
 
     fake = types.SimpleNamespace(country_codes=country_codes, region_codes=region_codes,
                                  reverse_geocode=reverse_geocode)
-    import geoscope.geo as geo_pkg
-
-    monkeypatch.setattr(geo_pkg, "places", fake, raising=False)
-    monkeypatch.setitem(__import__("sys").modules, "geoscope.geo.places", fake)
+    monkeypatch.setattr(metrics, "places", fake)
     evaluate([60.2], [24.9], [60.2], [24.9])
     assert calls == []  # not asked, not computed
     # truth: Helsinki, Tampere, New York; predictions: Helsinki area, Helsinki, somewhere in Finland (wrong country)
@@ -96,17 +93,13 @@ def test_place_accuracy_uses_places_lazily(monkeypatch):
     assert r["city_acc"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.skipif(not data_setup.is_ready(), reason="geographic data not derived: run bash scripts/setup.sh")
 def test_place_accuracy_with_real_places():
-    places = pytest.importorskip("geoscope.geo.places")
-    if not hasattr(places, "country_codes"):
-        pytest.skip("geo.places has no country_codes yet")
-    try:
-        for f in (places.country_codes, places.region_codes, places.reverse_geocode):
-            f(np.array([60.17]), np.array([24.94]))
-    except Exception as exc:  # noqa: BLE001 - data not set up on this machine
-        pytest.skip(f"places data not available: {exc}")
+    # truth Helsinki twice; predictions north of Helsinki (Finland) and Tallinn (Estonia)
     r = evaluate([60.3, 59.4], [24.7, 24.7], [60.17, 60.17], [24.94, 24.94], places=True)
     assert r["country_acc"] == pytest.approx(0.5)  # Tallinn is in Estonia
+    assert r["region_acc"] == pytest.approx(0.5)  # the Finnish prediction is still in Uusimaa
+    assert r["city_acc"] == 0.0  # neither is nearest to Helsinki itself
 
 
 def test_report_and_plot(tmp_path):

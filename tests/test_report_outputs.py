@@ -114,6 +114,48 @@ def test_geojson_checker_catches_broken_documents():
     assert any("at least 4" in p for p in geojson_problems(short))
 
 
+def test_geojson_checker_catches_wrong_winding():
+    shell = [[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0], [0.0, 0.0]]  # counter-clockwise
+    hole = [[4.0, 4.0], [4.0, 6.0], [6.0, 6.0], [6.0, 4.0], [4.0, 4.0]]  # clockwise
+    good = {"type": "Polygon", "coordinates": [shell, hole]}
+    assert geojson_problems(good) == []
+    cw_shell = {"type": "Feature", "properties": None,
+                "geometry": {"type": "MultiPolygon", "coordinates": [[shell], [shell[::-1]]]}}
+    problems = geojson_problems(cw_shell)
+    assert len(problems) == 1 and "features" not in problems[0]
+    assert problems[0].startswith("root.geometry[1][0]: exterior ring is clockwise")
+    ccw_hole = {"type": "Polygon", "coordinates": [shell, hole[::-1]]}
+    assert geojson_problems(ccw_hole) == ["root[1]: hole is counter-clockwise; RFC 7946 wants holes clockwise"]
+
+
+def test_prediction_geojson_winds_cell_rings_counter_clockwise():
+    """Adaptive cells (unions of quadtree leaves, which GEOS writes clockwise) and a cells object of
+    someone else's that answers clockwise rings both come out right-handed."""
+    rng = np.random.default_rng(0)
+    lat, lon = rng.normal(61.0, 1.5, 3000), rng.normal(25.0, 3.0, 3000)
+    cells = Geocells.adaptive(lat, lon, 20, 200)
+    p = rng.dirichlet(np.full(len(cells), 0.2))
+    pred = Prediction("x.jpg", [Candidate(61.0, 25.0, 0.5)], p, cells, {})
+    doc = prediction_geojson(pred)
+    assert sum(f["properties"]["kind"] == "cell" for f in doc["features"]) > 3
+    assert geojson_problems(doc) == []
+
+    class ClockwiseCells:
+        centroids = cells.centroids
+
+        def __len__(self):
+            return len(cells)
+
+        def polygon(self, i):
+            g = cells.polygon(i)
+            polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
+            return {"type": "MultiPolygon", "coordinates": [[r[::-1] for r in rings] for rings in polys]}
+
+    assert geojson_problems({"type": "Polygon", "coordinates": ClockwiseCells().polygon(0)["coordinates"][0]})
+    pred = Prediction("x.jpg", [Candidate(61.0, 25.0, 0.5)], p, ClockwiseCells(), {})
+    assert geojson_problems(prediction_geojson(pred)) == []
+
+
 def test_kml_parses_with_fastkml(tmp_path):
     from fastkml import kml
 

@@ -349,7 +349,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     tlat, tlon = np.asarray(test_store.lat), np.asarray(test_store.lon)
     land = np.array([te_land[int(i[1:])] for i in test_store.ids])
     hybrid = np.array([[p.best.lat, p.best.lon] for p in preds])
-    finest = geo.cells.finest if hasattr(geo.cells, "finest") else geo.cells
+    finest = geo.cells.finest
     top_cell = np.array([int(np.argmax(p.cell_probs)) for p in preds])
     classifier = np.asarray(finest.centroids)[top_cell]
     train_emb = np.asarray(train_store.embeddings, dtype=np.float32)
@@ -395,7 +395,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "n_train_positions": int(len(tr_lat)),
         "n_train_tiles": int(len(train_store)),
         "n_test": {"land": int(land.sum()), "sea": int((~land).sum())},
-        "cells": [len(c) for c in geo.cells.levels] if hasattr(geo.cells, "levels") else None,
+        "cells": None if geo.cells is None else [len(c) for c in geo.cells.levels],
         "results": results,
         "timings_s": stage.timings,
         "total_s": round(time.perf_counter() - t_start, 1),

@@ -301,7 +301,7 @@ def score_function(geolocator: Any, target: str | int = "top", image: Any = None
         return np.stack(rows)
 
     cells = getattr(geolocator, "cells", None)
-    finest = getattr(cells, "finest", cells)
+    finest = None if cells is None else cells.finest
     n_cells = None if finest is None else len(finest)
     text = str(target)
     if text == "top":

@@ -25,6 +25,7 @@ import numpy as np
 
 from geoscope.atomic import atomic_path, write_json
 from geoscope.errors import GeoscopeError, InputError
+from geoscope.geo.cells import as_hierarchy
 from geoscope.geo.sphere import pairwise_km
 from geoscope.prediction import CONFIDENCE_RADII_KM, Candidate, Prediction
 
@@ -64,7 +65,8 @@ class Geolocator:
         encoder: an ``Encoder`` instance, an encoder name for ``encoders.create_encoder`` (created on
             first use, so ``locate_embeddings`` works without the backbone's weights), or None.
         head: a trained head (``heads.base.Head``).
-        cells: a ``CellHierarchy`` / ``Geocells`` (required when the head predicts over cells) or None.
+        cells: a ``CellHierarchy`` (or one partition, made a hierarchy of one level; required when the
+            head predicts over cells) or None. ``self.cells`` is always a ``CellHierarchy`` or None.
         name: a label written into every ``Prediction.model``.
         meta: free-form facts about the model (training report, licence, ...) kept in config.json.
         places: name candidates with country / region / nearest town.
@@ -75,9 +77,9 @@ class Geolocator:
         self._encoder = None if isinstance(encoder, str) else encoder
         self.encoder_name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
         self.head = head.eval()
-        self.cells = cells
-        if cells is not None and hasattr(head, "bind_cells"):
-            head.bind_cells(cells)
+        self.cells = None if cells is None else as_hierarchy(cells)
+        if self.cells is not None and hasattr(head, "bind_cells"):
+            head.bind_cells(self.cells)
         self.name = name or getattr(head, "kind", "geolocator")
         self.meta = dict(meta or {})
         self.places = places
@@ -96,9 +98,7 @@ class Geolocator:
 
     @property
     def finest_cells(self):
-        if self.cells is None:
-            return None
-        return getattr(self.cells, "finest", self.cells)
+        return None if self.cells is None else self.cells.finest
 
     @property
     def encoder(self):

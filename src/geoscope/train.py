@@ -26,6 +26,7 @@ import torch
 
 from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
+from geoscope.geo.cells import as_hierarchy
 from geoscope.geo.metrics import evaluate, format_report
 from geoscope.geo.sphere import validate_latlon
 from geoscope.heads import HEAD_KINDS, create_head
@@ -76,7 +77,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def make_targets(lat, lon, cells=None, scene=None) -> Targets:
     """Targets from coordinates, a ``CellHierarchy`` (cell ids per level) and optional scene ids."""
     lat, lon = validate_latlon(lat, lon, "training coordinates")
-    levels = list(getattr(cells, "levels", None) or ([cells] if cells is not None else []))
+    levels = [] if cells is None else as_hierarchy(cells).levels
     ids = [torch.from_numpy(np.asarray(g.assign(lat, lon), dtype=np.int64)) for g in levels]
     return Targets(
         torch.from_numpy(lat).float(),

@@ -12,12 +12,18 @@ grid is built on first use (a few seconds) and cached next to the data in ``inde
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
+import shapely
+from scipy.ndimage import binary_dilation
 
+from geoscope.atomic import atomic_path
 from geoscope.errors import InputError
+from geoscope.geo.data_files import data_file, read_table
+from geoscope.geo.geojson import to_geojson
 from geoscope.geo.sphere import validate_latlon
 
 #: Grid cell size (degrees) of the lookup table.
@@ -35,8 +41,6 @@ class BorderSet:
 
     def __init__(self, kind: str, codes, names, parent_codes, geometries, grid_cache: Path | None = None,
                  grid_res: float = GRID_RES_DEG):
-        import shapely
-
         self.kind = kind
         self.codes = [str(c) for c in codes]
         self.names = [str(n) for n in names]
@@ -51,17 +55,13 @@ class BorderSet:
         self.grid_res = float(grid_res)
         self._grid_cache = grid_cache
         self._grid: np.ndarray | None = None
-        self._tree = None
+        self._tree: shapely.STRtree | None = None
         self._by_parent: dict[str, tuple[np.ndarray, object]] = {}
         self._index = {c: i for i, c in reversed(list(enumerate(self.codes)))}
 
     @classmethod
     def from_parquet(cls, path: str | Path, kind: str) -> "BorderSet":
         """Read a derived borders file (columns code, name, [parent], wkb)."""
-        import shapely
-
-        from geoscope.geo.data_setup import read_table
-
         path = Path(path)
         t = read_table(path, ["code", "name", "wkb"])
         parents = t.get("parent") or [""] * len(t["code"])
@@ -91,8 +91,6 @@ class BorderSet:
         return self._grid
 
     def _grid_key(self) -> np.ndarray:
-        import hashlib
-
         h = hashlib.sha1()
         h.update(f"{self.grid_res}|{len(self)}|".encode())
         for c, g in zip(self.codes, self.geometries):
@@ -112,8 +110,6 @@ class BorderSet:
                 pass  # a damaged cache is rebuilt
         grid = self._build_grid()
         if path is not None:
-            from geoscope.atomic import atomic_path
-
             try:
                 with atomic_path(path) as tmp:
                     with open(tmp, "wb") as f:
@@ -124,9 +120,9 @@ class BorderSet:
         return grid
 
     def _build_grid(self) -> np.ndarray:
+        # rasterio (and its affine) only to build the grid, once per data set
         from affine import Affine
         from rasterio import features
-        from scipy.ndimage import binary_dilation
 
         res = self.grid_res
         shape = (int(round(180 / res)), int(round(360 / res)))
@@ -158,11 +154,10 @@ class BorderSet:
         return out.reshape(shape)
 
     def _locate_exact(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-        import shapely
-
         if self._tree is None:
             self._tree = shapely.STRtree(self.geometries)
-        pi, gi = self._tree.query(shapely.points(lon, lat))
+        tree = self._tree
+        pi, gi = tree.query(shapely.points(lon, lat))
         hit = shapely.intersects_xy(self.geometries[gi], lon[pi], lat[pi])
         pi, gi = pi[hit], gi[hit]
         order = np.lexsort((gi, pi))  # the lowest polygon index wins where polygons overlap
@@ -187,8 +182,6 @@ class BorderSet:
         pc = np.asarray(self.parent_codes + [None], dtype=object)
         bad = np.flatnonzero(pc[idx] != parents)  # idx -1 reads the trailing None
         if bad.size:
-            import shapely
-
             for parent in np.unique(parents[bad].astype(str)):
                 sel = bad[parents[bad] == parent]
                 members, tree = self._parent_tree(parent)
@@ -203,8 +196,6 @@ class BorderSet:
 
     def _parent_tree(self, parent: str):
         if parent not in self._by_parent:
-            import shapely
-
             members = np.flatnonzero(np.asarray(self.parent_codes, dtype=object) == parent) if parent else np.array([], dtype=np.int64)
             tree = shapely.STRtree(self.geometries[members]) if members.size else None
             self._by_parent[parent] = (members, tree)
@@ -213,14 +204,13 @@ class BorderSet:
     # -- output -------------------------------------------------------------------------------
 
     def to_geojson(self, i: int) -> dict:
-        """One polygon as a GeoJSON Feature with properties code, name, parent_code."""
-        import shapely
-
+        """One polygon as a GeoJSON Feature with properties code, name, parent_code (exterior rings
+        counter-clockwise, holes clockwise, as RFC 7946 asks)."""
         if not -len(self) <= i < len(self):
             raise InputError(f"{self.kind} index {i} is outside 0..{len(self) - 1}")
         return {
             "type": "Feature",
-            "geometry": shapely.geometry.mapping(self.geometries[i]),
+            "geometry": to_geojson(self.geometries[i]),
             "properties": {"code": self.codes[i], "name": self.names[i], "parent_code": self.parent_codes[i] or None},
         }
 
@@ -237,13 +227,9 @@ def _load(path: str, kind: str) -> BorderSet:
 
 def countries() -> BorderSet:
     """Natural Earth admin-0 countries keyed by ISO 3166-1 alpha-2 (cached after the first call)."""
-    from geoscope.geo.data_setup import data_file
-
     return _load(str(data_file("countries.parquet")), "countries")
 
 
 def admin1() -> BorderSet:
     """Natural Earth first-level regions keyed by ISO 3166-2 (cached after the first call)."""
-    from geoscope.geo.data_setup import data_file
-
     return _load(str(data_file("admin1.parquet")), "admin1")

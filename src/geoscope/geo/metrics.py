@@ -7,8 +7,11 @@ import os
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
+from geoscope.atomic import atomic_path
 from geoscope.errors import InputError
+from geoscope.geo import places
 from geoscope.geo.sphere import haversine_km, validate_latlon
 
 #: The usual thresholds (street, city, region, country, continent), km.
@@ -70,8 +73,6 @@ def place_accuracy(plat, plon, tlat, tlon) -> dict:
 
     A truth at sea (no country) counts as right when the prediction is at sea too.
     """
-    from geoscope.geo import places
-
     lat = np.concatenate([plat, tlat])
     lon = np.concatenate([plon, tlon])
     n = len(plat)
@@ -92,8 +93,6 @@ def _pct(v: float) -> str:
 
 def format_report(results_by_name: Mapping[str, dict]) -> str:
     """A text table: one row per result (model / run), one column per metric."""
-    import pandas as pd
-
     if not results_by_name:
         return "(no results)"
     first = next(iter(results_by_name.values()))
@@ -117,8 +116,6 @@ def plot_cumulative_error(errors_by_name: Mapping[str, Sequence[float]], path: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from geoscope.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     try:

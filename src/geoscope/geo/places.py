@@ -15,8 +15,11 @@ import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from geoscope.errors import InputError
+from geoscope.geo import borders
+from geoscope.geo.data_files import data_file, read_table
 from geoscope.geo.sphere import EARTH_RADIUS_KM, to_unit, validate_latlon
 
 #: Default population floor of :func:`list_towns`.
@@ -56,7 +59,7 @@ class Place:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Place | None":
-        return None if d is None else cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+        return None if d is None else cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,8 +70,6 @@ class _Towns:
     """The GeoNames table as columns, with a k-d tree over unit vectors built on first use."""
 
     def __init__(self, path: str):
-        from geoscope.geo.data_setup import read_table
-
         t = read_table(path, ["name", "lat", "lon", "population", "country_code", "region_code"])
         self.name = np.asarray(t["name"], dtype=object)
         self.lat = np.asarray(t["lat"], dtype=np.float64)
@@ -84,8 +85,6 @@ class _Towns:
     @property
     def tree(self):
         if self._tree is None:
-            from scipy.spatial import cKDTree
-
             self._tree = cKDTree(to_unit(self.lat, self.lon), leafsize=16, balanced_tree=True)
         return self._tree
 
@@ -109,8 +108,6 @@ def _towns_at(path: str) -> _Towns:
 
 
 def _towns() -> _Towns:
-    from geoscope.geo.data_setup import data_file
-
     return _towns_at(str(data_file("towns.parquet")))
 
 
@@ -124,35 +121,27 @@ def _latlon(lat, lon) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _country_index(lat, lon) -> np.ndarray:
-    from geoscope.geo.borders import countries
-
-    return countries().locate(lat, lon)
+    return borders.countries().locate(lat, lon)
 
 
 def _region_index(lat, lon, country_idx: np.ndarray) -> np.ndarray:
     """Admin-1 polygon of each point, always one of the country found (-1 at sea or where none)."""
-    from geoscope.geo.borders import admin1, countries
-
-    codes = np.asarray(countries().codes + [""], dtype=object)[country_idx]
-    return admin1().locate_within(lat, lon, codes)
+    codes = np.asarray(borders.countries().codes + [""], dtype=object)[country_idx]
+    return borders.admin1().locate_within(lat, lon, codes)
 
 
 def country_codes(lat, lon) -> np.ndarray:
     """ISO 3166-1 alpha-2 code of the country containing each point, "" at sea (shaped like the input)."""
-    from geoscope.geo.borders import countries
-
     lat, lon = validate_latlon(lat, lon, "reverse geocoding")
-    return np.asarray(countries().codes + [""])[_country_index(lat, lon)]
+    return np.asarray(borders.countries().codes + [""])[_country_index(lat, lon)]
 
 
 def region_codes(lat, lon) -> np.ndarray:
     """First-level region of each point: its ISO 3166-2 code ("FI-11"), or Natural Earth's own
     adm1_code where the region has no ISO code; "" at sea or where the country has no regions."""
-    from geoscope.geo.borders import admin1
-
     lat, lon = validate_latlon(lat, lon, "reverse geocoding")
     idx = _region_index(lat, lon, _country_index(lat, lon))
-    return np.asarray(admin1().codes + [""])[idx]
+    return np.asarray(borders.admin1().codes + [""])[idx]
 
 
 def nearest_towns(lat, lon) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +154,8 @@ def nearest_towns(lat, lon) -> tuple[np.ndarray, np.ndarray]:
 
 def reverse_geocode(lat, lon) -> list[Place]:
     """What is at each point: country, region, nearest town with its distance, or at sea."""
-    from geoscope.geo.borders import admin1, countries
-
     lat, lon = _latlon(lat, lon)
-    cs, rs, towns = countries(), admin1(), _towns()
+    cs, rs, towns = borders.countries(), borders.admin1(), _towns()
     ci = _country_index(lat, lon)
     ri = _region_index(lat, lon, ci)
     ti, km = towns.nearest(lat, lon)
@@ -198,10 +185,8 @@ def place_at(lat: float, lon: float) -> Place:
 
 
 def _country_code(code: str, what: str = "country_code") -> str:
-    from geoscope.geo.borders import admin1, countries
-
     cc = str(code).strip().upper()
-    known = set(countries().codes) | set(admin1().parent_codes) | set(_towns().country_code.tolist())
+    known = set(borders.countries().codes) | set(borders.admin1().parent_codes) | set(_towns().country_code.tolist())
     if cc not in known:
         raise InputError(f"{what} {code!r} is not an ISO 3166-1 alpha-2 code of a known country")
     return cc
@@ -209,18 +194,14 @@ def _country_code(code: str, what: str = "country_code") -> str:
 
 def list_countries() -> list[tuple[str, str]]:
     """(ISO alpha-2 code, name) of every country with borders, sorted by name."""
-    from geoscope.geo.borders import countries
-
-    cs = countries()
+    cs = borders.countries()
     return sorted(zip(cs.codes, cs.names), key=lambda cn: cn[1])
 
 
 def list_regions(country_code: str) -> list[tuple[str, str]]:
     """(region code, name) of the first-level regions of one country, sorted by name."""
-    from geoscope.geo.borders import admin1
-
     cc = _country_code(country_code)
-    rs = admin1()
+    rs = borders.admin1()
     return sorted(((c, n) for c, n, p in zip(rs.codes, rs.names, rs.parent_codes) if p == cc), key=lambda cn: cn[1])
 
 
@@ -234,9 +215,7 @@ def list_towns(country_code: str | None = None, region_code: str | None = None,
     if country_code is not None:
         keep &= towns.country_code == _country_code(country_code)
     if region_code is not None:
-        from geoscope.geo.borders import admin1
-
-        rc = admin1().codes[admin1().index(region_code)]
+        rc = borders.admin1().codes[borders.admin1().index(region_code)]
         keep &= towns.region_code == rc
     if limit is not None and limit < 0:
         raise InputError(f"limit must be 0 or more, got {limit}")

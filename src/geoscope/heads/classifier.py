@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoscope.errors import InputError
+from geoscope.geo.cells import as_hierarchy
 from geoscope.geo.sphere import to_unit
 from geoscope.heads.base import (
     Head,
@@ -54,8 +55,9 @@ def ancestors_from_parents(parents: list[np.ndarray | None], level_sizes: list[i
 
 
 def hierarchy_arrays(cells) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """Centroids per level and parent maps from a ``CellHierarchy`` (or a single ``Geocells``)."""
-    levels = list(getattr(cells, "levels", None) or [cells])
+    """Centroids per level and parent maps from a ``CellHierarchy`` (or a single partition)."""
+    cells = as_hierarchy(cells)
+    levels = cells.levels
     centroids = [np.asarray(g.centroids, dtype=np.float64) for g in levels]
     parents: list[np.ndarray | None] = [None]
     for lvl in range(1, len(levels)):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoscope.geo.cells import as_hierarchy
 from geoscope.geo.sphere import from_unit, haversine_km, to_unit
 from geoscope.heads.base import HeadOutput, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.classifier import ClassifierHead
@@ -127,10 +128,9 @@ class HybridHead(ClassifierHead):
     _assign = None
 
     def bind_cells(self, cells) -> None:
-        """Give the head its cells' geometry (``CellHierarchy`` or ``Geocells``), so refined means are
+        """Give the head its cells' geometry (a ``CellHierarchy``), so refined means are
         checked against the cell borders; without it the head answers with real training locations."""
-        finest = getattr(cells, "finest", cells)
-        self._assign = None if finest is None else finest.assign
+        self._assign = None if cells is None else as_hierarchy(cells).finest.assign
 
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:

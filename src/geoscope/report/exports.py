@@ -2,8 +2,9 @@
 
 - ``prediction_geojson(pred)``: a FeatureCollection of the most probable cells (Polygons with their
   probability and rank), the candidates (Points) and the EXIF-claimed location (a Point), all in the
-  GeoJSON order ``[lon, lat]``. ``geojson_problems(obj)`` checks a document against the GeoJSON rules
-  (RFC 7946: types, positions, closed rings) and lists what is wrong.
+  GeoJSON order ``[lon, lat]``, polygon rings wound as RFC 7946 asks (exterior counter-clockwise,
+  holes clockwise). ``geojson_problems(obj)`` checks a document against the GeoJSON rules (RFC 7946:
+  types, positions, closed rings, winding) and lists what is wrong.
 - ``prediction_kml(pred)``: candidates as placemarks and the cells shaded by probability.
 - ``write_predictions_csv(preds, path)``: one row per image (failed images included), top-k columns.
 
@@ -22,6 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from geoscope.atomic import write_json, write_text
+from geoscope.geo.geojson import rewind, winding_problems
 from geoscope.prediction import CONFIDENCE_RADII_KM, Prediction
 
 
@@ -54,7 +56,7 @@ def prediction_geojson(pred: Prediction, max_cells: int = 500, mass: float = 0.9
     for rank, i in enumerate(_cells_to_show(pred, max_cells, mass), start=1):
         features.append({
             "type": "Feature",
-            "geometry": pred.cells.polygon(int(i)),
+            "geometry": rewind(pred.cells.polygon(int(i))),
             "properties": {"kind": "cell", "cell": int(i), "probability": float(probs[i]), "rank": rank},
         })
     for rank, c in enumerate(pred.candidates, start=1):
@@ -138,7 +140,8 @@ def _geometry_problems(g: Any, where: str) -> list[str]:
     if t == "Polygon":
         if not c:
             return [f"{where}: a Polygon needs at least one ring"]
-        return [p for i, ring in enumerate(c) for p in _ring_problems(ring, f"{where}[{i}]")]
+        out = [p for i, ring in enumerate(c) for p in _ring_problems(ring, f"{where}[{i}]")]
+        return out or winding_problems(c, where)
     # MultiPolygon
     return [p for i, poly in enumerate(c)
             for p in _geometry_problems({"type": "Polygon", "coordinates": poly}, f"{where}[{i}]")]
@@ -149,7 +152,7 @@ def geojson_problems(obj: Any) -> list[str]:
 
     Checks object types, Feature / FeatureCollection structure, positions (``[lon, lat]`` with
     lon in [-180, 180] and lat in [-90, 90], finite numbers), LineString lengths, and linear rings
-    (at least 4 positions, closed).
+    (at least 4 positions, closed, exterior rings counter-clockwise and holes clockwise).
     """
     if not isinstance(obj, dict):
         return [f"root: a GeoJSON object must be a JSON object, got {type(obj).__name__}"]
