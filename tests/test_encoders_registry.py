@@ -54,7 +54,8 @@ def _onnx_builder(precision=None, **kw):
 
 def test_an_encoder_registered_anywhere_is_listed_and_built_with_runtime_and_precision():
     info = {i.name: i for i in list_encoders()}["test-registry-encoder"]
-    assert (info.family, info.dim, info.input_size, info.offline, info.runtimes) == ("test", 7, 16, True, ("torch", "onnx"))
+    described = (info.family, info.dim, info.input_size, info.offline, info.runtimes)
+    assert described == ("test", 7, 16, True, ("torch", "onnx"))
     assert info.to_dict()["runtimes"] == ["torch", "onnx"]
     built = create_encoder("test-registry-encoder", precision="int8", extra=1)
     assert (built.runtime, built.kw) == ("torch", {"precision": "int8", "extra": 1})

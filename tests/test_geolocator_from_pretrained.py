@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 from _imagefixtures import synthetic_image
 from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
+from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
+
 from geoscope.encoders import create_encoder
 from geoscope.encoders.testing import save_tiny_clip
 from geoscope.errors import GeoscopeError, InputError, WeightsUnavailableError
@@ -76,7 +76,7 @@ def test_a_folder_takes_precision_and_weights_like_a_named_model(world, tmp_path
     # a backbone that does not fit the head says so
     other = save_tiny_clip(tmp_path / "wide", projection_dim=24)
     with pytest.raises(InputError, match="gives 24-d embeddings but the regressor head .* takes 16-d"):
-        Geolocator.from_pretrained(model, weights=other, places=False).encoder
+        _ = Geolocator.from_pretrained(model, weights=other, places=False).encoder
 
 
 def test_keywords_a_folder_cannot_honour_are_refused_in_one_sentence(world):

@@ -12,13 +12,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
 from torch import nn
 
 from geoscope.cli import main
 from geoscope.errors import InputError
 from geoscope.geo.sphere import EARTH_RADIUS_KM
 from geoscope.geolocator import Geolocator
-from geoscope.heads import build_head, create_head, head_class, list_heads, register_head
+from geoscope.heads import (
+    build_head,
+    create_head,
+    head_class,
+    list_heads,
+    register_head,
+)
 from geoscope.heads.base import (
     Head,
     HeadOutput,
@@ -32,8 +39,6 @@ from geoscope.heads.base import (
 )
 from geoscope.store import EmbeddingStore
 from geoscope.train import training_state_dir
-
-from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
 
 
 @register_head("toy")

@@ -56,8 +56,8 @@ def test_geo_interface_is_a_geojson_feature_that_shapely_takes():
     props = feature["properties"]
     assert props["source"] == "a.jpg" and props["probability"] == 0.7 and props["place"] == "Helsinki, Uusimaa, Finland"
     assert props["confidence"] == {"25": 0.6, "200": 0.8, "750": 0.95}
-    assert [(c["lat"], c["lon"], c["place"]) for c in props["candidates"]] == [(60.17, 24.94, "Helsinki, Uusimaa, Finland"),
-                                                                               (61.5, 23.76, None)]
+    rows = [(c["lat"], c["lon"], c["place"]) for c in props["candidates"]]
+    assert rows == [(60.17, 24.94, "Helsinki, Uusimaa, Finland"), (61.5, 23.76, None)]
     json.dumps(feature)  # plain JSON types throughout
     second = shape(p.candidates[1])
     assert (second.x, second.y) == (23.76, 61.5)

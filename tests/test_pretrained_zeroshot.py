@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
 
 from geoscope.errors import InputError
 from geoscope.heads import create_head, list_heads
 from geoscope.heads.zeroshot import ZeroShotHead, build_hierarchy, group_softmax
 from geoscope.pretrained import load_parts
-
-from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
 
 TOWNS = [
     dict(name="Lyon", lat=45.76, lon=4.84, country_code="FR", region_code="FR-ARA"),

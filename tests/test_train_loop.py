@@ -7,15 +7,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
 
 from geoscope.errors import InputError
 from geoscope.geo.cells import CellHierarchy, Geocells, save_cells
+from geoscope.geo.metrics import evaluate
 from geoscope.heads import create_head
 from geoscope.store import EmbeddingStore
-from geoscope.geo.metrics import evaluate
-from geoscope.train import TrainConfig, fit_head, make_targets, predict_coords, split_indices, train_from_store
-
-from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
+from geoscope.train import (
+    TrainConfig,
+    fit_head,
+    make_targets,
+    predict_coords,
+    split_indices,
+    train_from_store,
+)
 
 
 @pytest.fixture(scope="module")

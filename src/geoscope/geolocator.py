@@ -462,7 +462,8 @@ def upload_to_hub(folder: Path, repo_id: str, *, private: bool | None = None, to
     try:
         from huggingface_hub import HfApi  # network stack: only when pushing
     except ImportError:
-        raise GeoscopeError("pushing to the Hugging Face hub needs huggingface_hub: pip install huggingface_hub") from None
+        raise GeoscopeError("pushing to the Hugging Face hub needs huggingface_hub: "
+                            "pip install huggingface_hub") from None
     if repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise InputError(f"a hub repository is written ORG/NAME (or NAME under your account), got {repo_id!r}")
     if not (folder / CONFIG).is_file():

@@ -169,7 +169,7 @@ def fit_head(
         try:
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a half-written or foreign file
-            raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over")
+            raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over") from None
         if state.get("fingerprint") != fingerprint:
             raise InputError(
                 f"the checkpoint {ckpt} was made with another head, data or settings; "

@@ -28,8 +28,8 @@ from geoscope.heads.base import (
     Targets,
     as_float_tensor,
     check_dim,
-    eval_mode,
     chord_to_km,
+    eval_mode,
 )
 from geoscope.heads.registry import register_head
 

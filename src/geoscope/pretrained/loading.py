@@ -18,7 +18,8 @@ from geoscope.pretrained.zeroshot import zeroshot_head
 
 
 def cache_dir() -> Path:
-    """Where computed artefacts (gallery and prompt embeddings) are cached: ``$GEOSCOPE_CACHE`` or ``~/.cache/geoscope``."""
+    """Where computed artefacts (gallery and prompt embeddings) are cached: ``$GEOSCOPE_CACHE`` or
+    ``~/.cache/geoscope``."""
     return Path(os.environ.get("GEOSCOPE_CACHE") or Path.home() / ".cache" / "geoscope").expanduser()
 
 
@@ -50,7 +51,8 @@ def load_parts(
     if encoder is not None and weights is not None:
         raise InputError("give a named model either encoder= or weights=, not both: each says where its backbone is")
     if given and precision is not None:
-        raise InputError("precision= applies when geoscope builds the backbone; build your encoder at that precision instead")
+        raise InputError("precision= applies when geoscope builds the backbone; "
+                         "build your encoder at that precision instead")
     if given and allow_download is not None:
         raise InputError("allow_download= applies when geoscope builds the backbone, not to an encoder you pass")
     precision = resolve_precision(precision or "auto") if not given else "as given"
@@ -77,7 +79,8 @@ def load_parts(
 
         if encoder.dim != 768:
             raise InputError(
-                f"GeoCLIP's image MLP expects 768-d CLIP ViT-L/14 embeddings, but {source or spec.backbone} gives {encoder.dim}-d"
+                f"GeoCLIP's image MLP expects 768-d CLIP ViT-L/14 embeddings, but {source or spec.backbone} "
+                f"gives {encoder.dim}-d"
             )
         head = load_geoclip_head(cache, progress=progress, gallery=gallery)
     else:

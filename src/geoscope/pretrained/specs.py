@@ -61,7 +61,8 @@ def resolve_model(name: str) -> tuple[ModelSpec, str | None]:
         return MODELS[name], None
     if is_model_name(name):
         encoder = name[len(ZEROSHOT_PREFIX):]
-        spec = ModelSpec(name, "zeroshot", encoder, encoder, "", encoder, "?", "?", f"zero-shot prompts over {encoder}")
+        spec = ModelSpec(name, "zeroshot", encoder, encoder, "", encoder, "?", "?",
+                         f"zero-shot prompts over {encoder}")
         return spec, encoder
     raise InputError(
         f"unknown pretrained model {name!r}: choose one of {', '.join(MODELS)}, {ZEROSHOT_PREFIX}ENCODER "
