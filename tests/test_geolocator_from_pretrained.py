@@ -41,14 +41,14 @@ def world(tmp_path_factory):
     clip = save_tiny_clip(root / "clip", projection_dim=16, seed=0)
     encoder = create_encoder(str(clip))
     rng = np.random.default_rng(0)
-    lat, lon = rng.uniform(-50, 60, 300), rng.uniform(-170, 170, 300)
+    lat, lon = rng.uniform(-50, 60, 150), rng.uniform(-170, 170, 150)
     images = [synthetic_image(a, o, size=(32, 32)) for a, o in zip(lat, lon)]
     emb = encoder.encode_images(images, batch_size=100)
-    store = EmbeddingStore.from_arrays(root / "store", range(300), emb, lat, lon, encoder=str(clip))
-    cfg = TrainConfig(epochs=2, batch_size=100)
+    store = EmbeddingStore.from_arrays(root / "store", range(150), emb, lat, lon, encoder=str(clip))
+    cfg = TrainConfig(epochs=1, batch_size=100)
     train_from_store(store, "regressor", root / "regressor", config=cfg, progress=False,
                      head_options={"d_model": 16, "n_heads": 2})
-    cells = CellHierarchy.adaptive(lat, lon, 5, [60])
+    cells = CellHierarchy.adaptive(lat, lon, 5, [40])
     train_from_store(store, "classifier", root / "classifier", cells=cells, config=cfg, progress=False,
                      head_options={"hidden": 16})
     train_from_store(store, "retrieval", root / "retrieval", config=cfg, progress=False,
