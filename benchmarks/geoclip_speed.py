@@ -114,7 +114,7 @@ def main() -> None:
     from geoscope.data.images import load_image
     from geoscope.geo.sphere import haversine_km
     from geoscope.geolocator import Geolocator
-    from geoscope.heads.geoclip import reference_geoclip_class
+    from geoscope.testing.geoclip import reference_geoclip_class
 
     clip_dir, backbone_kind = _backbone(args.weights)
     tmp = Path(tempfile.mkdtemp(prefix="geoclip-bench-"))

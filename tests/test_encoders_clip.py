@@ -80,6 +80,21 @@ def test_bfloat16_dtype(tiny_dir, tiny):
     np.testing.assert_allclose(a, b, atol=0.1 * np.abs(a).max())
 
 
+def test_precision_is_chosen_in_create_encoder(tiny_dir, tiny):
+    a = tiny.encode_images(_images())
+    bf = create_encoder(str(tiny_dir), precision="bf16")
+    assert bf.dtype == torch.bfloat16
+    np.testing.assert_allclose(bf.encode_images(_images()), a, atol=0.1 * np.abs(a).max())
+    q = create_encoder(str(tiny_dir), precision="int8")
+    assert not any(type(m) is torch.nn.Linear for m in q.modules())  # every Linear was quantised
+    b = q.encode_images(_images())
+    assert not np.array_equal(a, b)
+    np.testing.assert_allclose(b, a, atol=0.15 * np.abs(a).max())
+    assert create_encoder(str(tiny_dir), precision="fp32").dtype == torch.float32
+    with pytest.raises(InputError, match="either precision= or dtype="):
+        create_encoder(str(tiny_dir), precision="bf16", dtype="bfloat16")
+
+
 def test_registered_and_hf_names_load_from_geoscope_weights(tiny_dir, tmp_path, monkeypatch):
     root = tmp_path / "weights"
     save_tiny_clip(root / "openai" / "clip-vit-base-patch32", seed=3)
@@ -88,12 +103,16 @@ def test_registered_and_hf_names_load_from_geoscope_weights(tiny_dir, tmp_path, 
     assert {i.name: i.offline for i in list_encoders()}["clip-vit-b32"] is True
     enc = create_encoder("clip-vit-b32")
     assert enc.name == "clip-vit-b32" and enc.dim == 16
-    other = create_encoder("hf:someone/geo-clip")
-    assert other.name == "hf:someone/geo-clip"
+    other = create_encoder("hf-hub:someone/geo-clip")
+    assert other.name == "hf-hub:someone/geo-clip"
     assert not np.allclose(enc.encode_images(_images(1)), other.encode_images(_images(1)))
+    alias = create_encoder("hf:someone/geo-clip")  # the older prefix names the same model
+    assert alias.name == "hf:someone/geo-clip" and alias.path == other.path
+    np.testing.assert_array_equal(alias.encode_images(_images(1)), other.encode_images(_images(1)))
 
 
-@pytest.mark.parametrize("name", ["clip-vit-l14", "streetclip", "hf:openai/clip-vit-large-patch14"])
+@pytest.mark.parametrize("name", ["clip-vit-l14", "streetclip", "hf-hub:openai/clip-vit-large-patch14",
+                                  "hf:openai/clip-vit-large-patch14"])
 def test_missing_hub_weights_fail_fast_with_one_sentence(name):
     start = time.monotonic()
     with pytest.raises(WeightsUnavailableError) as err:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoscope.heads.geoclip import reference_geoclip_class
+from geoscope.testing.geoclip import reference_geoclip_class
 from geoscope.heads.location_encoder import (
     LocationEncoder,
     convert_geoclip_state,

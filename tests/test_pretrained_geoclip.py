@@ -16,7 +16,8 @@ from PIL import Image
 
 from geoscope.data.images import load_image
 from geoscope.errors import WeightsUnavailableError
-from geoscope.heads.geoclip import gallery_cache_path, reference_geoclip_class
+from geoscope.heads.geoclip import gallery_cache_path
+from geoscope.testing.geoclip import reference_geoclip_class
 from geoscope.heads.location_encoder import geoclip_file
 from geoscope.heads.retrieval import geoclip_gallery
 from geoscope.pretrained import load_parts

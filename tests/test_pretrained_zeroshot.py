@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
 
 from geoscope.errors import InputError
+from geoscope.heads import create_head, list_heads
 from geoscope.heads.zeroshot import ZeroShotHead, build_hierarchy, group_softmax
 from geoscope.pretrained import load_parts
-
-from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
 
 TOWNS = [
     dict(name="Lyon", lat=45.76, lon=4.84, country_code="FR", region_code="FR-ARA"),
@@ -83,7 +83,6 @@ def clip_dir(tmp_path_factory):
 
 
 def test_loads_through_the_real_loading_code_and_caches_prompts(clip_dir, tmp_path, monkeypatch):
-    pytest.importorskip("geoscope.geo.places")
     kw = dict(weights=clip_dir, precision="fp32", cache=tmp_path, progress=False, towns_min_population=3_000_000)
     encoder, head, meta = load_parts("clip-zeroshot", **kw)
     assert meta["kind"] == "zeroshot" and isinstance(head, ZeroShotHead)
@@ -133,4 +132,6 @@ def test_zero_shot_geolocator_saves_and_reloads(tmp_path):
     for a, b in zip(before, after):
         assert [(c.lat, c.lon) for c in a.candidates] == [(c.lat, c.lon) for c in b.candidates]
         np.testing.assert_allclose([c.probability for c in a.candidates], [c.probability for c in b.candidates])
-    assert "zeroshot" not in __import__("geoscope.heads", fromlist=["HEAD_KINDS"]).HEAD_KINDS
+    assert "zeroshot" in list_heads() and "zeroshot" not in list_heads(trainable=True)
+    with pytest.raises(InputError, match="cannot train a 'zeroshot' head"):
+        create_head("zeroshot", 16)

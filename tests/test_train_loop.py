@@ -7,14 +7,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
 
 from geoscope.errors import InputError
 from geoscope.geo.cells import CellHierarchy, Geocells, save_cells
+from geoscope.geo.metrics import evaluate
 from geoscope.heads import create_head
 from geoscope.store import EmbeddingStore
-from geoscope.train import TrainConfig, fit_head, make_targets, split_indices, train_from_store
-
-from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
+from geoscope.train import (
+    TrainConfig,
+    fit_head,
+    make_targets,
+    predict_coords,
+    split_indices,
+    train_from_store,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +100,11 @@ def test_early_stopping_keeps_the_best_epoch(small):
     assert result.stopped_early and len(medians) < 40
     assert result.best_epoch == int(np.argmin(medians)) + 1
     assert len(medians) - result.best_epoch == 2
+    # the head returned holds the best epoch's weights, not the last epoch's
+    pred = predict_coords(head, emb[500:])
+    final = evaluate(pred[:, 0], pred[:, 1], np.float32(lat[500:]), np.float32(lon[500:]))["median_km"]
+    assert final == pytest.approx(medians[result.best_epoch - 1], rel=1e-9)  # scored as the loop does
+    assert final < medians[-1]
 
 
 def test_split_is_seeded_and_disjoint():

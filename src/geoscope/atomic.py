@@ -31,9 +31,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
+    mode = 0o666 & ~_UMASK  # what any new file gets; mkstemp makes 0600
+    os.chmod(tmp_path, mode)
     try:
         yield tmp_path
+        # again after writing: some writers replace the file (safetensors' save_file writes 0600)
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

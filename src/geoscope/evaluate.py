@@ -8,18 +8,22 @@ from ``geo.metrics.evaluate``.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from geoscope.data.datasets import open_dataset
 from geoscope.errors import InputError
 from geoscope.geo.metrics import DEFAULT_THRESHOLDS_KM, errors_km, evaluate, plot_cumulative_error
+from geoscope.geolocator import Geolocator
+from geoscope.store import STATE, EmbeddingStore
+from geoscope.train import store_arrays
 
 
 def _is_store(spec) -> bool:
-    from geoscope.store import STATE
-
     return isinstance(spec, (str, os.PathLike)) and (Path(spec) / STATE).is_file()
 
 
@@ -30,15 +34,10 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
     Returns ``geo.metrics.evaluate``'s dict plus ``model``, ``dataset``, ``n_failed`` (images that could
     not be read) and ``n_skipped`` (samples without coordinates); with ``plot`` a cumulative-error plot.
     """
-    from geoscope.geolocator import Geolocator
-
     geo = model if isinstance(model, Geolocator) else Geolocator.from_pretrained(model)
     thresholds = thresholds or DEFAULT_THRESHOLDS_KM
     n_failed = n_skipped = 0
     if _is_store(dataset):
-        from geoscope.store import EmbeddingStore
-        from geoscope.train import store_arrays
-
         store = EmbeddingStore.open(dataset)
         emb, lat, lon = store_arrays(store)
         keep = ~(np.isnan(lat) | np.isnan(lon))
@@ -53,8 +52,6 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
             np.asarray(geo.head.predict(emb[i : i + step], top_k=1).coords)[:, 0] for i in range(0, len(emb), step)
         ]) if len(emb) else np.zeros((0, 2))
     else:
-        from geoscope.data.datasets import open_dataset
-
         ds = open_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
         samples = [s for s in ds if s.lat is not None and s.lon is not None]
         n_skipped = len(ds) - len(samples)
@@ -63,8 +60,6 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
         rows, truth = [], []
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(samples), desc="evaluate", unit="image")
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
@@ -100,8 +95,6 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
 
 def _named_bytes(data: bytes, name: str):
     """Image bytes as a file object carrying the sample id as its name (used in error messages)."""
-    import io
-
     f = io.BytesIO(data)
     f.name = str(name)
     return f

@@ -9,7 +9,13 @@ A model directory holds ``config.json`` (encoder name, head config, file hashes)
 (the head's weights and data buffers, e.g. a GPS gallery or neighbour bank) and ``cells.json`` when
 the model has geocells. Loading checks every file against the SHA-256 recorded in ``config.json``,
 so a missing, truncated or altered file is an error, not a silent wrong answer. Weights are read
-with ``safetensors`` only.
+with ``safetensors`` only. The same folder is a Hugging Face hub repository: ``push_to_hub(repo_id)``
+(or ``save_pretrained(dir, push_to_hub=True)``) uploads it, ``from_pretrained("hf-hub:ORG/NAME")``
+reads it back (from a local copy or the hub cache; downloads only when allowed, see ``encoders.hub``).
+
+``from_pretrained`` takes the same keywords for a folder, a hub id and a named model (``encoder``,
+``weights``, ``precision``, ``places``, ``progress``, ``gallery``, ``allow_download``); a keyword the
+source cannot honour is an ``InputError``, never silently ignored.
 """
 
 from __future__ import annotations
@@ -17,23 +23,39 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from geoscope.atomic import atomic_path, write_json
+from geoscope.data.exif import read_exif
+from geoscope.data.images import load_image, read_limited
+from geoscope.encoders import PRECISIONS, create_encoder
+from geoscope.encoders.hub import resolve as resolve_hub
 from geoscope.errors import GeoscopeError, InputError
-from geoscope.geo.cells import as_hierarchy
+from geoscope.geo.cells import as_hierarchy, load_cells, save_cells
+from geoscope.geo.places import reverse_geocode
 from geoscope.geo.sphere import pairwise_km
+from geoscope.heads import build_head
 from geoscope.prediction import CONFIDENCE_RADII_KM, Candidate, Prediction
+from geoscope.pretrained import load_parts
 
 FORMAT = "geoscope-geolocator"
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 CELLS = "cells.json"
+#: a model on the Hugging Face hub is named ``hf-hub:ORG/NAME`` (``hf:ORG/NAME`` is an alias)
+HUB_PREFIXES = ("hf-hub:", "hf:")
+#: files of a model folder that are never shipped (training state of older versions, temporary files)
+NOT_SHIPPED = ["checkpoint.pt", ".*"]
+#: keywords only named pretrained models take (``pretrained.load_parts``)
+NAMED_MODEL_OPTIONS = ("cache", "towns_min_population", "templates")
 
 
 def _sha256(path: Path) -> str:
@@ -76,6 +98,9 @@ class Geolocator:
                  places: bool = True):
         self._encoder = None if isinstance(encoder, str) else encoder
         self.encoder_name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
+        #: where and how the encoder is built on first use (from_pretrained's weights= / precision=)
+        self._encoder_source: str | None = None
+        self._encoder_options: dict[str, Any] = {}
         self.head = head.eval()
         self.cells = None if cells is None else as_hierarchy(cells)
         if self.cells is not None and hasattr(head, "bind_cells"):
@@ -106,9 +131,17 @@ class Geolocator:
         if self._encoder is None:
             if not self.encoder_name:
                 raise InputError(f"model {self.name!r} has no image encoder; use locate_embeddings() with embeddings")
-            from geoscope.encoders import create_encoder
-
-            self._encoder = create_encoder(self.encoder_name).eval()
+            options = dict(self._encoder_options)
+            if self._encoder_source:  # weights=DIR: the recorded encoder, read from a local folder
+                options["name"] = self.encoder_name
+            encoder = create_encoder(self._encoder_source or self.encoder_name, **options).eval()
+            in_dim = getattr(self.head, "in_dim", None)
+            if in_dim is not None and encoder.dim != in_dim:
+                raise InputError(
+                    f"the encoder built from {self._encoder_source or self.encoder_name} gives {encoder.dim}-d "
+                    f"embeddings but the {self.head.kind} head of model {self.name!r} takes {in_dim}-d ones"
+                )
+            self._encoder = encoder
         return self._encoder
 
     # --- inference ---------------------------------------------------------------------------------
@@ -175,8 +208,6 @@ class Geolocator:
 
     def _places(self, coords: np.ndarray):
         try:
-            from geoscope.geo.places import reverse_geocode
-
             return reverse_geocode(coords[:, 0], coords[:, 1])
         except GeoscopeError as exc:
             warnings.warn(f"place names unavailable: {exc}", stacklevel=3)
@@ -188,17 +219,10 @@ class Geolocator:
 
         An image that cannot be read or encoded becomes ``Prediction.failed(...)``; the rest go on.
         """
-        from PIL import Image
-
-        from geoscope.data.exif import read_exif
-        from geoscope.data.images import load_image, read_limited
-
         images = list(images)
         results: list[Prediction | None] = [None] * len(images)
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(images), desc="locate", unit="image")
         for start in range(0, len(images), batch_size):
             chunk = list(enumerate(images[start : start + batch_size], start))
@@ -258,9 +282,15 @@ class Geolocator:
             "meta": self.meta,
         }
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``cells.json`` (when there are cells)."""
-        from safetensors.torch import save_file
+    def save_pretrained(self, directory: str | os.PathLike, *, push_to_hub: bool = False, repo_id: str | None = None,
+                        private: bool | None = None, token: str | None = None,
+                        commit_message: str | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``cells.json`` (when there are cells).
+
+        ``push_to_hub=True`` then uploads the folder to the Hugging Face hub repository ``repo_id``
+        (default: the folder's name), as :meth:`push_to_hub` does.
+        """
+        from safetensors.torch import save_file  # torch
 
         if not self.encoder_name:
             warnings.warn("saving a model whose encoder has no name: from_pretrained cannot recreate it", stacklevel=2)
@@ -271,39 +301,106 @@ class Geolocator:
             save_file(state, str(tmp), metadata={"format": FORMAT})
         files = {WEIGHTS: _sha256(out / WEIGHTS)}
         if self.cells is not None:
-            from geoscope.geo.cells import save_cells
-
             save_cells(self.cells, out / CELLS)
             files[CELLS] = _sha256(out / CELLS)
         config = self.config()
         config["files"] = files
         write_json(out / CONFIG, config)
+        if push_to_hub:
+            upload_to_hub(out, repo_id or out.resolve().name, private=private, token=token,
+                          commit_message=commit_message)
         return out
 
-    @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike, encoder=None, **kwargs) -> "Geolocator":
-        """Load a model directory written by ``save_pretrained``, or a named pretrained model.
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str | None = None) -> str:
+        """Save the model and upload it to the Hugging Face hub repository ``repo_id`` (created if needed).
 
-        ``encoder``: an ``Encoder`` instance or name to use instead of the recorded one. Names that
-        are not directories go to ``geoscope.pretrained.load_pretrained(name, **kwargs)``.
+        Returns the repository's URL. ``Geolocator.from_pretrained("hf-hub:" + repo_id)`` reads it back.
+        Failures (no network, no token, no right to write) are one ``GeoscopeError`` sentence.
         """
-        path = Path(name_or_dir).expanduser()
-        if not path.is_dir():
-            if path.exists() or os.sep in str(name_or_dir):
-                raise InputError(f"{name_or_dir} is not a model directory (expected a folder with {CONFIG})")
-            from geoscope.pretrained import load_pretrained
-
-            return load_pretrained(str(name_or_dir), **kwargs)
-        return cls._load_dir(path, encoder, **kwargs)
+        with tempfile.TemporaryDirectory(prefix="geoscope-push-") as tmp:
+            self.save_pretrained(tmp)
+            return upload_to_hub(Path(tmp), repo_id, private=private, token=token, commit_message=commit_message)
 
     @classmethod
-    def _load_dir(cls, path: Path, encoder=None, places: bool = True) -> "Geolocator":
-        from safetensors import SafetensorError
+    def from_pretrained(
+        cls,
+        name_or_dir: str | os.PathLike,
+        *,
+        encoder=None,
+        weights: str | os.PathLike | None = None,
+        precision: str | None = None,
+        places: bool = True,
+        progress: bool = True,
+        gallery=None,
+        allow_download: bool | None = None,
+        **options: Any,
+    ) -> "Geolocator":
+        """Load a model folder written by ``save_pretrained``, a hub repository (``hf-hub:ORG/NAME``, alias
+        ``hf:``), or a named pretrained model (``geoscope models``).
+
+        The same keywords for each; one the source cannot honour is an ``InputError``:
+
+        - ``encoder``: an ``Encoder`` or encoder name used instead of the recorded (or default) backbone.
+        - ``weights``: a local folder holding the backbone's weights (not together with ``encoder``).
+        - ``precision``: ``auto`` | ``fp32`` | ``bf16`` | ``int8`` for the backbone geoscope builds
+          (default: ``auto`` for named models; the encoder's own, fp32, for folders, which were trained on
+          fp32 embeddings).
+        - ``places``: name candidates with country / region / town. ``progress``: progress bars while
+          building (gallery and prompt embeddings).
+        - ``gallery``: (N, 2) lat/lon to search, for a head that searches a GPS gallery.
+        - ``allow_download``: let a hub repository or backbone be downloaded (default: only local copies and
+          the Hugging Face cache, or ``GEOSCOPE_DOWNLOAD=1``).
+        - named models only: ``cache``, ``towns_min_population``, ``templates`` (see ``pretrained.load_parts``).
+        """
+        unknown = sorted(set(options) - set(NAMED_MODEL_OPTIONS))
+        if unknown:
+            raise InputError(
+                f"from_pretrained takes no keyword {unknown[0]!r}; it takes encoder, weights, precision, places, "
+                f"progress, gallery, allow_download and, for named models, {', '.join(NAMED_MODEL_OPTIONS)}"
+            )
+        text = str(name_or_dir)
+        prefix = next((p for p in HUB_PREFIXES if text.startswith(p)), None)
+        path = Path(name_or_dir).expanduser()
+        if prefix is None and not path.is_dir():
+            if path.exists() or os.sep in text:
+                raise InputError(f"{name_or_dir} is not a model directory (expected a folder with {CONFIG})")
+            enc, head, meta = load_parts(text, weights=weights, precision=precision, progress=progress,
+                                         gallery=gallery, encoder=encoder, allow_download=allow_download, **options)
+            return cls(enc, head, None, name=meta["name"], meta=meta, places=places)
+        where = f"the model folder {path}"
+        if prefix is not None:
+            repo = text[len(prefix):]
+            if repo.count("/") != 1 or not all(repo.split("/")):
+                raise InputError(f"{text!r}: a model on the Hugging Face hub is written hf-hub:ORG/NAME")
+            where = f"the hub model {repo}"
+            path = resolve_hub(repo, allow_download)
+            if encoder is not None and not isinstance(encoder, (str, os.PathLike)):
+                allow_download = None  # spent on the model itself; the encoder is already built
+        if options:
+            raise InputError(f"{sorted(options)[0]}= applies to named pretrained models, not to {where}")
+        return cls._load_dir(path, encoder=encoder, weights=weights, precision=precision, places=places,
+                             gallery=gallery, allow_download=allow_download, where=where)
+
+    @classmethod
+    def _load_dir(cls, path: Path, encoder=None, weights=None, precision: str | None = None, places: bool = True,
+                  gallery=None, allow_download: bool | None = None, where: str | None = None) -> "Geolocator":
+        from safetensors import SafetensorError  # torch
         from safetensors.torch import load_file
 
-        from geoscope.heads import build_head
-        from geoscope.heads.base import load_head_state
+        from geoscope.heads.base import load_head_state  # torch
 
+        where = where or f"the model folder {path}"
+        given = encoder is not None and not isinstance(encoder, (str, os.PathLike))
+        if encoder is not None and weights is not None:
+            raise InputError(f"give {where} either encoder= or weights=, not both: each says where its backbone is")
+        if given and (precision is not None or allow_download is not None):
+            raise InputError("precision= and allow_download= apply when geoscope builds the encoder, not to an "
+                             "encoder you pass; build it at that precision instead")
+        if weights is not None and not Path(weights).expanduser().is_dir():
+            raise InputError(f"weights= points to {weights}, which is not a folder holding the backbone's weights")
+        if precision is not None and precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         cfg_path = path / CONFIG
         if not cfg_path.is_file():
             raise InputError(f"model directory {path} has no {CONFIG}")
@@ -335,10 +432,47 @@ class Geolocator:
             load_head_state(head, state)
         except RuntimeError as exc:
             raise InputError(f"{path / WEIGHTS} does not fit the head described in {CONFIG}: {exc}") from None
-        cells = None
-        if config.get("cells"):
-            from geoscope.geo.cells import load_cells
+        if gallery is not None:
+            if not type(head).uses_gallery:
+                raise InputError(f"gallery= applies to heads that search a GPS gallery, not to the {head.kind} head "
+                                 f"of {where}")
+            head.set_gallery(gallery)
+        cells = load_cells(path / config["cells"]) if config.get("cells") else None
+        if isinstance(encoder, os.PathLike):
+            encoder = str(encoder)
+        geo = cls(encoder if encoder is not None else config.get("encoder"), head, cells,
+                  name=config.get("name"), meta=config.get("meta"), places=places)
+        if weights is not None:
+            if not geo.encoder_name:
+                raise InputError(f"{where} records no encoder, so weights= has no backbone to read")
+            geo._encoder_source = str(Path(weights).expanduser())
+        geo._encoder_options = {k: v for k, v in (("precision", precision), ("allow_download", allow_download))
+                                if v is not None}
+        return geo
 
-            cells = load_cells(path / config["cells"])
-        return cls(encoder if encoder is not None else config.get("encoder"), head, cells,
-                   name=config.get("name"), meta=config.get("meta"), places=places)
+
+def upload_to_hub(folder: Path, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                  commit_message: str | None = None) -> str:
+    """Upload a saved model folder to the Hugging Face hub repository ``repo_id`` (created if needed).
+
+    Training state and hidden or temporary files are left out. Returns the repository URL; any failure
+    is one ``GeoscopeError`` sentence.
+    """
+    try:
+        from huggingface_hub import HfApi  # network stack: only when pushing
+    except ImportError:
+        raise GeoscopeError("pushing to the Hugging Face hub needs huggingface_hub: "
+                            "pip install huggingface_hub") from None
+    if repo_id.count("/") > 1 or not repo_id.strip("/"):
+        raise InputError(f"a hub repository is written ORG/NAME (or NAME under your account), got {repo_id!r}")
+    if not (folder / CONFIG).is_file():
+        raise InputError(f"{folder} holds no saved model ({CONFIG} is missing)")
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(repo_id=str(getattr(url, "repo_id", repo_id)), folder_path=str(folder),
+                          commit_message=commit_message or "Upload geoscope model", ignore_patterns=NOT_SHIPPED)
+    except Exception as exc:  # noqa: BLE001 - network, authentication, permissions: one sentence
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GeoscopeError(f"could not push {folder} to the Hugging Face hub repository {repo_id}: {reason}") from None
+    return str(url)

@@ -3,6 +3,11 @@
 A Prediction is plain data: ranked candidate places with probabilities and names, the distribution
 over the model's geocells, a confidence, and what the EXIF metadata claims. It serialises to a
 JSON-ready dict and back; GeoJSON and KML exports are built from the same dict.
+
+Both types speak the geo interface (``__geo_interface__``, a GeoJSON Feature with [lon, lat]
+coordinates), so other geospatial tools take them directly: ``shapely.geometry.shape(pred)`` is the
+best candidate's point, ``geopandas.GeoDataFrame.from_features(preds)`` one row per image and
+``from_features(pred.candidates)`` one row per candidate, ``folium.GeoJson(pred)`` a marker.
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ class Candidate:
     @classmethod
     def from_dict(cls, d: dict) -> "Candidate":
         return cls(d["lat"], d["lon"], d["probability"], Place.from_dict(d.get("place")), d.get("cell"))
+
+    @property
+    def __geo_interface__(self) -> dict:
+        """A GeoJSON Point Feature (RFC 7946: [lon, lat]) with probability, place label and cell."""
+        return {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [float(self.lon), float(self.lat)]},
+            "properties": {
+                "probability": float(self.probability),
+                "place": None if self.place is None else self.place.label(),
+                "cell": None if self.cell is None else int(self.cell),
+            },
+        }
 
 
 @dataclass
@@ -114,6 +132,30 @@ class Prediction:
             error=d.get("error"),
             extra=dict(d.get("extra") or {}),
         )
+
+    @property
+    def __geo_interface__(self) -> dict:
+        """A GeoJSON Feature: the best candidate's Point ([lon, lat]; null geometry for a failed image),
+        with the source, model, error, its probability and place, the confidence and every candidate
+        (lat, lon, probability, place) in ``properties``."""
+        best = self.best
+        return {
+            "type": "Feature",
+            "geometry": None if best is None else {"type": "Point", "coordinates": [float(best.lon), float(best.lat)]},
+            "properties": {
+                "source": self.source,
+                "model": self.model,
+                "error": self.error,
+                "probability": None if best is None else float(best.probability),
+                "place": None if best is None or best.place is None else best.place.label(),
+                "confidence": {str(k): float(v) for k, v in self.confidence.items()},
+                "candidates": [
+                    {"lat": float(c.lat), "lon": float(c.lon), "probability": float(c.probability),
+                     "place": None if c.place is None else c.place.label()}
+                    for c in self.candidates
+                ],
+            },
+        }
 
     def to_json(self, indent: int | None = 2, top_cells: int = 50) -> str:
         return json.dumps(self.to_dict(top_cells), indent=indent, ensure_ascii=False)

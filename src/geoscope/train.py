@@ -4,10 +4,15 @@ Training reads the store, never images. All embeddings sit in one float32 tensor
 seeded permutation cut into large batches (no DataLoader). A validation split (seeded) gives the
 median error after each epoch; training stops early when it has not improved for ``patience``
 epochs. After every epoch a checkpoint (weights, optimiser, history, best weights so far) is written
-atomically to ``MODEL/checkpoint.pt``; running the same command again resumes from it. At the end
-the best weights are kept, the head takes its inference data (neighbour bank, gallery), and
-``MODEL/`` receives the Geolocator (``save_pretrained``), ``metrics.jsonl`` (one line per epoch) and
-``report.json`` / ``report.txt`` (the final evaluation on the validation split).
+atomically to ``MODEL.train/checkpoint.pt``, beside the model folder rather than in it, so what
+users ship is the model alone; running the same command again resumes from it (a ``checkpoint.pt``
+inside ``MODEL/`` from older versions is moved there and resumed). At the end the best weights are
+kept, the head takes its inference data (neighbour bank, gallery), and ``MODEL/`` receives the
+Geolocator (``save_pretrained``), ``metrics.jsonl`` (one line per epoch) and ``report.json`` /
+``report.txt`` (the final evaluation on the validation split).
+
+What differs between heads is asked of the head class (``heads.base.Head``): ``needs_cells``,
+``uses_scene_labels``, ``default_lr``, ``trainable``; nothing here names a head.
 """
 
 from __future__ import annotations
@@ -23,18 +28,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
-from geoscope.geo.cells import as_hierarchy
+from geoscope.geo.cells import as_hierarchy, load_cells
 from geoscope.geo.metrics import evaluate, format_report
-from geoscope.geo.sphere import validate_latlon
-from geoscope.heads import HEAD_KINDS, create_head
+from geoscope.geo.sphere import spherical_mean, validate_latlon
+from geoscope.geolocator import Geolocator
+from geoscope.heads import create_head, head_class, list_heads
 from geoscope.heads.base import Targets, load_head_state
+from geoscope.store import EmbeddingStore
 
 CHECKPOINT = "checkpoint.pt"
-#: default learning rate per head kind
-DEFAULT_LR = {"classifier": 2e-3, "hybrid": 2e-3, "regressor": 1e-3, "retrieval": 1e-3}
+#: suffix of the folder beside ``MODEL`` that holds the training state (``MODEL.train/checkpoint.pt``)
+TRAIN_STATE_SUFFIX = ".train"
+
+
+def training_state_dir(model_dir: str | os.PathLike) -> Path:
+    """The folder beside ``model_dir`` that keeps its training state: ``<parent>/<name>.train``."""
+    model = Path(model_dir).expanduser().absolute()
+    if not model.name:
+        raise InputError(f"cannot keep training state beside {model_dir}: give the model folder a name")
+    return model.with_name(model.name + TRAIN_STATE_SUFFIX)
 
 
 @dataclass
@@ -59,6 +75,8 @@ class TrainResult:
     report: dict = field(default_factory=dict)
     best_epoch: int = -1
     stopped_early: bool = False
+    #: the peak learning rate used (the config's, or the head class's ``default_lr``)
+    lr: float = float("nan")
     train_idx: np.ndarray | None = None
     val_idx: np.ndarray | None = None
 
@@ -121,11 +139,8 @@ def fit_head(
     ``checkpoint``: a file written atomically after every epoch; if it exists (and was made by the
     same head, data and settings) training resumes from it. ``log(record)`` is called per epoch.
     """
-    from tqdm.auto import tqdm
-
     cfg = config or TrainConfig()
-    kind = getattr(head, "kind", "head")
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(kind, 1e-3)
+    lr = float(cfg.lr if cfg.lr is not None else getattr(head, "default_lr", 1e-3))
     emb = emb.float().contiguous()
     n = len(emb)
     if n == 0:
@@ -154,7 +169,7 @@ def fit_head(
         try:
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a half-written or foreign file
-            raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over")
+            raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over") from None
         if state.get("fingerprint") != fingerprint:
             raise InputError(
                 f"the checkpoint {ckpt} was made with another head, data or settings; "
@@ -229,7 +244,7 @@ def fit_head(
     if best_state is not None:
         load_head_state(head, best_state)
     head.eval()
-    return TrainResult(head, history, best_epoch=best_epoch, stopped_early=stopped_early)
+    return TrainResult(head, history, best_epoch=best_epoch, stopped_early=stopped_early, lr=lr)
 
 
 # --- from a store ---------------------------------------------------------------------------------
@@ -237,8 +252,6 @@ def fit_head(
 
 def _open_store(store):
     if isinstance(store, (str, os.PathLike)):
-        from geoscope.store import EmbeddingStore
-
         return EmbeddingStore.open(store)
     return store
 
@@ -282,15 +295,14 @@ def train_from_store(
 ):
     """Train a head of ``head_kind`` on a store and save a Geolocator to ``out_dir``.
 
-    ``cells``: a cells file or ``CellHierarchy`` (required for classifier and hybrid; kept with the
-    model otherwise). ``gallery``: (N, 2) coordinates for the retrieval head (default: the training
-    coordinates). Returns ``(geolocator, TrainResult)``.
+    ``cells``: a cells file or ``CellHierarchy`` (required by heads that ``needs_cells``; kept with
+    the model otherwise). ``gallery``: (N, 2) coordinates for a head that ``uses_gallery`` (default:
+    the training coordinates). The training state goes to ``training_state_dir(out_dir)``.
+    Returns ``(geolocator, TrainResult)``.
     """
-    from geoscope.geo.cells import load_cells
-    from geoscope.geolocator import Geolocator
-
-    if head_kind not in HEAD_KINDS:
-        raise InputError(f"unknown head {head_kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    cls = head_class(head_kind)
+    if not cls.trainable:
+        raise InputError(f"the {head_kind} head is not trained; choose one of {', '.join(list_heads(trainable=True))}")
     cfg = config or TrainConfig()
     out = Path(out_dir)
     store = _open_store(store)
@@ -300,14 +312,14 @@ def train_from_store(
         raise InputError(f"{getattr(store, 'path', 'the store')} has fewer than 2 rows with coordinates")
     if isinstance(cells, (str, os.PathLike)):
         cells = load_cells(cells)
-    if cells is None and head_kind in ("classifier", "hybrid"):
+    if cells is None and cls.needs_cells:
         raise InputError(f"the {head_kind} head needs geocells: pass --cells CELLS (make them with `geoscope cells`)")
-    scene, scene_labels = _scene_ids(store) if head_kind in ("classifier", "hybrid") else (None, [])
+    scene, scene_labels = _scene_ids(store) if cls.uses_scene_labels else (None, [])
     if not keep.all():  # (no copy of the embeddings when every row has coordinates)
         emb, lat, lon = emb[keep], lat[keep], lon[keep]
         scene = None if scene is None else scene[keep]
     targets = make_targets(lat, lon, cells, scene)
-    if cells is not None and head_kind in ("classifier", "hybrid"):
+    if cells is not None and cls.needs_cells:
         outside = float((targets.cells[-1] < 0).float().mean())
         if outside > 0.5:
             raise InputError(
@@ -321,12 +333,20 @@ def train_from_store(
         options.setdefault("scene_labels", scene_labels)
     torch.manual_seed(cfg.seed)
     head = create_head(head_kind, emb.shape[1], cells, **options)
-    if gallery is not None and hasattr(head, "set_gallery"):
+    if gallery is not None:
+        if not cls.uses_gallery:
+            raise InputError(f"the {head_kind} head searches no GPS gallery, so a gallery cannot be given to it")
         head.set_gallery(gallery)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / CHECKPOINT
-    if not resume and ckpt.exists():
-        ckpt.unlink()
+    ckpt = training_state_dir(out) / CHECKPOINT
+    legacy = out / CHECKPOINT  # where versions before 0.2 kept it, inside the model folder
+    if not resume:
+        ckpt.unlink(missing_ok=True)
+        legacy.unlink(missing_ok=True)
+    elif legacy.is_file() and not ckpt.exists():
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(legacy, ckpt)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     lines: list[str] = []
 
@@ -334,8 +354,6 @@ def train_from_store(
         lines.append(json.dumps(record) + "\n")
         write_text(metrics_path, "".join(lines))
         if progress:
-            from tqdm.auto import tqdm
-
             tqdm.write(f"epoch {record['epoch']}: loss {record['loss']:.4f}, validation median "
                        f"{record['val_median_km']:,.1f} km, {record['samples_per_s']:,.0f} samples/s", file=sys.stderr)
 
@@ -350,7 +368,7 @@ def train_from_store(
     mean_lat, mean_lon = _training_mean(lat[train_idx], lon[train_idx])
     baseline = evaluate(np.full(len(val_idx), mean_lat), np.full(len(val_idx), mean_lon), lat[val_idx], lon[val_idx])
     report = {
-        "head": head_kind, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+        "head": head_kind, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "lr": result.lr,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
         "validation": report, "baseline_training_mean": baseline, "train_config": cfg.to_dict(),
     }
@@ -365,8 +383,6 @@ def train_from_store(
 
 
 def _training_mean(lat, lon) -> tuple[float, float]:
-    from geoscope.geo.sphere import spherical_mean
-
     try:
         return spherical_mean(lat, lon)
     except InputError:

@@ -13,8 +13,18 @@ from geoscope.cli.options import (
     add_seed,
     positive_int,
 )
+from geoscope.heads import head_class, list_heads
 
-HEADS = ("classifier", "regressor", "retrieval", "hybrid")
+
+class TrainableHeads:
+    """``--head`` choices, asked of the head registry only when ``train`` is parsed or its help shown
+    (the registry imports the heads, hence torch): a head registered anywhere is a choice."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in list_heads(trainable=True)
+
+    def __iter__(self):
+        return iter(list_heads(trainable=True))
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -32,13 +42,15 @@ def _option(text: str) -> tuple[str, object]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a geolocation head over an embedding store",
-        description="Train a head (classifier, regressor, retrieval or hybrid) on the embeddings and coordinates "
+        description="Train a head (any registered head; see --head) on the embeddings and coordinates "
         "of STORE and save a model directory MODEL (config.json, model.safetensors, cells.json, metrics.jsonl, "
-        "report.json). A checkpoint is written every epoch; the same command resumes an interrupted run.",
+        "report.json). A checkpoint is written every epoch to MODEL.train/ beside it (not part of the model); the "
+        "same command resumes an interrupted run.",
     )
     p.add_argument("--store", required=True, metavar="STORE",
                    help="embedding store with coordinates (made by geoscope embed)")
-    p.add_argument("--head", required=True, choices=HEADS, help="head to train")
+    p.add_argument("--head", required=True, choices=TrainableHeads(), metavar="HEAD",
+                   help="head to train: %(choices)s")
     p.add_argument("--cells", metavar="CELLS", help="geocells file (from geoscope cells); required for classifier and hybrid")
     add_output(p, metavar="MODEL", help="model directory to write")
     p.add_argument("--epochs", type=positive_int, default=30, metavar="N", help="maximum epochs")
@@ -103,7 +115,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       val_fraction=args.val_fraction, patience=args.patience, seed=args.seed)
-    gallery = _gallery(args.gallery) if args.head == "retrieval" else None
+    gallery = _gallery(args.gallery) if head_class(args.head).uses_gallery else None
     _, result = train_from_store(
         args.store, args.head, args.output, cells=args.cells, config=cfg, head_options=dict(args.option),
         gallery=gallery, progress=not args.no_progress, resume=not args.no_resume,

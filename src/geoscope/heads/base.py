@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from geoscope.errors import InputError
 from geoscope.geo.sphere import EARTH_RADIUS_KM
 
 
@@ -104,11 +106,31 @@ def chord_to_km(dot: torch.Tensor) -> torch.Tensor:
 
 
 class Head(nn.Module):
-    """Base class. Subclasses set ``kind`` and implement ``loss``, ``predict`` and ``config``."""
+    """Base class. A subclass is registered with ``@register_head("name")`` (which sets ``kind``),
+    implements ``loss``, ``predict``, ``config`` and ``from_config``, and states its rules below."""
 
-    kind: str = "head"
+    kind: ClassVar[str] = "head"
+    #: ``geoscope train`` can train it (False: built another way, e.g. from text prompts)
+    trainable: ClassVar[bool] = True
+    #: predicts over geocells: training needs ``--cells`` and ``create`` receives them
+    needs_cells: ClassVar[bool] = False
+    #: takes ``scene_labels=`` from a store's ``scene`` column (an auxiliary scene task)
+    uses_scene_labels: ClassVar[bool] = False
+    #: searches a GPS gallery (``set_gallery``), which ``geoscope train --gallery`` fills
+    uses_gallery: ClassVar[bool] = False
+    #: peak learning rate when the training config gives none
+    default_lr: ClassVar[float] = 1e-3
     #: the number of finest cells this head predicts over (0 for heads without cells)
     n_cells: int = 0
+
+    @classmethod
+    def create(cls, in_dim: int, cells=None, **options) -> "Head":
+        """A fresh head for ``in_dim``-dimensional embeddings (``cells`` is given when ``needs_cells``)."""
+        return cls(in_dim, **options)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Head":  # pragma: no cover - interface
+        raise NotImplementedError
 
     def loss(self, emb: torch.Tensor, batch: Targets) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -150,8 +172,6 @@ def as_float_tensor(emb) -> torch.Tensor:
 
 
 def check_dim(emb: torch.Tensor, dim: int, kind: str) -> None:
-    from geoscope.errors import InputError
-
     if emb.shape[-1] != dim:
         raise InputError(
             f"the {kind} head expects {dim}-dimensional embeddings but got {emb.shape[-1]}; "

@@ -29,9 +29,10 @@ from geoscope.heads.base import (
     Targets,
     as_float_tensor,
     check_dim,
-    eval_mode,
     chord_to_km,
+    eval_mode,
 )
+from geoscope.heads.registry import register_head
 
 #: cells per level kept in the precomputed sparse smoothed targets
 SPARSE_TARGETS = 32
@@ -65,6 +66,7 @@ def hierarchy_arrays(cells) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     return centroids, parents
 
 
+@register_head("classifier")
 class ClassifierHead(Head):
     """Hierarchical geocell classifier.
 
@@ -79,7 +81,9 @@ class ClassifierHead(Head):
         scene_weight: weight of the scene loss.
     """
 
-    kind = "classifier"
+    needs_cells = True
+    uses_scene_labels = True
+    default_lr = 2e-3
 
     def __init__(
         self,
@@ -123,6 +127,12 @@ class ClassifierHead(Head):
     def from_cells(cls, in_dim: int, cells, **kw) -> "ClassifierHead":
         centroids, parents = hierarchy_arrays(cells)
         return cls(in_dim, centroids, parents, **kw)
+
+    @classmethod
+    def create(cls, in_dim: int, cells=None, **options) -> "ClassifierHead":
+        if cells is None:
+            raise InputError(f"the {cls.kind} head needs geocells (--cells)")
+        return cls.from_cells(in_dim, cells, **options)
 
     def config(self) -> dict:
         return {

@@ -6,6 +6,7 @@ gallery (``RetrievalHead.from_geoclip``). The reference implementation re-embeds
 every call (most of its ~20 s per image on a laptop CPU). Here the normalised gallery embeddings are
 computed once per (weights, gallery) pair and kept in ``cache_dir/geoclip-gallery/<hash>.safetensors``
 (written atomically; a damaged or stale file is recomputed), so a prediction is one matrix product.
+The reference implementation itself, as a test oracle, is ``geoscope.testing.geoclip``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from geoscope.atomic import atomic_path
 from geoscope.heads.retrieval import RetrievalHead
@@ -39,8 +41,6 @@ def gallery_cache_path(head: RetrievalHead, cache_dir: str | Path) -> Path:
 def _read_cached(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
     if not path.is_file():
         return None
-    from safetensors.torch import load_file
-
     try:
         emb = load_file(str(path))["embeddings"]
     except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
@@ -59,8 +59,6 @@ def cache_gallery_embeddings(head: RetrievalHead, cache_dir: str | Path | None, 
     if emb is None:
         emb = F.normalize(head.location_encoder.encode(head.gallery, progress=progress).float(), dim=1)
         if path is not None:
-            from safetensors.torch import save_file
-
             try:
                 with atomic_path(path) as tmp:
                     save_file({"embeddings": emb.contiguous()}, str(tmp))
@@ -81,23 +79,3 @@ def load_geoclip_head(cache_dir: str | Path | None = None, progress: bool = True
     cache_gallery_embeddings(head, cache_dir, progress=progress)
     return head
 
-
-def reference_geoclip_class():
-    """The ``geoclip`` package's own ``GeoCLIP`` class, as a test oracle and benchmark baseline.
-
-    ``import geoclip`` runs the package's ``__init__``, which imports its training code (torchvision
-    and geopy, neither needed for inference nor installed here). So a bare package object pointing at
-    the installed folder is registered first and ``geoclip.model.GeoCLIP`` is imported directly; the
-    model code itself runs unchanged.
-    """
-    import importlib
-    import sys
-    import types
-
-    from geoscope.heads.location_encoder import geoclip_package_dir
-
-    if "geoclip" not in sys.modules:
-        pkg = types.ModuleType("geoclip")
-        pkg.__path__ = [str(geoclip_package_dir())]
-        sys.modules["geoclip"] = pkg
-    return importlib.import_module("geoclip.model.GeoCLIP").GeoCLIP

@@ -21,8 +21,10 @@ from geoscope.geo.cells import as_hierarchy
 from geoscope.geo.sphere import from_unit, haversine_km, to_unit
 from geoscope.heads.base import HeadOutput, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.classifier import ClassifierHead
+from geoscope.heads.registry import register_head
 
 
+@register_head("hybrid")
 class HybridHead(ClassifierHead):
     """``ClassifierHead`` plus neighbour refinement.
 
@@ -43,7 +45,6 @@ class HybridHead(ClassifierHead):
         refine_radius_km: neighbours farther than this from the best match are not averaged in.
     """
 
-    kind = "hybrid"
     _EXTRA = {"k_neighbors": int, "sim_temperature": float, "refine_cells": int, "joint_temperature": float,
               "prior_weight": float, "refine_radius_km": float}
 

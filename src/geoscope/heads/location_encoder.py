@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from geoscope.errors import WeightsUnavailableError
 
@@ -128,8 +129,6 @@ class LocationEncoder(nn.Module):
         out = torch.empty(len(latlon), self.out_dim, dtype=dtype)
         starts = range(0, len(latlon), batch_size)
         if progress:
-            from tqdm import tqdm
-
             starts = tqdm(starts, desc="embedding locations", unit="batch", leave=False)
         for i in starts:
             out[i : i + batch_size] = self(latlon[i : i + batch_size]).to(dtype)

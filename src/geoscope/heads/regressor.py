@@ -31,10 +31,12 @@ from geoscope.heads.base import (
     great_circle_km,
     unit_to_latlon,
 )
+from geoscope.heads.registry import register_head
 
 MODES = ("sphere", "latlon")
 
 
+@register_head("regressor")
 class RegressorHead(Head):
     """Transformer location regressor.
 
@@ -47,8 +49,6 @@ class RegressorHead(Head):
         dropout: dropout inside the transformer.
         mode: "sphere" (unit-vector output, great-circle loss) or "latlon" (plain regression).
     """
-
-    kind = "regressor"
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +31,7 @@ from geoscope.errors import InputError
 from geoscope.geo.sphere import validate_latlon
 from geoscope.heads.base import Head, HeadOutput, Standardize, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.location_encoder import LocationEncoder, geoclip_file
+from geoscope.heads.registry import register_head
 
 #: A location encoder small enough to train on a CPU in seconds (GeoCLIP's is 512 freqs x 1024 x 3).
 SMALL_LOCATION_ENCODER = {"sigmas": [1.0, 16.0, 256.0], "n_freq": 64, "hidden": 256, "depth": 2, "out_dim": 256}
@@ -46,8 +48,6 @@ def as_gallery(coords, what: str = "gallery") -> torch.Tensor:
 
 def geoclip_gallery() -> np.ndarray:
     """GeoCLIP's 100K-coordinate GPS gallery (N, 2) from the installed ``geoclip`` package."""
-    import pandas as pd
-
     df = pd.read_csv(geoclip_file("gps_gallery/coordinates_100K.csv"))
     cols = {c.upper(): c for c in df.columns}
     return df[[cols.get("LAT", df.columns[0]), cols.get("LON", df.columns[1])]].to_numpy(np.float64)
@@ -64,6 +64,7 @@ def grid_gallery(bbox=(-90.0, -180.0, 90.0, 180.0), step_deg: float = 1.0) -> np
     return np.stack([la.ravel(), lo.ravel()], 1)
 
 
+@register_head("retrieval")
 class RetrievalHead(Head):
     """Contrastive image-to-GPS retrieval over a gallery.
 
@@ -80,7 +81,7 @@ class RetrievalHead(Head):
         gallery: (N, 2) lat/lon searched at inference (can be set later).
     """
 
-    kind = "retrieval"
+    uses_gallery = True
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from geoscope.errors import InputError
 from geoscope.heads.base import Head, HeadOutput, as_float_tensor, check_dim
+from geoscope.heads.registry import register_head
 
 #: Prompt templates per level; fields: {country}, {region}, {town}.
 DEFAULT_TEMPLATES = {
@@ -90,10 +91,11 @@ def hierarchy_prompts(hierarchy: dict, templates: dict | None = None) -> dict[st
     return {"country": country, "region": region, "town": town}
 
 
+@register_head("zeroshot")
 class ZeroShotHead(Head):
     """Hierarchical zero-shot head over CLIP image embeddings; weights are prompt embeddings."""
 
-    kind = "zeroshot"
+    trainable = False  # its weights are prompt embeddings (pretrained.zeroshot builds it)
 
     def __init__(self, in_dim: int, hierarchy: dict, templates: dict | None = None, logit_scale: float = 100.0):
         super().__init__()

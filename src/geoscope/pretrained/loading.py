@@ -1,0 +1,91 @@
+"""``load_parts(name, ...)``: the encoder, head and facts of a named pretrained model.
+
+``Geolocator.from_pretrained(name)`` builds a Geolocator from them (this package never imports the
+Geolocator: it sits below it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from geoscope.encoders.precision import resolve_precision
+from geoscope.errors import InputError, WeightsUnavailableError
+from geoscope.pretrained.specs import resolve_model
+from geoscope.pretrained.weights import backbone_available, backbone_dir, create_backbone, heads_available
+from geoscope.pretrained.zeroshot import zeroshot_head
+
+
+def cache_dir() -> Path:
+    """Where computed artefacts (gallery and prompt embeddings) are cached: ``$GEOSCOPE_CACHE`` or
+    ``~/.cache/geoscope``."""
+    return Path(os.environ.get("GEOSCOPE_CACHE") or Path.home() / ".cache" / "geoscope").expanduser()
+
+
+def load_parts(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    precision: str | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+    gallery=None,
+    towns_min_population: int | None = None,
+    templates: dict | None = None,
+    encoder=None,
+    allow_download: bool | None = None,
+) -> tuple[Any, Any, dict]:
+    """(encoder, head, meta) of a named pretrained model.
+
+    ``weights``: a local directory with the backbone (else ``$GEOSCOPE_CLIP_L14`` etc., then the
+    encoder registry's search). ``encoder``: an ``Encoder`` (used as it is) or an encoder name to use
+    as the backbone instead (not together with ``weights``). ``precision``: ``auto`` (the default) |
+    ``fp32`` | ``bf16`` | ``int8``. ``allow_download``: let the encoder layer fetch hub weights.
+    ``cache``: where computed embeddings are kept (default :func:`cache_dir`). ``geoclip`` takes
+    ``gallery``, an (N, 2) lat/lon array searched instead of the published 100K points (e.g. to
+    restrict answers to a region). Zero-shot models take ``towns_min_population`` (towns offered as
+    candidates, default 100,000) and ``templates`` (prompt templates, see ``heads.zeroshot.DEFAULT_TEMPLATES``).
+    """
+    spec, source = resolve_model(str(name))
+    given = encoder is not None and not isinstance(encoder, (str, os.PathLike))
+    if encoder is not None and weights is not None:
+        raise InputError("give a named model either encoder= or weights=, not both: each says where its backbone is")
+    if given and precision is not None:
+        raise InputError("precision= applies when geoscope builds the backbone; "
+                         "build your encoder at that precision instead")
+    if given and allow_download is not None:
+        raise InputError("allow_download= applies when geoscope builds the backbone, not to an encoder you pass")
+    precision = resolve_precision(precision or "auto") if not given else "as given"
+    if spec.kind != "geoclip" and gallery is not None:
+        raise InputError(f"gallery= applies to the geoclip model, not to {spec.name!r}")
+    if spec.kind != "zeroshot" and (templates is not None or towns_min_population is not None):
+        raise InputError(f"templates= and towns_min_population= apply to zero-shot models, not to {spec.name!r}")
+    ok, why = heads_available(spec)
+    if not ok:
+        raise WeightsUnavailableError(why)
+    if isinstance(encoder, (str, os.PathLike)):
+        source = str(encoder)
+    source = backbone_dir(spec, weights) or source
+    if source is None and not given:  # fail fast, before building anything
+        ok, why = backbone_available(spec)
+        if not ok:
+            raise WeightsUnavailableError(why)
+    cache = Path(cache) if cache is not None else cache_dir()
+    if not given:
+        extra = {} if allow_download is None else {"allow_download": allow_download}
+        encoder = create_backbone(spec, source, precision, **extra)
+    if spec.kind == "geoclip":
+        from geoscope.heads.geoclip import load_geoclip_head  # heads import torch
+
+        if encoder.dim != 768:
+            raise InputError(
+                f"GeoCLIP's image MLP expects 768-d CLIP ViT-L/14 embeddings, but {source or spec.backbone} "
+                f"gives {encoder.dim}-d"
+            )
+        head = load_geoclip_head(cache, progress=progress, gallery=gallery)
+    else:
+        head = zeroshot_head(encoder, cache, progress, towns_min_population or 100_000, templates)
+    backbone = source or (getattr(encoder, "name", None) if given else spec.repo)
+    meta = {"name": spec.name, "kind": spec.kind, "precision": precision, "backbone": backbone,
+            "licence": spec.licence}
+    return encoder, head, meta
