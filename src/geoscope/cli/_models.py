@@ -38,6 +38,8 @@ def load_geolocator(model: str, weights: str | None = None, precision: str | Non
     """
     from geoscope.geolocator import Geolocator
 
+    if weights is not None and not Path(weights).expanduser().is_dir():
+        raise InputError(f"--weights points to {weights}, which is not a folder")
     options: dict = {"weights": weights, "precision": precision}
     if not Path(model).expanduser().is_dir():
         options["progress"] = progress
