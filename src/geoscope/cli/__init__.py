@@ -16,7 +16,7 @@ import os
 import pkgutil
 import sys
 
-from geoscope import __version__
+from geoscope import __version__, settings
 from geoscope.cli.options import GeoscopeParser
 from geoscope.errors import GeoscopeError
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become one line
-        if os.environ.get("GEOSCOPE_DEBUG"):
+        if settings.flag("GEOSCOPE_DEBUG"):
             raise
         print(
             f"geoscope: error: {type(exc).__name__}: {exc} (set GEOSCOPE_DEBUG=1 for a traceback)",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from geoscope import settings
 from geoscope.errors import WeightsUnavailableError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -26,7 +27,7 @@ def has_weights(folder: str | os.PathLike) -> bool:
 
 
 def _weights_roots() -> list[Path]:
-    return [Path(p).expanduser() for p in os.environ.get("GEOSCOPE_WEIGHTS", "").split(os.pathsep) if p]
+    return settings.paths("GEOSCOPE_WEIGHTS")
 
 
 def find_local(repo_id: str) -> Path | None:
@@ -46,10 +47,10 @@ def find_local(repo_id: str) -> Path | None:
 
 
 def _download_allowed(allow_download: bool | None) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+    if settings.flag("HF_HUB_OFFLINE"):
         return False
     if allow_download is None:
-        return os.environ.get("GEOSCOPE_DOWNLOAD", "0") in ("1", "true", "yes")
+        return settings.flag("GEOSCOPE_DOWNLOAD")
     return allow_download
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from geoscope import settings
 from geoscope.errors import GeoscopeError
 
 #: Bumped whenever the derived files change shape or content.
@@ -23,8 +24,7 @@ SETUP_HINT = "run `bash scripts/setup.sh` (or `python -m geoscope.geo.data_setup
 
 def data_dir() -> Path:
     """Where derived geographic data lives: ``$GEOSCOPE_DATA`` or ``~/.cache/geoscope/data``."""
-    env = os.environ.get("GEOSCOPE_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "geoscope" / "data"
+    return settings.path("GEOSCOPE_DATA") or Path.home() / ".cache" / "geoscope" / "data"
 
 
 def data_file(name: str) -> Path:

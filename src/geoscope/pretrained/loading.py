@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from geoscope import settings
 from geoscope.encoders.precision import resolve_precision
 from geoscope.errors import InputError, WeightsUnavailableError
 from geoscope.pretrained.specs import resolve_model
@@ -20,7 +21,7 @@ from geoscope.pretrained.zeroshot import zeroshot_head
 def cache_dir() -> Path:
     """Where computed artefacts (gallery and prompt embeddings) are cached: ``$GEOSCOPE_CACHE`` or
     ``~/.cache/geoscope``."""
-    return Path(os.environ.get("GEOSCOPE_CACHE") or Path.home() / ".cache" / "geoscope").expanduser()
+    return settings.cache_dir()
 
 
 def load_parts(

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from geoscope import settings
 from geoscope.encoders import create_encoder
 from geoscope.encoders.hub import find_local
 from geoscope.errors import WeightsUnavailableError
@@ -17,7 +18,7 @@ from geoscope.pretrained.specs import MODELS, ModelSpec
 
 def backbone_dir(spec: ModelSpec, weights: str | os.PathLike | None) -> str | None:
     """A local directory for the backbone, from ``weights`` or the model's environment variable."""
-    for origin, value in (("--weights", weights), (spec.env, os.environ.get(spec.env) if spec.env else None)):
+    for origin, value in (("--weights", weights), (spec.env, settings.get(spec.env) if spec.env else None)):
         if value:
             path = Path(value).expanduser()
             if not path.is_dir():
