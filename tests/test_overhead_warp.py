@@ -213,3 +213,22 @@ def test_real_geotiff_tile_matches_its_pixels():
     lon, lat = t * (col + 0.5, row + 0.5)
     arr, frac = cut_tile_array(r, lat, lon, size_km=0.05, pixels=5, projection="utm")
     assert abs(int(arr[2, 2, 0]) - int(band[row, col])) <= 1
+
+
+def test_contains_reads_only_masks_of_a_large_raster(tmp_path):
+    # 8,000 x 8,000 pixels with nodata = 0 everywhere but one written block
+    path = tmp_path / "sparse.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8_000, height=8_000, count=3, dtype="uint8", nodata=0,
+                       crs="EPSG:32633", transform=from_origin(400_000.0, 4_500_000.0, 1.0, 1.0), tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate", SPARSE_OK=True) as ds:
+        from rasterio.windows import Window
+
+        ds.write(np.full((3, 256, 256), 90, np.uint8), window=Window(512, 512, 256, 256))
+    r = open_raster(path)
+    inside = _utm_latlon(400_000.0 + 600.0, 4_500_000.0 - 600.0)
+    outside = _utm_latlon(400_000.0 + 3000.0, 4_500_000.0 - 3000.0)
+    got = r.contains(np.array([inside[0], outside[0]]), np.array([inside[1], outside[1]]))
+    assert got.tolist() == [True, False]
+    assert not r.in_memory  # answered from the mask alone
+    with pytest.raises(InputError, match="nodata"):
+        cut_tile(r, *outside, size_km=0.05)

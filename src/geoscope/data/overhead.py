@@ -173,6 +173,27 @@ class _FileSource:
         except rasterio.errors.RasterioIOError as exc:
             raise InputError(f"raster {self.name}: cannot be read ({exc}); the file may be truncated or damaged") from None
 
+    def read_mask(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+        """The validity mask (h, w) of a window, without reading the bands (except float ones, for NaN)."""
+        if self.is_float:
+            return self.read(row0, row1, col0, col1)[1]
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window
+
+        win = Window(col0, row0, col1 - col0, row1 - row0)
+        valid = np.ones((row1 - row0, col1 - col0), dtype=bool)
+        if self.all_valid:
+            return valid
+        ds = self.dataset()
+        try:
+            with _read_env():
+                for b in self.bands:
+                    valid &= ds.read_masks(b, window=win, resampling=Resampling.nearest) > 0
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError(f"raster {self.name}: cannot be read ({exc}); the file may be truncated or damaged") from None
+        return valid
+
     def _read(self, ds, win, shape, resampling):
         raw = ds.read(self.bands, window=win, out_shape=(len(self.bands),) + tuple(shape), resampling=resampling)
         valid = np.ones(shape, dtype=bool)
@@ -408,14 +429,23 @@ class Raster:
         if self.source.all_valid and not self.source.is_float:
             return inside
         if self.width * self.height <= FULL_READ_MAX_PIXELS // 4:
-            out[inside] = self.valid[r[inside], c[inside]]
+            out[inside] = self._mask()[r[inside], c[inside]]
             return out
         flat = np.flatnonzero(inside.ravel())
         res = out.ravel()
         for k in flat:
             rr, cc = int(r.ravel()[k]), int(c.ravel()[k])
-            res[k] = bool(self.source.read(rr, rr + 1, cc, cc + 1)[1][0, 0])
+            res[k] = bool(self.source.read_mask(rr, rr + 1, cc, cc + 1)[0, 0])
         return res.reshape(out.shape)
+
+    def _mask(self) -> np.ndarray:
+        """The whole validity mask of a file raster (only masks are read; kept for later calls)."""
+        if self._valid is not None:
+            return self._valid
+        mask = getattr(self, "_mask_cache", None)
+        if mask is None:
+            mask = self._mask_cache = self.source.read_mask(0, self.height, 0, self.width)
+        return mask
 
     def sample(self, lat, lon) -> tuple[np.ndarray, np.ndarray]:
         """Bilinear samples (..., 3) float32 at the points, and (...,) bool: all four neighbours valid."""
