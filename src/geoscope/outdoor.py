@@ -253,9 +253,8 @@ def filter_outdoor(photos, output: str | os.PathLike, method: str = "auto", clip
     keep = np.isfinite(scores) & (scores >= threshold)
     table = ds.table.copy()
     table["outdoor_score"] = np.round(scores, 4)
-    kept = table[keep].rename(columns={"source": "path"}).drop(columns=["offset", "size"], errors="ignore")
-    if kept["path"].isna().all() if len(kept) else False:
-        kept = kept.drop(columns=["path"])
+    kept = table[keep].rename(columns={"source": "path"})
+    kept = kept.drop(columns=[c for c in ("offset", "size") if c in kept and kept[c].isna().all()])  # shard members keep theirs
     with atomic_path(output) as tmp:
         kept.to_csv(tmp, index=False)
     drop_rows = []

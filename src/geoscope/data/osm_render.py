@@ -206,7 +206,11 @@ class OsmMap:
         areas = {name: _Layer(name) for name in AREA_ORDER}
         lines = {name: _Layer(name) for name in LINE_ORDER}
         try:
-            header_box = osmium.io.Reader(str(path)).header().box()
+            reader = osmium.io.Reader(str(path))
+            try:
+                header_box = reader.header().box()
+            finally:
+                reader.close()
             fp = (osmium.FileProcessor(str(path)).with_locations().with_areas()
                   .with_filter(osmium.filter.KeyFilter(*_KEYS)))
             for obj in fp:
