@@ -31,7 +31,7 @@ def test_nodes_are_a_stride_apart_on_the_ground():
     assert lat[0, 0] > lat[-1, 0]  # north row first
     # the transform georeferences one value per node: node centres are the cell centres
     x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(lon[3, 4], lat[3, 4])
-    col, row = ~grid.transform * (x, y)
+    col, row = ~grid.transform @ (x, y)
     assert col == pytest.approx(4.5, abs=1e-6) and row == pytest.approx(3.5, abs=1e-6)
 
 

@@ -49,7 +49,8 @@ def _manifest(tmp_path, rows, extra=None):
 
 
 def _rows(path):
-    return list(csv.DictReader(open(path, newline="")))
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def test_witw_recipe_centres_the_tile_on_the_photo(tmp_path, raster):

@@ -58,10 +58,10 @@ def test_filter_writes_kept_manifest_and_dropped_with_scores(tmp_path, imagenet)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     result = filter_outdoor(folder, tmp_path / "kept.csv", classifier=imagenet, progress=False)
     assert (result.kept, result.dropped, result.unreadable) == (1, 2, 1)
-    kept = list(csv.DictReader(open(tmp_path / "kept.csv")))
+    kept = list(csv.DictReader((tmp_path / "kept.csv").read_text().splitlines()))
     assert [k["id"] for k in kept] == ["china.jpg"] and float(kept[0]["outdoor_score"]) > 0.5
     assert kept[0]["path"].endswith("china.jpg")
-    dropped = {d["id"]: d for d in csv.DictReader(open(tmp_path / "dropped.csv"))}
+    dropped = {d["id"]: d for d in csv.DictReader((tmp_path / "dropped.csv").read_text().splitlines())}
     assert dropped["coffee.png"]["reason"].startswith("indoor: outdoor score")
     assert float(dropped["coffee.png"]["outdoor_score"]) < 0.5
     assert dropped["broken.jpg"]["reason"].startswith("unreadable") and dropped["broken.jpg"]["outdoor_score"] == ""
@@ -87,7 +87,7 @@ def test_clip_method_runs_zero_shot_prompts(tmp_path):
     threshold = float(np.median(scores))
     result = filter_outdoor(folder, tmp_path / "kept.csv", classifier=clf, threshold=threshold, progress=False)
     assert result.method == "clip" and result.kept + result.dropped == 6 and result.kept >= 3
-    kept = list(csv.DictReader(open(tmp_path / "kept.csv")))
+    kept = list(csv.DictReader((tmp_path / "kept.csv").read_text().splitlines()))
     assert all(float(k["outdoor_score"]) >= threshold - 1e-4 for k in kept)
 
 

@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -684,7 +685,10 @@ def _open_geotiff(path: Path, bands, percentiles) -> Raster:
     from pyproj import CRS
 
     try:
-        with rasterio.open(path) as ds:
+        with warnings.catch_warnings():  # a raster without a geotransform is refused below, in one sentence
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+        with ds:
             if ds.crs is None:
                 raise InputError(f"raster {path}: it has no coordinate reference system, so it cannot be georeferenced")
             if ds.transform.is_identity:
