@@ -1,4 +1,4 @@
-"""Tiny models of every kind for the serve tests, built once per test process.
+"""Serve test fixtures: tiny models of every kind (built once per test process), a gated encoder, a live server.
 
 A tiny random CLIP (32 px, saved like a real model, so it is a valid encoder name) embeds synthetic
 pictures of a toy world (``_imagefixtures.synthetic_image``); each trainable head (classifier,
@@ -90,3 +90,75 @@ def image_bytes(lat: float = 48.85, lon: float = 2.35, fmt: str = "JPEG", size=(
     buf = io.BytesIO()
     im.save(buf, format=fmt, **save_kw)
     return buf.getvalue()
+
+
+class GatedEncoder:
+    """Wraps an encoder: records every batch size, and (while ``gate`` is cleared) holds each forward pass.
+
+    Keeps the wrapped encoder's ``transform`` / ``encode_pixels`` (the pool's fast path); with
+    ``fast=False`` it offers only ``encode_images`` (the fallback path)."""
+
+    def __init__(self, inner, fast: bool = True):
+        import threading
+
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Semaphore(0)
+        if fast:
+            self.transform = inner.transform
+            self.encode_pixels = self._encode_pixels
+
+    def eval(self):
+        return self
+
+    def _hold(self, n: int) -> None:
+        self.batches.append(n)
+        self.entered.release()
+        if not self.gate.wait(timeout=60):
+            raise RuntimeError("gate never opened")
+
+    def _encode_pixels(self, pixels):
+        self._hold(len(pixels))
+        return self.inner.encode_pixels(pixels)
+
+    def encode_images(self, images, batch_size=32):
+        self._hold(len(images))
+        return self.inner.encode_images(images, batch_size=batch_size)
+
+
+class LiveServer:
+    """A real uvicorn server for ``app`` on a free loopback port, in a background thread."""
+
+    def __init__(self, app):
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
