@@ -60,7 +60,7 @@
 
   // ---------------------------------------------------------------------------------------- map
   function initMap(cfg) {
-    var map = L.map("map", { worldCopyJump: true, minZoom: 1, maxZoom: 12, zoomSnap: 0.5, preferCanvas: false })
+    var map = L.map("map", { worldCopyJump: true, minZoom: 0, maxZoom: 12, zoomSnap: 0.5, preferCanvas: false })
       .setView([20, 0], 2);
     state.map = map;
     map.attributionControl.setPrefix(false);
@@ -129,7 +129,7 @@
       var heat = L.geoJSON({ type: "FeatureCollection", features: cells }, {
         style: function (f) {
           var t = Math.sqrt(f.properties.probability / pmax);
-          return { color: ramp(t), weight: 0.5, fillColor: ramp(t), fillOpacity: 0.25 + 0.5 * t, className: "gs-cell" };
+          return { color: ramp(t), weight: 0.5, fillColor: ramp(t), fillOpacity: 0.12 + 0.5 * t, className: "gs-cell" };
         },
         onEachFeature: function (f, layer) {
           layer.bindTooltip(el("span", null, "cell " + f.properties.cell + ": " + pct(f.properties.probability)), { sticky: true });
@@ -137,7 +137,7 @@
       });
       state.layers.addLayer(heat);
       var b = heat.getBounds();
-      if (b.isValid() && cells.length < 200) bounds.push(b);
+      if (b.isValid() && cells.length < 50) bounds.push(b);
     }
     var pred = entry.result;
     pred.candidates.forEach(function (c, i) {
@@ -363,9 +363,7 @@
   function wire() {
     var drop = $("drop"), input = $("file");
     input.addEventListener("change", function () { if (input.files.length) addFiles(input.files); input.value = ""; });
-    drop.addEventListener("keydown", function (e) {
-      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
-    });
+    $("choose").addEventListener("click", function () { input.click(); });
     ["dragenter", "dragover"].forEach(function (t) {
       drop.addEventListener(t, function (e) { e.preventDefault(); drop.classList.add("over"); });
     });
