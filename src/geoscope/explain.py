@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -330,8 +330,8 @@ def score_function(geolocator: Any, target: str | int = "top", image: Any = None
 
 
 # ----------------------------------------------------------------------------------- pictures
-def save_overlay(image: Any, attribution: Attribution, path: str | Path, title: str | None = None,
-                 dpi: int = 110) -> Path:
+def save_overlay(image: Any, attribution: Attribution, path: str | Path | BinaryIO, title: str | None = None,
+                 dpi: int = 110) -> Any:
     """Write a PNG: the image, and the attribution over a greyed copy on a diverging colour map
     centred on zero (red: pushed towards the target, blue: pushed away), with a colour bar.
     ``path`` may be a binary file object (e.g. ``io.BytesIO``) instead of a file name."""

@@ -93,6 +93,9 @@ def run(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from geoscope.geolocator import Geolocator
     from geoscope.serve.app import create_app
+    from geoscope.serve.memory import steady_memory
+
+    steady_memory()  # before the model's first buffers: batches of every size must not fragment the heap
 
     geo = Geolocator.from_pretrained(args.model, **options)
     app = create_app(geo, config)

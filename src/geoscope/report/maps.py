@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
@@ -251,7 +251,7 @@ def _world_inset(ax: Any, extent: tuple[float, float, float, float], best: list,
 
 def plot_prediction(
     pred: Any,
-    path: str | Path,
+    path: str | Path | BinaryIO,
     truth: tuple[float, float] | None = None,
     *,
     claimed: tuple[float, float] | None | bool = None,
@@ -261,7 +261,7 @@ def plot_prediction(
     borders: bool = True,
     figsize: tuple[float, float] = (10.0, 6.5),
     dpi: int = 110,
-) -> Path:
+) -> Any:
     """Write a PNG map of ``pred`` to ``path`` (atomically; or into a binary file object) and return ``path``.
 
     ``truth`` is the known true (lat, lon), drawn as a black dot; ``claimed`` the location the

@@ -54,22 +54,16 @@ EXPLAIN_MAX_EVALS = 2000
 EXPLAIN_SIZE = 224
 TOP_CELLS = 10  # cells in the Prediction JSON, as ``geoscope locate --json`` prints
 
-_IMAGE_FORM = {
-    "required": True,
-    "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["image"],
-        "properties": {
-            "image": {"type": "string", "format": "binary", "description": "the photo (JPEG, PNG, WebP, TIFF, BMP, "
-                      "GIF or HEIC; the type is read from the bytes)"},
-            "top_k": {"type": "integer", "minimum": 1, "default": 5, "description": "candidates to return"},
-        },
-    }}},
+_IMAGE_FIELDS: dict[str, dict] = {
+    "image": {"type": "string", "format": "binary", "description": "the photo (JPEG, PNG, WebP, TIFF, BMP, GIF or "
+              "HEIC; the type is read from the bytes)"},
+    "top_k": {"type": "integer", "minimum": 1, "default": 5, "description": "candidates to return"},
 }
 
 
 def _form_schema(**extra: dict) -> dict:
     """The OpenAPI requestBody of an image form (the body is parsed by ``read_form``, not by FastAPI)."""
-    props = dict(_IMAGE_FORM["content"]["multipart/form-data"]["schema"]["properties"], **extra)
+    props = dict(_IMAGE_FIELDS, **extra)
     body = {"type": "object", "required": ["image"], "properties": props}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": body}}}}
 

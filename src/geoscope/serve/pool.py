@@ -213,12 +213,14 @@ class InferencePool:
         by_k: dict[int, list[int]] = {}
         for i, j in enumerate(jobs):
             by_k.setdefault(j.top_k, []).append(i)
+        decoded = [j.decoded for j in jobs if j.decoded is not None]
+        assert len(decoded) == len(jobs)  # a job is queued only once decoded
         for k, idx in by_k.items():
-            ds = [jobs[i].decoded for i in idx]
+            ds = [decoded[i] for i in idx]
             preds = self.geo.locate_embeddings(emb[idx], top_k=k, sources=[d.name for d in ds],
                                                exif=[d.exif for d in ds])
             for i, pred in zip(idx, preds):
-                pred.extra["upload"] = dict(jobs[i].decoded.info)
+                pred.extra["upload"] = dict(decoded[i].info)
                 jobs[i].future.set_result(pred)
 
     def _run_batch(self, jobs: list[_Job]) -> None:
@@ -227,7 +229,7 @@ class InferencePool:
             self._running += len(jobs)
         try:
             try:
-                self._predict(jobs, self._embed([j.decoded for j in jobs]))
+                self._predict(jobs, self._embed([j.decoded for j in jobs if j.decoded is not None]))
             except Exception as exc:  # noqa: BLE001 - isolate the image that broke the batch
                 if len(jobs) == 1:
                     self.stats["failed"] += 1

@@ -161,7 +161,7 @@ async def read_form(request: Any, max_file_bytes: int, max_files: int, read_time
             raise RequestError(413, f"the upload is {n:,} bytes, more than this server's limit of "
                                     f"{max_file_bytes:,} bytes per image")
     collector = _FormCollector(max_file_bytes, max_files)
-    callbacks = {k: getattr(collector, k) for k in ("on_part_begin", "on_part_data", "on_part_end", "on_header_field",
+    callbacks: Any = {k: getattr(collector, k) for k in ("on_part_begin", "on_part_data", "on_part_end", "on_header_field",
                                                      "on_header_value", "on_header_end", "on_headers_finished")}
     parser = MultipartParser(params[b"boundary"], callbacks)
 
