@@ -192,6 +192,8 @@
     var pred = entry.result;
     $("detail").hidden = false;
     $("detail-title").textContent = entry.name;
+    $("photo").hidden = false;
+    $("photo").onerror = function () { $("photo").hidden = true; }; // e.g. HEIC / TIFF: the browser cannot show it
     $("photo").src = entry.url;
     $("overlay").hidden = true;
     $("overlay-toggle").checked = false;
