@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -330,10 +330,11 @@ def score_function(geolocator: Any, target: str | int = "top", image: Any = None
 
 
 # ----------------------------------------------------------------------------------- pictures
-def save_overlay(image: Any, attribution: Attribution, path: str | Path, title: str | None = None,
-                 dpi: int = 110) -> Path:
+def save_overlay(image: Any, attribution: Attribution, path: str | Path | BinaryIO, title: str | None = None,
+                 dpi: int = 110) -> Any:
     """Write a PNG: the image, and the attribution over a greyed copy on a diverging colour map
-    centred on zero (red: pushed towards the target, blue: pushed away), with a colour bar."""
+    centred on zero (red: pushed towards the target, blue: pushed away), with a colour bar.
+    ``path`` may be a binary file object (e.g. ``io.BytesIO``) instead of a file name."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
@@ -365,6 +366,9 @@ def save_overlay(image: Any, attribution: Attribution, path: str | Path, title: 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
+    if hasattr(path, "write"):  # a binary file object (e.g. BytesIO): nothing touches the disk
+        fig.savefig(path, format="png")
+        return path
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

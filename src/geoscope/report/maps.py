@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
@@ -251,7 +251,7 @@ def _world_inset(ax: Any, extent: tuple[float, float, float, float], best: list,
 
 def plot_prediction(
     pred: Any,
-    path: str | Path,
+    path: str | Path | BinaryIO,
     truth: tuple[float, float] | None = None,
     *,
     claimed: tuple[float, float] | None | bool = None,
@@ -261,8 +261,8 @@ def plot_prediction(
     borders: bool = True,
     figsize: tuple[float, float] = (10.0, 6.5),
     dpi: int = 110,
-) -> Path:
-    """Write a PNG map of ``pred`` to ``path`` (atomically) and return the path.
+) -> Any:
+    """Write a PNG map of ``pred`` to ``path`` (atomically; or into a binary file object) and return ``path``.
 
     ``truth`` is the known true (lat, lon), drawn as a black dot; ``claimed`` the location the
     metadata claims (default: the Prediction's EXIF GPS; ``False`` to hide it), drawn as a cyan
@@ -334,6 +334,9 @@ def plot_prediction(
     ax.grid(True, lw=0.3, color="white", alpha=0.7)
     ax.set_title(title or f"{Path(str(pred.source)).name}: where the model puts its probability", fontsize=10)
     fig.tight_layout()
+    if hasattr(path, "write"):  # a binary file object (e.g. BytesIO): nothing touches the disk
+        fig.savefig(path, format="png")
+        return path
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
