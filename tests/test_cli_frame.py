@@ -9,8 +9,8 @@ import pytest
 import geoscope
 from geoscope.cli import build_parser, main
 
-COMMANDS = ["cells", "dataset", "demo", "embed", "encoders", "eval", "explain", "locate", "models", "place",
-            "tiles", "train", "verify"]
+COMMANDS = ["cells", "crossview", "dataset", "demo", "embed", "encoders", "eval", "explain", "filter-outdoor", "locate",
+            "models", "place", "serve", "tiles", "train", "verify"]
 
 
 def _subcommands():

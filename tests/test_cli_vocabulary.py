@@ -22,6 +22,8 @@ from geoscope.cli.options import (
     add_output,
     add_top_k,
     bbox,
+    non_negative_int,
+    positive_int,
 )
 
 # spellings of "where the output goes" other than -o/--output
@@ -47,9 +49,15 @@ def _is_leaf(parser: argparse.ArgumentParser) -> bool:
     return not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
 
 
+# value types that are the same kind of value (a whole-number count; whether 0 is allowed is the command's rule)
+_SAME_KIND = {non_negative_int: positive_int}
+# commands that print no result (a server), so have no --json
+_NO_RESULT = {"geoscope serve"}
+
+
 def _signature(action: argparse.Action) -> tuple:
     """What kind of value an option takes: its action class, value type, count and constant."""
-    return (type(action).__name__, action.type, action.nargs, action.const)
+    return (type(action).__name__, _SAME_KIND.get(action.type, action.type), action.nargs, action.const)
 
 
 def vocabulary_problems(root: argparse.ArgumentParser) -> list[str]:
@@ -102,7 +110,7 @@ def vocabulary_problems(root: argparse.ArgumentParser) -> list[str]:
                 seen.setdefault(opt, (sig, where))
         if not _is_leaf(parser):
             continue
-        if "--json" not in options:
+        if "--json" not in options and where not in _NO_RESULT:
             problems.append(f"{where}: no --json")
         if options & _MODEL_OPTIONS:
             loader = "--model" if "--model" in options else "--encoder"

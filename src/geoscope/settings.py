@@ -19,6 +19,8 @@ ENVIRONMENT: dict[str, str] = {
     "GEOSCOPE_DOWNLOAD": "1 allows downloading weights from the Hugging Face hub (off by default: geoscope works offline)",
     "HF_HUB_OFFLINE": "Hugging Face's own switch: 1 forbids hub downloads even when GEOSCOPE_DOWNLOAD=1",
     "GEOSCOPE_DEBUG": "1 makes the CLI print a full traceback on unexpected errors",
+    "GEOSCOPE_API_TOKEN": "the token geoscope serve requires (Authorization: Bearer TOKEN); needed off loopback",
+    "GEOSCOPE_API_TOKEN_FILE": "a file holding that token (what --token-file sets)",
 }
 
 _TRUE = ("1", "true", "yes", "on")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, positive_int
+from geoscope.cli.options import add_json, add_no_progress, add_output, positive_float, positive_int, unit_fraction
 
 
 def register(sub) -> None:
@@ -28,19 +28,19 @@ def register(sub) -> None:
                    "photos (coordinates from EXIF GPS)")
     b.add_argument("--raster", default=None, help="GeoTIFF (any CRS, any size) or bmng / shadedrelief / etopo")
     b.add_argument("--osm", default=None, help="OpenStreetMap extract (.osm.pbf) to draw map tiles from")
-    b.add_argument("-o", "--output", required=True, help="output folder")
-    b.add_argument("--size-m", type=float, default=225.0, help="tile size on the ground in metres (default 225)")
-    b.add_argument("--px", type=positive_int, default=750, help="tile width and height in pixels (default 750)")
+    add_output(b, metavar="DIR", help="output folder")
+    b.add_argument("--size-m", type=positive_float, default=225.0, metavar="M", help="tile size on the ground in metres")
+    b.add_argument("--px", type=positive_int, default=750, metavar="PX", help="tile width and height in pixels")
     b.add_argument("--projection", choices=("utm", "aeqd", "auto"), default="utm",
                    help="tile projection: the photo's UTM zone (default), azimuthal equidistant, or auto")
-    b.add_argument("--min-valid", type=float, default=0.5,
-                   help="least fraction of a tile with data, else the photo is skipped (default 0.5)")
+    b.add_argument("--min-valid", type=unit_fraction, default=0.5, metavar="FRACTION",
+                   help="least fraction of a tile with data, else the photo is skipped")
     b.add_argument("--rotate-to-heading", action="store_true",
                    help="turn each tile to the photo's heading (manifest column heading / yaw / bearing)")
     b.add_argument("--bands", default=None, help="1-based raster band numbers for R,G,B, e.g. 4,3,2")
     b.add_argument("--overwrite", action="store_true", help="rebuild an output folder made with other settings")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_json_flag(b)
+    add_no_progress(b)
+    add_json(b)
     b.set_defaults(func=run_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geoscope.cli._common import add_json_flag, positive_int
+from geoscope.cli.options import add_batch_size, add_json, add_model, add_no_progress, add_output
 
 
 def register(sub) -> None:
@@ -18,19 +18,15 @@ def register(sub) -> None:
         "with the scores; says which method ran.",
     )
     p.add_argument("photos", help="a folder of photos or a manifest (CSV / Parquet)")
-    p.add_argument("-o", "--output", required=True, help="CSV manifest of the kept photos")
+    add_output(p, metavar="CSV", help="CSV manifest of the kept photos")
     p.add_argument("--method", choices=("auto", "clip", "imagenet"), default="auto",
-                   help="auto (default): CLIP when its weights are here, else imagenet")
-    p.add_argument("-m", "--model", default=None,
-                   help="CLIP model for the zero-shot method: a registered name (clip-vit-b32, ...), hf:ORG/NAME or a "
-                   "local directory (default: the first CLIP whose weights are on this machine)")
-    p.add_argument("--weights", metavar="DIR", default=None, help="local directory with the CLIP model's weights")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
-                   help="model precision (auto = fp32; int8 is not offered here)")
-    p.add_argument("--threshold", type=float, default=0.5, help="least outdoor score kept (default 0.5)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_json_flag(p)
+                   help="auto: CLIP when its weights are here, else imagenet")
+    add_model(p, help="CLIP model for the zero-shot method: a registered name (clip-vit-b32, ...), hf-hub:ORG/NAME "
+              "or a local directory (default: the first CLIP whose weights are on this machine); int8 is not offered")
+    p.add_argument("--threshold", type=float, default=0.5, metavar="SCORE", help="least outdoor score kept")
+    add_batch_size(p, default=16)
+    add_no_progress(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.precision == "int8":
         raise InputError("--precision int8 is not available for the outdoor filter: use auto, fp32 or bf16")
-    dtype = {"auto": None, "fp32": "float32", "bf16": "bfloat16"}[args.precision]
+    dtype = {None: None, "auto": None, "fp32": "float32", "bf16": "bfloat16"}[args.precision]
     model = args.weights or args.model
     result = filter_outdoor(args.photos, args.output, method=args.method, clip=model, threshold=args.threshold,
                             batch_size=args.batch_size, progress=not args.no_progress, dtype=dtype)

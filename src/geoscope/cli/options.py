@@ -65,6 +65,7 @@ __all__ = [
     "non_negative_int",
     "positive_float",
     "positive_int",
+    "unit_fraction",
 ]
 
 
@@ -219,6 +220,14 @@ def non_negative_float(text: str) -> float:
     value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected zero or a positive number, got {text}")
+    return value
+
+
+def unit_fraction(text: str) -> float:
+    """argparse type: a number between 0 and 1."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
     return value
 
 

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 
-from geoscope.cli._common import positive_int
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+from geoscope.cli.options import add_model, add_no_progress, positive_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -25,11 +14,7 @@ def register(subparsers) -> None:
         "/docs. Binds to 127.0.0.1 by default; any other address needs an API token ($GEOSCOPE_API_TOKEN or "
         "--token-file), which clients send as 'Authorization: Bearer TOKEN'. Uploads stay in memory.",
     )
-    p.add_argument("-m", "--model", required=True, help="model directory (geoscope train) or pretrained name (geoscope models)")
-    p.add_argument("--weights", metavar="DIR", help="local backbone directory for a named pretrained model "
-                   "(e.g. a copy of openai/clip-vit-large-patch14 for geoclip)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"),
-                   help="backbone precision for a named pretrained model (default: auto)")
+    add_model(p, required=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--workers", type=positive_int, default=1,
@@ -39,11 +24,11 @@ def register(subparsers) -> None:
                    help="how long a batch waits for images still being decoded (default: %(default)s)")
     p.add_argument("--queue-size", type=positive_int, default=64,
                    help="images admitted at once; more are refused with 429 + Retry-After (default: %(default)s)")
-    p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
                    help="time limit of a locate / verify request in seconds (default: %(default)s)")
-    p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, metavar="MB",
+    p.add_argument("--max-upload-mb", type=positive_float, default=20.0, metavar="MB",
                    help="largest upload in MiB (default: %(default)s)")
-    p.add_argument("--max-megapixels", type=_positive_float, default=50.0, metavar="MP",
+    p.add_argument("--max-megapixels", type=positive_float, default=50.0, metavar="MP",
                    help="largest image in megapixels, checked from its header before decoding (default: %(default)s)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the API token (else $GEOSCOPE_API_TOKEN)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
@@ -52,8 +37,11 @@ def register(subparsers) -> None:
                    "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: only the offline basemap)")
     p.add_argument("--tiles-attribution", metavar="TEXT", help="credit line for --tiles")
     p.add_argument("--keep-uploads", metavar="DIR", help="keep each upload in DIR, named by its SHA-256 (default: keep nothing)")
-    p.add_argument("--thresholds", metavar="FILE", help="verification thresholds JSON (default: the model directory's)")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--thresholds-file", metavar="FILE",
+                   help="verification thresholds JSON (default: the model directory's)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="server log level")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -68,7 +56,7 @@ def build_config(args):
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_megapixels * 1_000_000),
         queue_size=args.queue_size, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, workers=args.workers,
         request_timeout_s=args.timeout, tile_url=args.tiles, tile_attribution=args.tiles_attribution,
-        keep_uploads=args.keep_uploads, thresholds=model_thresholds(args.model, args.thresholds),
+        keep_uploads=args.keep_uploads, thresholds=model_thresholds(args.model, args.thresholds_file),
     )
     return config.check()
 
@@ -76,9 +64,8 @@ def build_config(args):
 def run(args) -> int:
     import logging
     import sys
-    from pathlib import Path
 
-    from geoscope.errors import GeoscopeError, InputError
+    from geoscope.errors import GeoscopeError
 
     try:
         import fastapi  # noqa: F401
@@ -87,17 +74,14 @@ def run(args) -> int:
         raise GeoscopeError(f"geoscope serve needs the serve extra ({exc.name} is missing): pip install "
                             "'geoscope[serve]'") from None
     config = build_config(args)  # refuse an unsafe configuration before loading anything
-    options = {k: v for k, v in (("weights", args.weights), ("precision", args.precision)) if v}
-    if options and Path(args.model).expanduser().is_dir():
-        raise InputError("--weights and --precision apply to named pretrained models (geoscope models), not to a model directory")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from geoscope.geolocator import Geolocator
+    from geoscope.cli._models import load_geolocator
     from geoscope.serve.app import create_app
     from geoscope.serve.memory import steady_memory
 
     steady_memory()  # before the model's first buffers: batches of every size must not fragment the heap
 
-    geo = Geolocator.from_pretrained(args.model, **options)
+    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress)
     app = create_app(geo, config)
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
     auth = f"; API token from {config.token_source}" if config.token else ""

@@ -12,17 +12,10 @@ from geoscope.cli.options import (
     add_points,
     bounds_to_bbox,
     deprecate,
-    non_negative_float,
     positive_float,
+    unit_fraction,
     positive_int,
 )
-
-
-def _fraction(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
-    return value
 
 
 def register(sub) -> None:
@@ -48,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--bands", default=None, metavar="R,G,B",
                    help="1-based band numbers for R,G,B, e.g. 4,3,2 (default: the bands tagged red, green, blue, "
                    "else the first three)")
-    p.add_argument("--min-valid", type=_fraction, default=0.5, metavar="FRACTION",
+    p.add_argument("--min-valid", type=unit_fraction, default=0.5, metavar="FRACTION",
                    help="least fraction of a tile with data")
     add_no_progress(p)
     add_json(p)

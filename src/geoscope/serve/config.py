@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from geoscope import settings
 from geoscope.errors import InputError
 
 TOKEN_ENV = "GEOSCOPE_API_TOKEN"
@@ -42,7 +43,8 @@ def is_loopback(host: str) -> bool:
 
 def load_token(token_file: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
     """(token, where it came from): ``token_file``, else ``$GEOSCOPE_API_TOKEN_FILE``, else ``$GEOSCOPE_API_TOKEN``."""
-    env = os.environ if env is None else env
+    if env is None:
+        env = {name: settings.get(name) or "" for name in (TOKEN_ENV, TOKEN_FILE_ENV)}
     path = token_file or env.get(TOKEN_FILE_ENV)
     if path:
         p = Path(path).expanduser()
