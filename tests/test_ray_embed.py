@@ -148,12 +148,15 @@ def test_a_driver_killed_mid_job_is_resumed_by_the_same_command(ray_local, tmp_p
     with pytest.raises(InputError, match="incomplete"):
         EmbeddingStore.open(out)
     before = sum(n for _, n in committed(out).values())
-    store = embed_dataset_ray(str(tmp_path / "img"), SlowMean(0.0), out, batch_size=4, workers=1, progress=False)
+    store = embed_dataset_ray(str(tmp_path / "img"), SlowMean(0.0), out, batch_size=4, workers=1, shard_rows=8,
+                              progress=False)
     ids = list(store.ids)
     assert sorted(ids) == sorted(p.name for p in (tmp_path / "img").iterdir()) and len(set(ids)) == 30
     np.testing.assert_allclose(np.asarray(store.embeddings, np.float32), _direct(tmp_path / "img", ids), **F16)
     killed_rows = sum(s.stop - s.start for s in store.shards[:1])
     assert killed_rows >= min(before, 6)  # what the killed job had committed was kept, not redone
+    assert len(store.shards) >= 1 + -(-(30 - killed_rows) // 8)  # the new actor rolled over to new shards...
+    assert all(s.stop - s.start <= 8 for s in store.shards[1:])  # ...every 8 rows
     assert not (out / "store.lock").exists()
 
 

@@ -224,10 +224,10 @@ def test_a_finish_killed_after_its_commit_is_completed_on_the_next_open(tmp_path
     _write(out, "shards/b", [2, 3])
     # simulate: shard b's finish wrote its compacted file and committed, then the process died
     d = shard_dir(out, "shards/b")
-    from geoscope.store.shard import _finish_shard, _Pending, read_journal
+    from geoscope.store.shard import _finish_shard, read_journal
 
     recs = read_journal(d / "progress.jsonl")
-    p = _Pending("shards/b", json.loads((d / "shard.json").read_text()), recs, [], [False, True])
+    state = json.loads((d / "shard.json").read_text())
     real_replace = os.replace
     calls = []
 
@@ -239,7 +239,7 @@ def test_a_finish_killed_after_its_commit_is_completed_on_the_next_open(tmp_path
 
     monkeypatch.setattr(os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
-        _finish_shard(out, p, "enc", DIM)
+        _finish_shard(out, "shards/b", state, recs, np.array([False, True]), "enc", DIM)
     monkeypatch.setattr(os, "replace", real_replace)
     assert calls and (d / "embeddings.npy.new").exists()
     finish_store(out, "enc", DIM)

@@ -32,7 +32,8 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -61,9 +62,9 @@ DECODE_MEMORY = 256 * 2**20  # bytes a decoding task reserves: a few full-size p
 # --------------------------------------------------------------------------- the samples to do
 
 
-def _as_dataset(dataset) -> Dataset:
+def _as_dataset(dataset, progress: bool = True) -> Dataset:
     if isinstance(dataset, (str, os.PathLike)):
-        return open_dataset(dataset)
+        return open_dataset(dataset, progress=progress)
     if isinstance(dataset, Dataset):
         return dataset
     samples = list(dataset)
@@ -133,7 +134,7 @@ def _decode_batch(batch: dict[str, np.ndarray], transform) -> dict[str, Any]:
 class _EmbedActor:
     """Ray actor: one model; writes every batch it embeds to its own shard, then returns (pos, ok)."""
 
-    def __init__(self, out: str, encoder_box: list, threads: int, device: str | None):
+    def __init__(self, out: str, encoder_box: list, threads: int, device: str | None, shard_rows: int):
         import ray
         import torch
 
@@ -147,15 +148,18 @@ class _EmbedActor:
         if device:
             encoder = encoder.to(device)
         self.encoder = encoder.eval()
-        self.out = Path(out)
+        self.out, self.shard_rows = Path(out), shard_rows
         self.writer: ShardWriter | None = None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         enc = self.encoder
         ok = np.asarray(batch["ok"], dtype=bool)
         emb = enc.encode_pixels(enc.transform.normalize(np.asarray(batch["pixels"])[ok])) if ok.any() else None
-        if self.writer is None:  # the shard exists once there is something to put in it
-            self.writer = ShardWriter(self.out, new_shard_name(), enc.name, enc.dim, capacity=1024)
+        if self.writer is not None and self.writer.journal.n_rows >= self.shard_rows:
+            self.writer.close()  # full: the next batch starts a new shard
+            self.writer = None
+        if self.writer is None:  # a shard exists once there is something to put in it
+            self.writer = ShardWriter(self.out, new_shard_name(), enc.name, enc.dim, capacity=min(self.shard_rows, 4096))
         samples = [sample_record(int(p), str(i), float(a), float(o), str(s), json.loads(x) if x else None)
                    for p, i, a, o, s, x in zip(batch["pos"], batch["id"], batch["lat"], batch["lon"],
                                                batch["source"], batch["extra"])]
@@ -191,7 +195,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     try:
         socket.create_connection(hp, timeout=timeout).close()
     except OSError as exc:
-        why = "no answer within {:.0f} s".format(timeout) if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        why = f"no answer within {timeout:.0f} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise InputError(
             f"cannot reach the Ray cluster at {address} ({why}): check the address and that the cluster is "
             "running (`ray status` on its head node)"
@@ -286,6 +290,8 @@ def embed_dataset_ray(
     cpus_per_worker: float = 1.0,
     progress: bool = True,
     overwrite: bool = False,
+    shard_rows: int = 1_000_000,
+    on_batch: Callable[[int], None] | None = None,
 ) -> EmbeddingStore:
     """Embed every image of ``dataset`` with ``encoder`` into the store ``out_dir`` on Ray; resumable.
 
@@ -294,6 +300,8 @@ def embed_dataset_ray(
     ``workers``: embedding actors (default: one per GPU share with ``gpus_per_worker``, else half the
     cores). ``address``: a running cluster (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``); default: a
     local instance. ``cpus_per_worker``: CPUs each actor reserves on a cluster (its torch threads).
+    ``shard_rows``: an actor starts a new shard once its shard holds this many rows (a 1280-d shard of a
+    million rows is 2.4 GiB). ``on_batch(n)``: called in this process each time a batch of ``n`` samples is committed.
     Unreadable images are listed in ``errors.csv``; a store another job is writing is refused.
     """
     ray = require("ray")
@@ -301,14 +309,14 @@ def embed_dataset_ray(
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1 with Ray, got {workers}")
-    if gpus_per_worker < 0 or cpus_per_worker <= 0:
-        raise InputError("gpus_per_worker must be at least 0 and cpus_per_worker more than 0")
+    if gpus_per_worker < 0 or cpus_per_worker <= 0 or shard_rows < 1:
+        raise InputError("gpus_per_worker must be at least 0, cpus_per_worker more than 0 and shard_rows at least 1")
     if address:
         check_reachable(address)  # a wrong address fails within seconds, before anything is opened
     if isinstance(encoder, (str, os.PathLike)):
         encoder = create_encoder(str(encoder))
     out = Path(out_dir).absolute()  # the workers resolve it, not this process's working directory
-    ds = _as_dataset(dataset)
+    ds = _as_dataset(dataset, progress)
     out.mkdir(parents=True, exist_ok=True)
     with StoreLock(out):
         existing = prepare_store(out, encoder, overwrite, total=len(ds))
@@ -325,13 +333,14 @@ def embed_dataset_ray(
                 if workers is None and not local:
                     n_workers = default_ray_workers(ray, local, gpus_per_worker)
                 _run(ray, table, encoder, out, batch_size, n_workers, local, gpus_per_worker, cpus_per_worker,
-                     progress, total=len(ds), initial=len(done))
+                     progress, total=len(ds), initial=len(done), shard_rows=shard_rows, on_batch=on_batch)
         finish_store(out, encoder.name, encoder.dim, preprocessing=encoder.transform.to_dict())
     return EmbeddingStore.open(out)
 
 
 def _run(ray, table: pd.DataFrame, encoder, out: Path, batch_size: int, workers: int, local: bool,
-         gpus_per_worker: float, cpus_per_worker: float, progress: bool, total: int, initial: int) -> None:
+         gpus_per_worker: float, cpus_per_worker: float, progress: bool, total: int, initial: int,
+         shard_rows: int = 1_000_000, on_batch: Callable[[int], None] | None = None) -> None:
     have_gpus = ray.cluster_resources().get("GPU", 0)
     if gpus_per_worker and have_gpus < gpus_per_worker:
         raise InputError(f"{gpus_per_worker:g} GPU per worker was asked for but the Ray cluster has {have_gpus:g} GPUs")
@@ -355,7 +364,8 @@ def _run(ray, table: pd.DataFrame, encoder, out: Path, batch_size: int, workers:
     decoded = data.map_batches(_decode_batch, fn_kwargs={"transform": encoder.transform}, batch_size=batch_size,
                                batch_format="numpy", num_cpus=1, memory=DECODE_MEMORY)
     embedded = decoded.map_batches(
-        _EmbedActor, fn_constructor_kwargs={"out": str(out), "encoder_box": box, "threads": threads, "device": device},
+        _EmbedActor, fn_constructor_kwargs={"out": str(out), "encoder_box": box, "threads": threads, "device": device,
+                                            "shard_rows": shard_rows},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=1 if local else cpus_per_worker, num_gpus=gpus_per_worker or None,
     )
@@ -364,5 +374,7 @@ def _run(ray, table: pd.DataFrame, encoder, out: Path, batch_size: int, workers:
     try:
         for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
             bar.update(len(batch["pos"]))
+            if on_batch is not None:
+                on_batch(len(batch["pos"]))
     finally:
         bar.close()

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,6 @@ from geoscope.store.layout import (
     ROOT,
     SHARD_STATE,
     STATE,
-    is_legacy,
     list_shards,
     manifest,
     npy_header,
@@ -127,33 +125,31 @@ def read_journal(path: Path) -> list[dict]:
 
 
 class Journal:
-    """``progress.jsonl``: one JSON line per finished sample, appended after its embedding is synced."""
+    """``progress.jsonl``: one JSON line per finished sample, appended after its embedding is synced.
+
+    Only the row count is kept in memory (a writer may append millions of lines); ``read_journal``
+    reads the records back.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self.records = read_journal(path)
+        records = read_journal(path)
         if path.is_file() and path.stat().st_size:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                torn = f.read(1) != b"\n"
-            if torn:  # drop the torn last line before appending after it
-                data = path.read_bytes()
+            data = path.read_bytes()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # drop the torn last line before appending after it
                 with open(path, "r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
-        rows = [r["row"] for r in self.records if r["status"] == "ok"]
+                    f.truncate(end)
+        rows = [r["row"] for r in records if r["status"] == "ok"]
         if rows != list(range(len(rows))):
             raise InputError(f"{path} does not list embedding rows in order; delete the store directory and embed again")
         self.n_rows = len(rows)
-        self.done = {r["pos"]: r["id"] for r in self.records}
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, records: list[dict]) -> None:
         os.write(self.fd, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
         os.fdatasync(self.fd)
-        self.records.extend(records)
         self.n_rows += sum(r["status"] == "ok" for r in records)
-        self.done.update((r["pos"], r["id"]) for r in records)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -189,10 +185,6 @@ class ShardWriter:
         self.journal = Journal(self.dir / JOURNAL)
         self.emb = EmbeddingFile(self.dir / EMBEDDINGS, dim, capacity)
         self.pid = os.getpid()
-
-    @property
-    def done(self) -> dict[int, str]:
-        return self.journal.done
 
     def commit(self, samples: list[dict], reasons: list[str | None], embeddings: np.ndarray | None) -> None:
         """Write one batch: ``samples`` (``sample_record`` dicts), ``reasons`` (None where the sample was
@@ -283,13 +275,38 @@ def write_errors(path: Path, errors: pd.DataFrame) -> None:
         errors.to_csv(tmp, index=False)
 
 
-@dataclass
-class _Pending:
-    name: str
-    state: dict
-    ok: list[dict] = field(default_factory=list)  # journal records in row order
-    bad: list[dict] = field(default_factory=list)
-    keep: list[bool] = field(default_factory=list)
+class _Claims:
+    """A growable bitmap over sample positions (a bit per sample: 19 MB for 150 million)."""
+
+    def __init__(self) -> None:
+        self.bits = np.zeros(1024, bool)
+
+    def _fit(self, pos: np.ndarray) -> None:
+        if len(pos) and pos.max() >= len(self.bits):
+            grown = np.zeros(max(2 * len(self.bits), int(pos.max()) + 1), bool)
+            grown[: len(self.bits)] = self.bits
+            self.bits = grown
+
+    def test(self, pos: np.ndarray) -> np.ndarray:
+        self._fit(pos)
+        return self.bits[pos]
+
+    def set(self, pos: np.ndarray) -> None:
+        self._fit(pos)
+        self.bits[pos] = True
+
+
+def _first_and_unclaimed(pos: np.ndarray, claims: _Claims) -> np.ndarray:
+    """Mask of the entries of ``pos`` to keep: the first of each position, and none already claimed."""
+    first = np.zeros(len(pos), bool)
+    first[np.unique(pos, return_index=True)[1]] = True
+    return first & ~claims.test(pos)
+
+
+def _journal_split(path: Path) -> tuple[list[dict], list[dict]]:
+    """(embedded records in row order, failed records) of a journal."""
+    recs = read_journal(path)
+    return sorted((r for r in recs if r["status"] == "ok"), key=lambda r: r["row"]), [r for r in recs if r["status"] != "ok"]
 
 
 def finish_store(out: Path, encoder: str, dim: int, preprocessing: dict | None = None) -> None:
@@ -297,44 +314,44 @@ def finish_store(out: Path, encoder: str, dim: int, preprocessing: dict | None =
 
     Complete shards keep all their rows; the samples of unfinished shards (journals) are claimed in
     the store's order, and a sample already claimed is dropped (a retried batch written twice).
-    A sample that failed somewhere but was embedded elsewhere counts as embedded.
+    A sample that failed somewhere but was embedded elsewhere counts as embedded. Memory: a bit per
+    sample plus one shard's journal at a time (journals are read twice: to claim, then to write).
     """
     states = shard_states(out, encoder, dim)
-    claimed: set[int] = set()
-    complete: list[tuple[str, dict, int]] = []
-    pending: list[_Pending] = []
+    claims = _Claims()
+    rows: dict[str, int] = {}
+    pending: list[tuple[str, dict, np.ndarray]] = []
+    failed_records: list[list[dict]] = []
     for name, state in states:
         d = shard_dir(out, name)
         if state.get("complete"):
-            pos = pd.read_parquet(d / META, columns=["pos"])["pos"].astype(int).tolist()
-            claimed.update(pos)
-            complete.append((name, state, len(pos)))
+            pos = pd.read_parquet(d / META, columns=["pos"])["pos"].to_numpy(np.int64)
+            claims.set(pos)
+            rows[name] = len(pos)
+    for name, state in states:
+        if not state.get("complete"):
+            ok, bad = _journal_split(shard_dir(out, name) / JOURNAL)
+            pos = np.array([r["pos"] for r in ok], np.int64)
+            keep = _first_and_unclaimed(pos, claims)
+            claims.set(pos[keep])
+            pending.append((name, state, keep))
+            failed_records.append(bad)
+    errors: list[dict] = []
+    failed = _Claims()
+    for bad in failed_records:
+        pos = np.array([r["pos"] for r in bad], np.int64)
+        keep = _first_and_unclaimed(pos, claims) & ~failed.test(pos)
+        failed.set(pos[keep])
+        errors.extend(r for r, k in zip(bad, keep) if k)
+    for name, state, keep in pending:
+        ok, _ = _journal_split(shard_dir(out, name) / JOURNAL)
+        n = _finish_shard(out, name, state, ok, keep, encoder, dim)
+        if n < len(ok):
+            logger.info("shard %s: dropped %d samples another shard had already embedded", name, len(ok) - n)
+        if n or name == ROOT:
+            rows[name] = n
         else:
-            recs = read_journal(d / JOURNAL)
-            p = _Pending(name, state, sorted((r for r in recs if r["status"] == "ok"), key=lambda r: r["row"]),
-                         [r for r in recs if r["status"] != "ok"])
-            pending.append(p)
-    for p in pending:
-        for r in p.ok:
-            fresh = r["pos"] not in claimed
-            p.keep.append(fresh)
-            claimed.add(r["pos"])
-    errors, failed = [], set()
-    for p in pending:
-        for r in p.bad:
-            if r["pos"] not in claimed and r["pos"] not in failed:
-                failed.add(r["pos"])
-                errors.append(r)
-    rows = {name: n for name, _, n in complete}
-    for p in pending:
-        n = _finish_shard(out, p, encoder, dim)
-        dropped = len(p.keep) - sum(p.keep)
-        if dropped:
-            logger.info("shard %s: dropped %d samples another shard had already embedded", p.name, dropped)
-        if n or p.name == ROOT:
-            rows[p.name] = n
-        else:
-            remove_shard(out, p.name)
+            remove_shard(out, name)
     if not rows:  # nothing embedded at all: an empty root shard keeps the layout uniform
         d = shard_dir(out, ROOT)
         write_embeddings(d / EMBEDDINGS, np.zeros((0, dim), np.float16))
@@ -353,11 +370,11 @@ def finish_store(out: Path, encoder: str, dim: int, preprocessing: dict | None =
     write_json(out / STATE, manifest(encoder, dim, complete=True, **fields))
 
 
-def _finish_shard(out: Path, p: _Pending, encoder: str, dim: int) -> int:
-    """Complete one unfinished shard with the rows it keeps; returns how many."""
-    d = shard_dir(out, p.name)
-    kept = [r for r, k in zip(p.ok, p.keep) if k]
-    compact = len(kept) < len(p.ok)
+def _finish_shard(out: Path, name: str, state: dict, ok: list[dict], keep: np.ndarray, encoder: str, dim: int) -> int:
+    """Complete one unfinished shard with the rows of ``ok`` (row order) that ``keep`` marks; returns how many."""
+    d = shard_dir(out, name)
+    kept = [r for r, k in zip(ok, keep) if k]
+    compact = len(kept) < len(ok)
     if compact:  # some rows were duplicates: write the kept ones to a new file, renamed in after the commit
         src = np.load(d / EMBEDDINGS, mmap_mode="r")
         write_embeddings(d / _NEW, src[[r["row"] for r in kept]])
@@ -368,12 +385,8 @@ def _finish_shard(out: Path, p: _Pending, encoder: str, dim: int) -> int:
         write_embeddings(d / EMBEDDINGS, np.zeros((0, dim), np.float16))
     write_meta(d / META, _meta_frame(kept))
     write_json(d / SHARD_STATE, shard_state(encoder, dim, complete=True, n_ok=len(kept),
-                                            writer=p.state.get("writer")))  # the commit point
+                                            writer=state.get("writer")))  # the commit point
     if compact:
         os.replace(d / _NEW, d / EMBEDDINGS)
     (d / JOURNAL).unlink(missing_ok=True)
     return len(kept)
-
-
-def legacy_incomplete(out: Path, state: dict) -> bool:
-    return is_legacy(state) and not state.get("complete")
