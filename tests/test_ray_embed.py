@@ -85,7 +85,7 @@ def test_an_actor_killed_mid_job_loses_nothing_and_duplicates_nothing(ray_local,
     thread = threading.Thread(target=job)
     thread.start()
     busy = wait_for(lambda: {k: v for k, v in committed(out).items() if v[1] >= 4}, 300, "an actor's second batch")
-    victim, (pid, lines) = next(iter(busy.items()))
+    victim, (pid, _) = next(iter(busy.items()))
     os.kill(pid, signal.SIGKILL)  # the actor's process, mid-job
     thread.join(600)
     assert "error" not in result, result.get("error")
@@ -94,11 +94,8 @@ def test_an_actor_killed_mid_job_loses_nothing_and_duplicates_nothing(ray_local,
     assert sorted(ids) == sorted(p.name for p in (tmp_path / "img").iterdir())  # one row per image
     assert len(ids) == len(set(ids)) == 40
     np.testing.assert_allclose(np.asarray(store.embeddings, np.float32), _direct(tmp_path / "img", ids), **F16)
-    names = [s.name for s in store.shards]
-    assert f"shards/{victim}" in names  # the dead actor's committed rows are kept...
-    assert len(names) >= 3  # ...and Ray restarted it, with a shard of its own
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    rows = {s.name: s.stop - s.start for s in store.shards}
+    assert 4 <= rows[f"shards/{victim}"] < 40  # what the dead actor had committed is kept; others did the rest
 
 
 DRIVER = textwrap.dedent('''
