@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "places": ["benchmarks/bench_places.py"],
     "data": ["benchmarks/bench_data.py"],
     "embed": ["benchmarks/bench_embed.py", "--n", "192", "--repeats", "3"],
+    "ray": ["benchmarks/bench_ray.py"],  # also writes ray_costs
     "heads": ["benchmarks/bench_heads.py"],
     "explain_verify": ["benchmarks/bench_explain_verify.py"],
     "geoclip_speed": ["benchmarks/geoclip_speed.py"],

@@ -40,3 +40,18 @@ def tiny_clip(tiny_clip_dir):
     from geoscope.encoders import create_encoder
 
     return create_encoder(str(tiny_clip_dir))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A small local Ray instance (3 CPUs, no dashboard), started once per test process on first use
+    and shut down at the end. Its workers also import from ``tests/`` (for ``_ray_helpers``)."""
+    import logging
+    import os
+
+    ray = pytest.importorskip("ray", reason="Ray is the optional extra geoscope[ray] (installed by scripts/setup.sh)")
+    path = [str(Path(__file__).parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(path)}})
+    yield ray
+    ray.shutdown()

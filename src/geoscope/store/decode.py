@@ -1,0 +1,155 @@
+"""What ``embed_dataset`` reads: input samples normalised to items, decoded and resized ahead of the model.
+
+Images are decoded and resized (``ImageTransform.to_uint8``) in worker processes, a few chunks ahead of
+the forward pass, so decoding overlaps the model; the workers never import torch.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import multiprocessing
+import os
+from dataclasses import dataclass
+from typing import Any
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from geoscope.data.dataset import open_dataset
+from geoscope.data.images import load_image
+from geoscope.data.samples import load_sample_image
+from geoscope.errors import GeoscopeError, InputError
+from geoscope.store.layout import MEMORY, RESERVED
+
+
+@dataclass
+class _Item:
+    pos: int
+    id: str
+    lat: float
+    lon: float
+    source: str
+    payload: Any  # what the loader turns into a PIL image
+    extra: dict | None = None  # scalar GeoSample.extra fields, kept as meta columns (e.g. "scene")
+
+
+def _coord(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def scalar_extra(extra) -> dict | None:
+    if not isinstance(extra, dict):
+        return None
+    keep = {str(k): v for k, v in extra.items()
+            if str(k) not in RESERVED and (v is None or isinstance(v, (str, int, float, bool)))}
+    return keep or None
+
+
+def _source_name(src) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    return MEMORY
+
+
+def _load_payload(payload):
+    """Default loader: a PIL image as is; a GeoSample, path, bytes or bytes-loader through the data layer."""
+    if isinstance(payload, Image.Image):
+        return payload
+    if hasattr(payload, "source") and hasattr(payload, "id"):
+        return load_sample_image(payload)
+    if callable(payload):  # a bytes-loader
+        payload = payload()
+    return load_image(payload)
+
+
+def _samples(data) -> tuple[Iterator[_Item], int | None, Callable]:
+    """Normalise the inputs ``embed_dataset`` accepts into items, a total (or None) and a loader."""
+    if isinstance(data, (str, os.PathLike)):
+        data = open_dataset(data)
+    total = len(data) if hasattr(data, "__len__") else None
+    loader = getattr(data, "load_image", None)
+
+    def items() -> Iterator[_Item]:
+        for pos, s in enumerate(data):
+            if isinstance(s, (tuple, list)):
+                if len(s) != 4:
+                    raise InputError(f"input sample {pos}: expected (id, image, lat, lon), got {len(s)} values")
+                sid, src, lat, lon = s
+                yield _Item(pos, str(sid), _coord(lat), _coord(lon), _source_name(src), src)
+            elif hasattr(s, "id") and hasattr(s, "source"):
+                yield _Item(pos, str(s.id), _coord(getattr(s, "lat", None)), _coord(getattr(s, "lon", None)),
+                            _source_name(s.source), s, scalar_extra(getattr(s, "extra", None)))
+            else:
+                raise InputError(
+                    f"input sample {pos}: expected a GeoSample or an (id, image, lat, lon) tuple, got {type(s).__name__}"
+                )
+
+    return items(), total, (loader if loader is not None else _load_payload)
+
+
+# --------------------------------------------------------------------------- decoding workers
+
+_WORKER: dict = {}
+
+
+def _init_worker(loader, transform) -> None:
+    _WORKER["loader"], _WORKER["transform"] = loader, transform  # workers never run torch
+
+
+def reason_text(exc: BaseException) -> str:
+    """One line saying why a sample could not be read."""
+    text = str(exc) if isinstance(exc, GeoscopeError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _prepare(task: list[tuple[int, Any]]) -> list[tuple[int, np.ndarray | None, str | None]]:
+    """Worker: decode + resize + crop each image; (pos, uint8 array, None) or (pos, None, reason)."""
+    loader, transform = _WORKER["loader"], _WORKER["transform"]
+    out: list[tuple[int, np.ndarray | None, str | None]] = []
+    for pos, payload in task:
+        try:
+            out.append((pos, transform.to_uint8(loader(payload)), None))
+        except Exception as exc:  # noqa: BLE001 - any unreadable image is reported, never fatal
+            out.append((pos, None, reason_text(exc)))
+    return out
+
+
+def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
+    chunk: list[_Item] = []
+    for it in items:
+        chunk.append(it)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _prepared(items: Iterator[_Item], loader, transform, workers: int, chunk: int, ahead: int):
+    """Yield (item, uint8 array or None, reason) in input order, decoding up to ``ahead`` chunks ahead."""
+    if workers <= 0:
+        _WORKER.update(loader=loader, transform=transform)
+        for c in _chunks(items, chunk):
+            for it, (_, arr, reason) in zip(c, _prepare([(it.pos, it.payload) for it in c])):
+                yield it, arr, reason
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(loader, transform)) as pool:
+        pending: collections.deque = collections.deque()
+        source = _chunks(items, chunk)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < ahead:
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                pending.append((nxt, pool.apply_async(_prepare, ([(it.pos, it.payload) for it in nxt],))))
+            if not pending:
+                return
+            c, res = pending.popleft()
+            for it, (_, arr, reason) in zip(c, res.get()):
+                yield it, arr, reason
