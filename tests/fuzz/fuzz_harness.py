@@ -162,6 +162,23 @@ def check_exif(data: bytes, name: str) -> tuple[str, str]:
     return "ok", "gps" if f.has_gps else "no gps"
 
 
+def misbehaving_check(data: bytes, name: str) -> dict:  # pragma: no cover - runs in a worker
+    """For the harness's own test: misbehaves as ``data`` says (hang, crash, die, memory), else ok."""
+    if data == b"hang":
+        while True:
+            pass
+    if data == b"crash":
+        raise KeyError("boom")
+    if data == b"die":
+        os._exit(3)
+    if data == b"memory":
+        hog = bytearray(600 << 20)  # touched, so it is resident
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1
+        time.sleep(2)
+    return {"load_image": "ok", "load_detail": "", "read_exif": "ok", "exif_detail": ""}
+
+
 def check_bytes(data: bytes, name: str) -> dict:
     """Both front doors on one input, in this process."""
     out = {}
@@ -175,7 +192,7 @@ def check_bytes(data: bytes, name: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------- worker pool
-def _worker(conn, address_limit_mb: int) -> None:  # pragma: no cover - runs in a child process
+def _worker(conn, address_limit_mb: int, check: str = "") -> None:  # pragma: no cover - runs in a child process
     if address_limit_mb:
         limit = address_limit_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -185,6 +202,8 @@ def _worker(conn, address_limit_mb: int) -> None:  # pragma: no cover - runs in 
     logging.disable(logging.CRITICAL)
     import geoscope.data.exif  # noqa: F401 - import before the first input, so it is not timed
     import geoscope.data.images  # noqa: F401
+
+    run_check = misbehaving_check if check == "misbehaving" else check_bytes
 
     while True:
         try:
@@ -196,7 +215,11 @@ def _worker(conn, address_limit_mb: int) -> None:  # pragma: no cover - runs in 
         index, name, data = msg
         _reset_peak_rss()
         t, cpu = time.perf_counter(), time.process_time()
-        res = check_bytes(data, name)
+        try:
+            res = run_check(data, name)
+        except Exception as exc:  # noqa: BLE001 - a check that raises is a crash of the front door it calls
+            what, detail = _crash(exc)
+            res = {"load_image": what, "load_detail": detail, "read_exif": "unknown", "exif_detail": ""}
         res["seconds"] = time.perf_counter() - t
         res["cpu_s"] = time.process_time() - cpu
         res["rss_mb"] = _peak_rss_mb()
@@ -246,13 +269,15 @@ class Runner:
     wall_limit_s: float = WALL_LIMIT_S
     rss_limit_mb: float = RSS_LIMIT_MB
     address_limit_mb: int = ADDRESS_LIMIT_MB
+    #: "" (load_image and read_exif) or "misbehaving" (the harness's self-test)
+    check: str = ""
     restarts: int = 0
     _slots: list = field(default_factory=list)
 
     def _start(self) -> _Slot:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, self.address_limit_mb), daemon=True)
+        proc = ctx.Process(target=_worker, args=(child, self.address_limit_mb, self.check), daemon=True)
         proc.start()
         child.close()
         return _Slot(proc, parent)
