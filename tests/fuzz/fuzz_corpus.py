@@ -1070,14 +1070,14 @@ def mode_inputs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         if ctype in (0, 2):
             trns = struct.pack(">H", 257) if ctype == 0 else struct.pack(">HHH", 257, 514, 771)
             yield f"PNG 16-bit colour type {ctype} with tRNS", ".png", lambda rows=rows, ctype=ctype, t=trns: png_raw(48, 32, 16, ctype, rows, [png_chunk(b"tRNS", t)])
+    w = 48
     for depth in (1, 2, 4):
-        w = 48
         rowbytes = (w * depth + 7) // 8
         rows = b"".join(b"\0" + bytes((r * 7 + c) % 256 for c in range(rowbytes)) for r in range(32))
-        yield f"PNG grey {depth}-bit", ".png", lambda rows=rows, d=depth: png_raw(w, 32, d, 0, rows)
+        yield f"PNG grey {depth}-bit", ".png", lambda rows=rows, d=depth: png_raw(48, 32, d, 0, rows)
         pal = png_chunk(b"PLTE", bytes(range(3 * (1 << depth))))
-        yield f"PNG palette {depth}-bit", ".png", lambda rows=rows, d=depth, p=pal: png_raw(w, 32, d, 3, rows, [p])
-        yield f"PNG palette {depth}-bit with a short PLTE", ".png", lambda rows=rows, d=depth: png_raw(w, 32, d, 3, rows, [png_chunk(b"PLTE", b"\0\0\0")])
+        yield f"PNG palette {depth}-bit", ".png", lambda rows=rows, d=depth, p=pal: png_raw(48, 32, d, 3, rows, [p])
+        yield f"PNG palette {depth}-bit with a short PLTE", ".png", lambda rows=rows, d=depth: png_raw(48, 32, d, 3, rows, [png_chunk(b"PLTE", b"\0\0\0")])
     yield "PNG palette without PLTE", ".png", lambda: png_raw(48, 32, 8, 3, b"".join(b"\0" + bytes(48) for _ in range(32)))
     yield "PNG Adam7 interlaced RGB", ".png", lambda: _png_interlaced()
     # float and int TIFF extremes
