@@ -7,8 +7,8 @@ leaves only ``free_kb`` free with a filler file, so one small filesystem runs a 
 any point: before its first byte, in its journal, in its arrays, in its final files.
 
 ``disk_full_run`` runs one command against it: out of space, the command must stop with one clear
-error (exit 1, one line, no traceback) that names the path it could not write, and leave nothing
-that opens wrong (an unfinished store is refused as unfinished; a model folder either refuses to
+error (exit 1, one line, no traceback) that says the disk is full and names the path it could not
+write, and leave nothing that opens wrong (an unfinished store is refused as unfinished; a model folder either refuses to
 load or loads); after the filler is removed, the same command must finish and give what a run with
 room to spare gives.
 """
@@ -74,6 +74,8 @@ def available() -> str | None:
 
 
 FILLER = ".filler"
+#: what a message must say for a reader to know the disk is full
+DISK_FULL_WORDS = ("no space left", "disk is full", "disk full", "not enough space", "errno 28")
 
 
 def fill(point: Path, free_kb: int) -> int:
@@ -139,7 +141,8 @@ def disk_full_run(point: Path, free_kb: int, command: Callable[[Path], list[str]
     rec = {
         "free_kb": measured, "exit": rc, "error": err[:300],
         "traceback": "Traceback" in stderr,
-        "clear_error": rc == 0 or (rc == 1 and bool(err) and "Traceback" not in stderr),
+        "one_line_error": rc == 0 or (rc == 1 and bool(err) and "Traceback" not in stderr),
+        "says_disk_full": rc == 0 or any(s in err.lower() for s in DISK_FULL_WORDS),
         "names_path": rc == 0 or str(point) in err,
         "state_after_failure": inspect(out),
     }
@@ -148,8 +151,8 @@ def disk_full_run(point: Path, free_kb: int, command: Callable[[Path], list[str]
     rec["resumed"] = rc2 == 0
     rec["resume_error"] = error_line(stderr2)[:300] if rc2 else ""
     rec["equal_to_reference"] = bool(rc2 == 0 and compare(out))
-    rec["ok"] = (rec["clear_error"] and not rec["state_after_failure"].startswith("CORRUPT") and rec["resumed"]
-                 and rec["equal_to_reference"])
+    rec["ok"] = (rec["one_line_error"] and rec["says_disk_full"] and rec["names_path"]
+                 and not rec["state_after_failure"].startswith("CORRUPT") and rec["resumed"] and rec["equal_to_reference"])
     return rec
 
 

@@ -57,22 +57,40 @@ def _train(world, free_kb, point):
 def test_embed_out_of_space_stops_cleanly_and_resumes(world, free_kb):
     with disk_full.small_filesystem(4096) as (point, _):
         rec = _embed(world, free_kb, point)
-    assert rec["exit"] == 1 and rec["clear_error"], rec
+    assert rec["exit"] == 1 and rec["one_line_error"] and rec["says_disk_full"], rec
     assert not rec["state_after_failure"].startswith("CORRUPT"), rec
     assert rec["resumed"] and rec["equal_to_reference"], rec
 
 
-def test_train_out_of_space_stops_cleanly_and_resumes(world):
+def test_train_out_of_space_stops_and_resumes(world):
     with disk_full.small_filesystem(8192) as (point, _):
         rec = _train(world, 64, point)
-    assert rec["exit"] == 1 and rec["clear_error"], rec
+    assert rec["exit"] == 1 and rec["one_line_error"], rec
     assert not rec["state_after_failure"].startswith("CORRUPT"), rec
     assert rec["resumed"], rec
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 4, not fixed yet: ENOSPC errors do not name the path "
-                   "(\"OSError: [Errno 28] No space left on device\")")
+# Defects this harness found (issue 14 item 4, for the code that owns the store and training): each is a
+# strict xfail, so the test fails (XPASS) the day it is fixed and the mark can go.
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="ENOSPC errors do not name the path (\"OSError: [Errno 28] No space left "
+                   "on device\": the write has no file name)")
 def test_out_of_space_error_names_the_path(world):
     with disk_full.small_filesystem(4096) as (point, _):
         rec = _embed(world, 8, point)
     assert rec["names_path"], rec
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="with 4 KB free, embed leaves embeddings.npy without its header; every "
+                   "re-run then fails (\"ValueError: the magic string is not correct\") until --overwrite")
+def test_embed_out_of_space_at_4_kb_resumes(world):
+    with disk_full.small_filesystem(4096) as (point, _):
+        rec = _embed(world, 4, point)
+    assert rec["resumed"] and rec["equal_to_reference"], rec
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="train out of space says \"RuntimeError: [enforce fail at "
+                   "inline_container.cc:672] . unexpected pos ...\" (torch.save), not that the disk is full")
+def test_train_out_of_space_says_the_disk_is_full(world):
+    with disk_full.small_filesystem(8192) as (point, _):
+        rec = _train(world, 512, point)
+    assert rec["says_disk_full"], rec

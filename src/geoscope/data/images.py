@@ -7,9 +7,10 @@ decompression bomb costs nothing; and where a format bounds how far it can compr
 JPEG's Huffman codes, GIF's LZW) it checks that the file holds enough data for the pixels it
 claims, so a small file that claims a big picture is refused before it is decoded
 (``check_data_budget``). Progressive JPEGs with more than ``MAX_JPEG_SCANS`` scans are refused
-(each scan is a pass over every block: thousands of them are a known denial of service). Only still-image formats are opened (JPEG, PNG, WebP, TIFF, BMP,
-GIF, HEIC/HEIF); animated GIF/WebP and multi-page TIFF give their first frame. Palette, greyscale,
-CMYK, 16-bit and alpha images all come out as 8-bit RGB (alpha composited over white).
+(each scan is a pass over every block: thousands of them are a known denial of service). Only
+still-image formats are opened (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC/HEIF); animated GIF/WebP and
+multi-page TIFF give their first frame. Palette, greyscale, CMYK, 16-bit and alpha images all come
+out as 8-bit RGB (alpha composited over white).
 Every failure is an ``ImageError`` whose one-sentence message names the file and the reason.
 """
 
