@@ -781,6 +781,8 @@ def bombs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     yield "BMP RLE8 claiming 30000x30000", ".bmp", lambda: bmp_rle_bomb(30000, 30000)
     yield "BMP RLE8 claiming 9000x9000", ".bmp", lambda: bmp_rle_bomb(9000, 9000)
     yield "BMP RLE8 with a delta jump far outside", ".bmp", lambda: _bmp_rle_delta()
+    yield "BMP RLE8 10000x10000, one pixel and an end-of-line per row", ".bmp", lambda: _bmp_rle_rows(10000, 10000)
+    yield "BMP RLE4 4000x4000 in runs of 255 pixels", ".bmp", lambda: _bmp_rle4_runs(4000, 4000)
 
     def bmp_dims(w, h):
         d = seeds()["bmp-24"][0]
@@ -850,6 +852,25 @@ def _bmp_rle_delta() -> bytes:
     pal = b"\0\0\0\0\xff\xff\xff\0"
     off = 14 + 40 + len(pal)
     return b"BM" + struct.pack("<IHHI", off + len(rows), 0, 0, off) + info + pal + rows
+
+
+def _bmp(w: int, h: int, bits: int, compression: int, pixels: bytes) -> bytes:
+    colours = 1 << bits
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, bits, compression, len(pixels), 0, 0, colours, 0)
+    pal = b"".join(bytes([i * 255 // (colours - 1)] * 3 + [0]) for i in range(colours))
+    off = 14 + 40 + len(pal)
+    return b"BM" + struct.pack("<IHHI", off + len(pixels), 0, 0, off) + info + pal + pixels
+
+
+def _bmp_rle_rows(w: int, h: int) -> bytes:
+    """RLE8: every row one pixel, then end-of-line (Pillow fills the rest of the row byte by byte)."""
+    return _bmp(w, h, 8, 1, b"\x01\x01\x00\x00" * h + b"\x00\x01")
+
+
+def _bmp_rle4_runs(w: int, h: int) -> bytes:
+    """RLE4: every row in runs of 255 pixels (Pillow expands RLE4 runs one pixel at a time)."""
+    row = b"".join(bytes([min(255, w - x), 0x12]) for x in range(0, w, 255)) + b"\x00\x00"
+    return _bmp(w, h, 4, 2, row * h + b"\x00\x01")
 
 
 def _heic_ispe(d: bytes, w: int, h: int) -> bytes:

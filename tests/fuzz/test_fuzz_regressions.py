@@ -22,6 +22,7 @@ REFUSED = {
     "jpeg-progressive-claims-12000x8000.jpg": r"JPEG claims 12,000 x 8,000 pixels .*decompression bomb",
     "png-rgba-10000x10000-16-rows.png": r"PNG claims 10,000 x 10,000 pixels but holds only 643 bytes .*1032:1",
     "jpeg-icc-header-only.jpg": r"corrupt JPEG file",
+    "bmp-rle8-262184x30-eol-rows.bmp": r"RLE-compressed BMP of 262,184 x 30 pixels, more than the limit",
 }
 
 
@@ -49,6 +50,15 @@ def test_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding():
         load_image(data, name="scans.jpg")
     # the seed itself (10 scans) loads
     assert load_image(fuzz_corpus.seeds()["jpeg-progressive"][0]).size == (80, 56)
+
+
+@pytest.mark.parametrize("make", [lambda: fuzz_corpus._bmp_rle_rows(10000, 10000),
+                                  lambda: fuzz_corpus._bmp_rle4_runs(4000, 4000)])
+def test_big_rle_bmps_are_refused_before_pillow_decodes_them_pixel_by_pixel(make):
+    with pytest.raises(ImageError, match="RLE-compressed BMP"):
+        load_image(make(), name="rle.bmp")
+    small = fuzz_corpus._bmp_rle_rows(300, 200)  # the same construction under the limit still loads
+    assert load_image(small, name="small.bmp").size == (300, 200)
 
 
 def test_data_budgets_accept_every_valid_seed_and_refuse_a_short_stream():

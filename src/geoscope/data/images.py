@@ -7,7 +7,8 @@ decompression bomb costs nothing; and where a format bounds how far it can compr
 JPEG's Huffman codes, GIF's LZW) it checks that the file holds enough data for the pixels it
 claims, so a small file that claims a big picture is refused before it is decoded
 (``check_data_budget``). Progressive JPEGs with more than ``MAX_JPEG_SCANS`` scans are refused
-(each scan is a pass over every block: thousands of them are a known denial of service). Only
+(each scan is a pass over every block: thousands of them are a known denial of service), and so are
+RLE-compressed BMPs over ``MAX_RLE_BMP_PIXELS`` (Pillow decodes them in Python, pixel by pixel). Only
 still-image formats are opened (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC/HEIF); animated GIF/WebP and
 multi-page TIFF give their first frame. Palette, greyscale, CMYK, 16-bit and alpha images all come
 out as 8-bit RGB (alpha composited over white).
@@ -47,6 +48,9 @@ MAX_JPEG_SCANS = 100
 #: a GIF LZW code of 12 bits stands for at most 4096 pixels
 DEFLATE_MAX_RATIO = 1032
 GIF_MAX_PIXELS_PER_BYTE = 4096 * 8 // 12 + 1
+#: Pillow decodes RLE-compressed BMPs in pure Python, filling end-of-line gaps and RLE4 runs one pixel
+#: at a time: a 1 KB file can ask for minutes of it, so RLE BMPs above this size are refused
+MAX_RLE_BMP_PIXELS = 4_000_000
 # formats and the first bytes of their files, to name a file Pillow could not parse
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
@@ -258,6 +262,10 @@ def check_data_budget(data: bytes, im: Image.Image, name: str) -> None:
     elif fmt == "GIF":
         need, have = w * h // GIF_MAX_PIXELS_PER_BYTE, len(data)
         why = "a GIF's LZW codes stand for at most 4096 pixels each"
+    elif fmt in ("BMP", "DIB") and w * h > MAX_RLE_BMP_PIXELS and any(t[0] == "bmp_rle" for t in im.tile):
+        raise ImageError(f"{name}: RLE-compressed BMP of {w:,} x {h:,} pixels, more than the limit of "
+                         f"{MAX_RLE_BMP_PIXELS:,} for this compression (possible decompression bomb: its end-of-line "
+                         "codes fill whole rows for two bytes, and they are decoded one pixel at a time)")
     if need and have < need:
         raise ImageError(f"{name}: {fmt} claims {w:,} x {h:,} pixels but holds only {have:,} bytes of image data, "
                          f"too few for that ({why}): truncated, or a decompression bomb")
