@@ -166,7 +166,8 @@ def open_header(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIX
         except UnidentifiedImageError:
             kind = sniff_format(data)
             if kind is not None:
-                raise ImageError(f"{name}: corrupt {kind} file (it starts like one, but its header cannot be parsed)")
+                raise ImageError(f"{name}: not a recognised image: it starts like a {kind} file but its header "
+                                 f"cannot be parsed (a corrupt {kind} file)")
             raise ImageError(f"{name}: not a recognised image (supported: JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC)")
         except (OSError, ValueError, SyntaxError, struct.error, EOFError, RuntimeError) as exc:
             # RuntimeError: libheif's errors (pillow-heif), e.g. its own size limits
