@@ -98,6 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     n = args.n or fuzz_corpus.full_size()
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     results = run_corpus(n, args.workers, args.seed)
     corpus_s = time.perf_counter() - t0
@@ -129,8 +130,8 @@ def main() -> None:
         f"Slowest input: #{slow_cpu['index']} ({slow_cpu['kind']}: {slow_cpu['detail']}) "
         f"{slow_cpu['cpu_s']:.2f} s of CPU, {slow_cpu['seconds']:.2f} s wall-clock; slowest by wall-clock: "
         f"#{slow['index']} ({slow['detail']}) {slow['seconds']:.2f} s. Peak RSS: {big['rss_mb']:.0f} MB "
-        f"(#{big['index']}, {big['detail']}). Wall-clock times were taken on the shared 2-core machine "
-        "with other jobs running (load around 10), so CPU time is the measure of work.",
+        f"(#{big['index']}, {big['detail']}). Wall-clock times were taken on a shared machine "
+        f"({os.cpu_count()} cores, load average {load:.1f} at the start), so CPU time is the measure of work.",
     ]
     if cli:
         notes.append(
