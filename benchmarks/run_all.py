@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "geoclip_speed": ["benchmarks/geoclip_speed.py"],
     "demo": ["benchmarks/bench_demo.py"],
     "serve": ["benchmarks/bench_serve.py"],
+    "fuzz": ["benchmarks/bench_fuzz.py"],
 }
 
 

@@ -17,7 +17,9 @@ from geoscope.verify import (
     THRESHOLDS_FILE,
     VerifyThresholds,
     calibrate_thresholds,
+    cell_overlap,
     claim_statistics,
+    disc_points,
     forged_claims,
     load_thresholds,
     save_thresholds,
@@ -160,3 +162,135 @@ def test_calibration_refuses_too_few_images(cells):
     preds = [located(cells, 10, 10, rng) for _ in range(5)]
     with pytest.raises(InputError, match="at least 20"):
         calibrate_thresholds(preds, [10] * 5, [10] * 5)
+
+
+# ------------------------------------------------------------------- coarse cells (issue 14)
+COARSE_CITIES = CITIES[:-1] + [(-31.95, 115.86)]  # Perth instead of Cairo: Australia has training photos
+PARIS = (48.86, 2.35)
+OUTBACK = (-25.0, 134.0)  # in the cell of the Australian photos, ~1,000 km from every cell centre
+SOUTH_PACIFIC = (-45.0, -130.0)  # no training photo within thousands of km
+
+
+@pytest.fixture(scope="module")
+def coarse() -> Geocells:
+    rng = np.random.default_rng(0)
+    pts = np.array(COARSE_CITIES)[rng.integers(0, len(COARSE_CITIES), 3000)] + rng.normal(0, 3, (3000, 2))
+    return Geocells.adaptive(pts[:, 0], pts[:, 1], 80, 250)
+
+
+def paris_photo(cells: Geocells, exif=None) -> Prediction:
+    """What the pixels of a photo taken in Paris say: 48% on its cell, the rest fading with distance."""
+    home = int(cells.assign(np.array([PARIS[0]]), np.array([PARIS[1]]))[0])
+    d = haversine_km(cells.centroids[:, 0], cells.centroids[:, 1], *PARIS)
+    w = np.exp(-d / 4000.0)
+    w[home] = 0.0
+    p = 0.52 * w / w.sum()
+    p[home] = 0.48
+    order = np.argsort(-p)[:5]
+    cands = [Candidate(*cells.centroids[i], float(p[i]), cell=int(i)) for i in order]
+    return Prediction("paris.jpg", cands, p, cells, exif=exif, model="coarse")
+
+
+def test_coarse_cells_call_a_forged_claim_in_covered_territory_inconsistent(coarse):
+    assert 14 <= len(coarse) <= 20
+    cen = coarse.centroids
+    # the situation of issue 14: no cell centre within the 750 km radius of the forged claim ...
+    assert haversine_km(cen[:, 0], cen[:, 1], *OUTBACK).min() > 750
+    claimed_cell = int(coarse.assign(np.array([OUTBACK[0]]), np.array([OUTBACK[1]]))[0])
+    assert claimed_cell >= 0 and coarse.counts[claimed_cell] > 0  # ... yet the model has training photos there
+    pred = paris_photo(coarse, ExifFindings(lat=OUTBACK[0], lon=OUTBACK[1]))
+    v = verify_prediction(pred)
+    assert v.distance_to_best_km > 14_000
+    assert v.verdict == "inconsistent", v.reason
+    assert v.measure == "overlap" and v.claimed_cell == claimed_cell
+    assert v.lift <= DEFAULT_THRESHOLDS.inconsistent_lift
+    assert 0 < v.claimed_cell_share < 1 and v.measured_cells >= 1
+    # the measure: the claimed cell's probability against its prior, over the share of it inside the radius
+    assert v.lift == pytest.approx(
+        (pred.cell_probs[claimed_cell] / (coarse.counts[claimed_cell] / coarse.counts.sum())), rel=0.5)
+    assert "no cell centre lies within 750 km" in v.reason and "weighted by its share" in v.reason
+    # the genuine claim is consistent, measured on the centroids within the radius
+    g = verify_prediction(pred, claim=PARIS)
+    assert g.verdict == "consistent" and g.measure == "centroids", g.reason
+    assert "whose centre lies within 750 km" in g.reason or "whose centres lie within 750 km" in g.reason
+
+
+def test_coarse_cells_call_a_claim_outside_all_coverage_inconclusive(coarse):
+    assert coarse.assign(np.array([SOUTH_PACIFIC[0]]), np.array([SOUTH_PACIFIC[1]]))[0] == -1
+    v = verify_prediction(paris_photo(coarse), claim=SOUTH_PACIFIC)
+    assert v.verdict == "inconclusive"
+    assert v.measure == "outside coverage" and v.lift is None and v.claimed_cell is None
+    assert "outside the model's training coverage" in v.reason
+    # however large the radius, a claim reaching covered cells is judged again
+    wide = verify_prediction(paris_photo(coarse), claim=SOUTH_PACIFIC,
+                             thresholds=VerifyThresholds(radius_km=7000.0))
+    assert wide.measure in ("centroids", "overlap") and wide.lift is not None
+
+
+def test_cells_without_training_data_do_not_make_a_claim_consistent():
+    # a 1-degree grid with training photos only in Europe: a claim in the Pacific sits among cell centres
+    # that have no training data; before, the smoothing made any stray probability there "consistent"
+    grid = Geocells.grid((-60, -180, 75, 180), 135, 360)
+    lat, lon = grid.centroids[:, 0], grid.centroids[:, 1]
+    grid.counts = np.where((lat > 35) & (lat < 60) & (lon > -10) & (lon < 30), 10, 0).astype(np.int64)
+    p = np.full(len(grid), 1e-3 / len(grid))
+    claim = (-10.0, -140.0)
+    i = int(grid.assign(np.array([claim[0]]), np.array([claim[1]]))[0])
+    p[i] += 1e-3  # the model wastes a little probability on the claimed ocean cell
+    home = int(grid.assign(np.array([48.0]), np.array([2.0]))[0])
+    p[home] += 1 - p.sum()
+    pred = Prediction("x", [Candidate(*grid.centroids[home], float(p[home]), cell=home)], p, grid)
+    v = verify_prediction(pred, claim=claim)
+    assert v.verdict == "inconclusive" and v.measure == "outside coverage", v.reason
+
+
+def test_models_without_cells_get_a_verdict_that_names_the_measure():
+    regressor = Prediction("x", [Candidate(-33.9, 151.1, 1.0)])  # one point estimate, probability 1
+    near = verify_prediction(regressor, claim=(-33.87, 151.2))
+    far = verify_prediction(regressor, claim=(48.86, 2.35))
+    assert (near.verdict, far.verdict) == ("consistent", "inconsistent")
+    assert near.measure == far.measure == "candidates" and near.n_cells is None
+    assert "the model has no cells" in far.reason and "spread evenly over the Earth" in far.reason
+    retrieval = Prediction("y", [Candidate(35.7, 139.7, 0.3), Candidate(35.0, 135.8, 0.2),
+                                 Candidate(34.7, 135.5, 0.1), Candidate(37.5, 127.0, 0.05)])
+    assert verify_prediction(retrieval, claim=(35.68, 139.69)).verdict == "consistent"
+    assert verify_prediction(retrieval, claim=(-23.5, -46.6)).verdict == "inconsistent"
+
+
+def test_cell_overlap_measures_the_share_of_each_cell_inside_the_disc():
+    grid = Geocells.grid((-90, -180, 90, 180), 2, 4)  # 8 cells of 90 x 90 degrees
+    la, lo, area = disc_points(45.0, -135.0, 500.0)
+    assert haversine_km(la, lo, 45.0, -135.0).max() <= 500.0 + 1e-6
+    assert area == pytest.approx(np.pi * 500.0**2, rel=0.01)  # a small disc is almost flat
+    idx, share = cell_overlap(grid, 45.0, -135.0, 500.0)
+    assert list(idx) == [4]
+    assert share[0] == pytest.approx(area / grid.areas_km2()[4], rel=0.02)
+    # a disc over the corner where four cells meet: a quarter of it in each
+    idx, share = cell_overlap(grid, 0.0, -90.0, 1000.0)
+    assert sorted(idx) == [0, 1, 4, 5]
+    assert np.allclose(share, share.mean(), rtol=0.05)
+    # a disc larger than the Earth holds every cell whole
+    idx, share = cell_overlap(grid, 10.0, 10.0, 30_000.0)
+    assert len(idx) == 8 and np.allclose(share, 1.0, atol=0.02)
+    # outside a regional grid: nothing
+    regional = Geocells.grid((40, 0, 50, 10), 2, 2)
+    assert len(cell_overlap(regional, -40.0, 100.0, 500.0)[0]) == 0
+
+
+def test_calibration_keeps_working_on_coarse_cells(coarse):
+    rng = np.random.default_rng(5)
+    idx = rng.integers(0, len(COARSE_CITIES), 60)
+    pts = np.array(COARSE_CITIES)[idx] + rng.normal(0, 2, (60, 2))
+    preds = []
+    for a, b in pts:
+        d = haversine_km(coarse.centroids[:, 0], coarse.centroids[:, 1], a, b)
+        logits = -d / 800.0 + rng.normal(0, 0.5, len(d))
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        i = int(np.argmax(p))
+        preds.append(Prediction("v", [Candidate(*coarse.centroids[i], float(p[i]), cell=i)], p, coarse))
+    thr = calibrate_thresholds(preds, pts[:, 0], pts[:, 1])
+    cal = thr.calibration
+    assert cal["genuine_called_inconsistent"] <= 0.05 and cal["forged_called_consistent"] <= 0.05
+    assert cal["median_lift_genuine"] > 1 > cal["median_lift_forged"]
+    assert 0 <= cal["genuine_outside_coverage"] <= 1 and 0 <= cal["forged_outside_coverage"] <= 1
