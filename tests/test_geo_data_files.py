@@ -36,7 +36,7 @@ def test_environment_variable_wins_even_over_complete_packaged_data(places, monk
     _ready(places / "pkg")
     monkeypatch.setenv("GEOSCOPE_DATA", str(places / "mine"))
     assert data_files.data_dir() == places / "mine"  # not ready there: still chosen, never a silent fallback
-    with pytest.raises(GeoscopeError, match="mine"):
+    with pytest.raises(GeoscopeError, match="mine.*unset GEOSCOPE_DATA to use the data packaged"):
         data_files.data_file("countries.parquet")
 
 

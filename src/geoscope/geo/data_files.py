@@ -63,7 +63,9 @@ def data_file(name: str) -> Path:
     """The path of one derived file; a GeoscopeError saying how to make it when it is missing."""
     path = data_dir() / name
     if not path.is_file():
-        raise GeoscopeError(f"geographic data file {path} is missing: {SETUP_HINT}")
+        packaged = settings.get("GEOSCOPE_DATA") is not None and is_ready(PACKAGED_DIR)
+        hint = "unset GEOSCOPE_DATA to use the data packaged with geoscope, or " + SETUP_HINT if packaged else SETUP_HINT
+        raise GeoscopeError(f"geographic data file {path} is missing: {hint}")
     return path
 
 
