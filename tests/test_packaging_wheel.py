@@ -205,5 +205,6 @@ def test_the_wheel_installs_into_a_fresh_venv_and_works_without_npm(tmp_path):
         assert best["place"] is not None  # names from the packaged borders and towns
     assert right >= 10, f"{right} of 12 held-out pictures in their cell (chance: 3)"
 
+    shutil.rmtree(venv, ignore_errors=True)  # 1.6 GB that pytest would otherwise keep for three runs
     print(f"\nwheel {wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB, sdist {sdist.stat().st_size / 1e6:.1f} MB; "
           + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
