@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoscope import optional
 from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
 
@@ -81,7 +82,7 @@ def fibonacci_sphere(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def is_land(lat, lon) -> np.ndarray:
-    from global_land_mask import globe
+    globe = optional.require("global_land_mask").globe
 
     lat = np.clip(np.asarray(lat, dtype=np.float64), -89.999, 89.999)
     lon = np.asarray(lon, dtype=np.float64)

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
+from geoscope import optional
 from geoscope.atomic import atomic_path
 from geoscope.errors import InputError
 
@@ -77,10 +78,8 @@ def grid_segments(height: int, width: int, rows: int, cols: int) -> np.ndarray:
 
 def superpixel_segments(image: np.ndarray, n_segments: int = 50) -> np.ndarray:
     """(H, W) int region ids of SLIC superpixels (needs scikit-image)."""
-    try:
-        from skimage.segmentation import slic
-    except ImportError:
-        raise InputError("superpixels need scikit-image (pip install scikit-image); use a grid instead") from None
+    optional.require("skimage")  # a grid of regions needs nothing more
+    from skimage.segmentation import slic
     seg = slic(image, n_segments=n_segments, compactness=10.0, start_label=0)
     _, seg = np.unique(seg, return_inverse=True)  # ids 0..S-1 without gaps
     return seg.reshape(image.shape[:2]).astype(np.int64)
@@ -218,7 +217,7 @@ def shap_attribution(
     shap's Permutation explainer over the regions (``segments`` or a ``grid``), whose Shapley values
     add up exactly to ``f(image) - f(all hidden)``; it needs at least ``2 * regions + 1`` evaluations.
     """
-    import shap
+    shap = optional.require("shap")
 
     if method not in ("partition", "permutation"):
         raise InputError(f"SHAP method must be 'partition' or 'permutation', got {method!r}")

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from geoscope import optional
 from geoscope.atomic import atomic_path, write_json
 from geoscope.data.exif import read_exif
 from geoscope.data.images import load_image, read_limited
@@ -458,11 +459,8 @@ def upload_to_hub(folder: Path, repo_id: str, *, private: bool | None = None, to
     Training state and hidden or temporary files are left out. Returns the repository URL; any failure
     is one ``GeoscopeError`` sentence.
     """
-    try:
-        from huggingface_hub import HfApi  # network stack: only when pushing
-    except ImportError:
-        raise GeoscopeError("pushing to the Hugging Face hub needs huggingface_hub: "
-                            "pip install huggingface_hub") from None
+    optional.require("huggingface_hub", "pushing to the Hugging Face hub")
+    from huggingface_hub import HfApi  # network stack: only when pushing
     if repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise InputError(f"a hub repository is written ORG/NAME (or NAME under your account), got {repo_id!r}")
     if not (folder / CONFIG).is_file():

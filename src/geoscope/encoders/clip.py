@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from geoscope import optional
 from geoscope.encoders import hub
 from geoscope.encoders.base import Encoder, parse_dtype
 from geoscope.encoders.preprocess import ImageTransform
@@ -46,6 +47,7 @@ class CLIPEncoder(Encoder):
         allow_download: bool | None = None,
     ):
         super().__init__()
+        optional.require("transformers")
         from transformers import CLIPModel, CLIPVisionModelWithProjection
 
         self.source = str(source)
@@ -85,6 +87,7 @@ class CLIPEncoder(Encoder):
         if self._tokenizer is None:
             if not self.has_text:
                 raise InputError(f"encoder {self.name!r} is an image tower only: it cannot encode text")
+            optional.require("transformers")
             from transformers import AutoTokenizer
 
             files = [self.path / "tokenizer.json"], [self.path / "vocab.json", self.path / "merges.txt"]

