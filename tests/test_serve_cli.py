@@ -34,9 +34,20 @@ def test_options_follow_the_cli_vocabulary():
     assert tuple(prec.choices) == ("auto", "fp32", "bf16", "int8")
 
 
-def test_weights_and_precision_are_for_named_models_only(models, capsys):
-    rc = main(["serve", "-m", str(models["dirs"]["classifier"]), "--precision", "bf16", "--port", "9"])
-    assert rc == 1 and "apply to named pretrained models" in capsys.readouterr().err
+def test_weights_and_precision_apply_to_a_model_directory(models, capsys, monkeypatch, tmp_path):
+    import torch
+    import uvicorn
+
+    served: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    model = str(models["dirs"]["classifier"])
+    assert main(["serve", "-m", model, "--precision", "bf16", "--port", "9", "--no-progress"]) == 0
+    assert served["port"] == 9 and served["host"] == "127.0.0.1"
+    assert served["app"].state.pool.geo.encoder.dtype == torch.bfloat16
+    # a --weights that is not a folder is refused before anything is served
+    served.clear()
+    rc = main(["serve", "-m", model, "--weights", str(tmp_path / "nope"), "--port", "9"])
+    assert rc == 1 and "--weights points to" in capsys.readouterr().err and not served
 
 
 @pytest.mark.slow

@@ -211,7 +211,8 @@ def test_nothing_is_written_to_disk_while_requests_are_served(geo, tmp_path, mon
         from geoscope.atomic import write_bytes
 
         write_bytes(tmp_path / "probe.bin", b"x")  # the recorder sees an atomic write ...
-        tempfile.SpooledTemporaryFile(max_size=10).write(b"y" * 100)  # ... and a spooled file rolling over
+        with tempfile.SpooledTemporaryFile(max_size=10) as spooled:  # ... and a spooled file rolling over
+            spooled.write(b"y" * 100)
         assert len(recorder.writes) >= 3, recorder.writes
         recorder.writes.clear()
         every_route(c)

@@ -80,8 +80,6 @@ def test_out_of_space_error_names_the_path(world):
     assert rec["names_path"], rec
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="with 4 KB free, embed leaves embeddings.npy without its header; every "
-                   "re-run then fails (\"ValueError: the magic string is not correct\") until --overwrite")
 def test_embed_out_of_space_at_4_kb_resumes(world):
     with disk_full.small_filesystem(4096) as (point, _):
         rec = _embed(world, 4, point)
