@@ -19,6 +19,8 @@ ENVIRONMENT: dict[str, str] = {
     "GEOSCOPE_DOWNLOAD": "1 allows downloading weights from the Hugging Face hub (off by default: geoscope works offline)",
     "HF_HUB_OFFLINE": "Hugging Face's own switch: 1 forbids hub downloads even when GEOSCOPE_DOWNLOAD=1",
     "GEOSCOPE_DEBUG": "1 makes the CLI print a full traceback on unexpected errors",
+    "GEOSCOPE_THREADS": "threads an ONNX Runtime or OpenVINO encoder computes with (default: every core)",
+    "GEOSCOPE_ANN_THRESHOLD": "gallery size from which retrieval searches an HNSW index instead of every entry (default 250000)",
 }
 
 _TRUE = ("1", "true", "yes", "on")
