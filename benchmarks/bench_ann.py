@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--ef", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128])
     args = ap.parse_args()
 
     import faiss

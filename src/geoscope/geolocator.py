@@ -225,6 +225,7 @@ class Geolocator:
         """
         images = list(images)
         results: list[Prediction | None] = [None] * len(images)
+        draft = self._draft_size() if images else None
         bar = None
         if progress:
             bar = tqdm(total=len(images), desc="locate", unit="image")
@@ -236,7 +237,8 @@ class Geolocator:
                 try:
                     if hasattr(src, "read") and not isinstance(src, Image.Image):
                         src = read_limited(src, name=name)  # file objects are read once, used twice
-                    im = src.convert("RGB") if isinstance(src, Image.Image) else load_image(src, name=name)
+                    im = src.convert("RGB") if isinstance(src, Image.Image) else load_image(src, name=name,
+                                                                                             draft_size=draft)
                     found = read_exif(src) if exif else None
                 except GeoscopeError as exc:
                     results[i] = Prediction.failed(name, str(exc), model=self.name)
@@ -256,6 +258,14 @@ class Geolocator:
         if bar is not None:
             bar.close()
         return results  # type: ignore[return-value]
+
+    def _draft_size(self) -> int | None:
+        """The shortest side the encoder resizes photos to: large JPEGs are decoded at a reduced scale for
+        it (``data.decode``). None when the encoder cannot be built (``_locate_loaded`` says why)."""
+        try:
+            return int(self.encoder.transform.resize)
+        except (GeoscopeError, AttributeError):
+            return None
 
     def _locate_loaded(self, images, names, findings, top_k) -> list[Prediction]:
         encoder = self.encoder  # a missing backbone is a model-level error: raise it

@@ -31,7 +31,7 @@ DEFAULT_THRESHOLD = 250_000
 #: HNSW graph degree, construction and search breadth: recall@10 >= 0.99 on 1M x 512 / 768 galleries
 HNSW_M = 32
 EF_CONSTRUCTION = 80
-EF_SEARCH = 128
+EF_SEARCH = 64
 
 
 def ann_threshold() -> int:
