@@ -30,9 +30,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "places": ["benchmarks/bench_places.py"],
     "data": ["benchmarks/bench_data.py"],
     "embed": ["benchmarks/bench_embed.py", "--n", "192", "--repeats", "3"],
+    "embed_3000x2000": ["benchmarks/bench_embed.py", "--n", "64", "--repeats", "3", "--photo-size", "3000x2000"],
+    "runtimes": ["benchmarks/bench_runtimes.py"],
+    "ann": ["benchmarks/bench_ann.py"],
     "heads": ["benchmarks/bench_heads.py"],
     "explain_verify": ["benchmarks/bench_explain_verify.py"],
     "geoclip_speed": ["benchmarks/geoclip_speed.py"],
+    "cold_start": ["benchmarks/bench_cold_start.py"],
     "demo": ["benchmarks/bench_demo.py"],
 }
 
