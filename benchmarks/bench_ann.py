@@ -1,11 +1,11 @@
 """Gallery search: exact (one matrix product) against the HNSW index of ``heads.ann`` on a large gallery.
 
-The gallery is N unit vectors of D dimensions made like a GPS gallery's embeddings: N random points on
-the sphere embedded by random Fourier features at three scales (a location encoder is Fourier
-features + an MLP), so neighbours in the embedding are neighbours on the Earth. **Not** uniformly random
-vectors: those have no neighbourhood structure (every entry is about equally far), which no real
-gallery has and no graph index handles well. Queries are embeddings of other random places. Recall@k
-is the share of the exact top-k found by the index. Times are per query, single
+The gallery is N unit vectors of D dimensions, **clustered** (the default): random unit centres, each
+entry a centre plus Gaussian noise, about 100 entries per cluster, as embeddings of places or tiles
+bunch by region; queries are new noisy members of random clusters. ``--data sphere`` makes a GPS-like
+gallery instead (random places through random Fourier features). Not uniformly random vectors: those
+have no neighbourhoods, which no real gallery lacks and no graph index handles well. Recall@k is the
+share of the exact top-k found by the index. Times are per query, single
 queries (what ``locate`` does), median over the queries; the index is built once and kept in the cache
 folder (its build time is reported).
 
@@ -47,6 +47,20 @@ def location_features(points: np.ndarray, dim: int, seed: int = 1) -> np.ndarray
     return out
 
 
+def clustered(n: int, dim: int, centres: int, rng, noise: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors in ``centres`` clusters (a random unit centre plus Gaussian noise of norm ~``noise``,
+    normalised; about n / centres members each), and the centres."""
+    c = rng.standard_normal((centres, dim)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    out = np.empty((n, dim), np.float32)
+    step = 100_000
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        x = c[rng.integers(0, centres, m)] + rng.standard_normal((m, dim)).astype(np.float32) * (noise / np.sqrt(dim))
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out, c
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -54,6 +68,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128])
+    ap.add_argument("--data", choices=["clustered", "sphere"], default="clustered")
+    ap.add_argument("--clusters", type=int, default=10_000)
     args = ap.parse_args()
 
     import faiss
@@ -63,9 +79,19 @@ def main() -> None:
 
     load0 = os.getloadavg()[0]
     rng = np.random.default_rng(0)
-    gallery = location_features(sphere_points(args.n, rng), args.dim)
-    q = location_features(sphere_points(args.queries, rng), args.dim)  # places not in the gallery
-    path = settings.cache_dir() / "bench" / f"ann-sphere-{args.n}-{args.dim}.faiss"
+    if args.data == "sphere":
+        gallery = location_features(sphere_points(args.n, rng), args.dim)
+        q = location_features(sphere_points(args.queries, rng), args.dim)  # places not in the gallery
+        data = ("random places on the sphere through random Fourier features (a GPS-gallery stand-in), queries "
+                "other places")
+    else:
+        gallery, centres = clustered(args.n, args.dim, args.clusters, rng)
+        q = centres[rng.integers(0, len(centres), args.queries)]
+        q = q + rng.standard_normal(q.shape).astype(np.float32) * (0.8 / np.sqrt(args.dim))
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        data = (f"clustered: {args.clusters:,} random unit centres, each entry a centre plus Gaussian noise (norm 0.8), "
+                f"normalised (~{args.n // args.clusters} per cluster); queries are new noisy members of random clusters")
+    path = settings.cache_dir() / "bench" / f"ann-{args.data}-{args.n}-{args.dim}.faiss"
     t0 = time.perf_counter()
     index = cached_index(gallery, path, what="benchmark gallery")
     build_s = time.perf_counter() - t0
@@ -88,9 +114,8 @@ def main() -> None:
         ms = 1000 * float(np.median(times))
         rows.append([f"HNSW (M={HNSW_M}, efSearch={ef}{', default' if ef == EF_SEARCH else ''})", ef,
                      float(np.mean(found)), ms, float(np.median(exact_t)) * 1000 / ms])
-    notes = (f"{args.n:,} unit vectors of {args.dim} dimensions (random places on the sphere through random Fourier "
-             f"features: a GPS-gallery stand-in, not uniform random vectors), {args.queries} single queries (other "
-             f"places), k={args.k}; recall@{args.k} against exact search. Index built once in "
+    notes = (f"{args.n:,} unit vectors of {args.dim} dimensions, {data}; {args.queries} single queries, "
+             f"k={args.k}; recall@{args.k} against exact search. Index built once in "
              f"{build_s:.0f} s (0 when read from the cache: {path.name}). faiss {faiss.__version__}, "
              f"{faiss.omp_get_max_threads()} OpenMP threads. Load average {load0:.1f} at the start, "
              f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores (shared machine: times are noisy).")

@@ -9,6 +9,10 @@ are given the same 1,000-point subset of the published 100K gallery to keep the 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -100,6 +104,16 @@ def test_served_by_the_fast_runtime_gives_the_reference_answers(clip_dir, galler
         np.testing.assert_allclose(out.scores[i], want_prob.double().numpy(), rtol=5e-3, atol=1e-6)
     again = ServedRetrievalHead.load(served_path(tmp_path, gallery))
     np.testing.assert_array_equal(again.search.embeddings, head.search.embeddings)
+    # a later start answers without importing torch or transformers
+    np.save(tmp_path / "gallery.npy", gallery)
+    code = ("import sys, numpy as np; from geoscope.pretrained import load_parts; from PIL import Image; "
+            f"enc, head, meta = load_parts('geoclip', weights={str(clip_dir)!r}, precision='fp32', "
+            f"cache={str(tmp_path)!r}, gallery=np.load({str(tmp_path / 'gallery.npy')!r}), progress=False); "
+            f"out = head.predict(enc.encode_images([Image.open({images[0]!r}).convert('RGB')]), top_k=1); "
+            "print(int(out.extra['gallery_index'][0, 0]), 'torch' in sys.modules, 'transformers' in sys.modules)")
+    env = {**os.environ, "GEOSCOPE_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert run.stdout.split() == [str(int(out.extra["gallery_index"][0, 0])), "False", "False"]
 
 
 def test_gallery_embeddings_cached_on_disk(clip_dir, gallery, tmp_path):

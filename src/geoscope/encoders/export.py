@@ -30,7 +30,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from geoscope import settings
 from geoscope.atomic import write_json
@@ -90,7 +90,7 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest
 
 
-def export_key(weight_files: dict[str, str | os.PathLike], settings_: dict[str, Any]) -> str:
+def export_key(weight_files: Mapping[str, str | os.PathLike], settings_: dict[str, Any]) -> str:
     """The key of an export: hash of each weight file's contents and of the export settings."""
     parts = {
         "version": EXPORT_VERSION,
@@ -138,6 +138,7 @@ def export_onnx(module, path: Path, input_size: int, output: str = "embeddings")
             program = torch.onnx.export(module, (x,), input_names=["pixels"], output_names=[output],
                                         dynamic_shapes=({0: batch},), dynamo=True, opset_version=OPSET,
                                         external_data=True, verbose=False)
+            assert program is not None  # dynamo=True always returns the program
             program.save(str(path), external_data=True)
     finally:
         for lg, level in zip(noisy, levels):
@@ -177,7 +178,7 @@ def _umask() -> int:
 
 def exported_model(
     family: str,
-    weight_files: dict[str, str | os.PathLike],
+    weight_files: Mapping[str, str | os.PathLike],
     export_settings: dict[str, Any],
     build: Callable[[], tuple[Any, dict]],
     what: str,

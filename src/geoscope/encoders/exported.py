@@ -33,8 +33,9 @@ def runtime_threads() -> int:
 
 
 def transform_from(doc: dict) -> ImageTransform:
+    mean, std = [float(v) for v in doc["mean"]], [float(v) for v in doc["std"]]
     return ImageTransform(resize=int(doc["resize"]), crop=(int(doc["crop"][0]), int(doc["crop"][1])),
-                          mean=tuple(float(v) for v in doc["mean"]), std=tuple(float(v) for v in doc["std"]),
+                          mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]),
                           resample=str(doc["resample"]))
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 250_000
 #: HNSW graph degree, construction and search breadth: recall@10 >= 0.99 on 1M x 512 / 768 galleries
 HNSW_M = 32
-EF_CONSTRUCTION = 80
+EF_CONSTRUCTION = 64
 EF_SEARCH = 64
 
 

@@ -267,5 +267,5 @@ class RetrievalHead(Head):
         """This head as numpy arrays (``heads.gallery_search.ServedRetrievalHead``): same ``predict``, no torch."""
         layers = [(m.weight.detach().float().numpy(), m.bias.detach().float().numpy())
                   for m in self.mlp if isinstance(m, nn.Linear)]
-        return ServedRetrievalHead(self.norm.mean.float().numpy(), self.norm.inv_std.float().numpy(), layers,
-                                   self.searcher())
+        mean, inv_std = self.norm.get_buffer("mean"), self.norm.get_buffer("inv_std")
+        return ServedRetrievalHead(mean.float().numpy(), inv_std.float().numpy(), layers, self.searcher())
