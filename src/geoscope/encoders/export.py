@@ -194,8 +194,16 @@ def exported_model(
     manifest = read_manifest(folder)
     if manifest is not None:
         return folder, manifest
-    if folder.exists():  # an export of an older layout, or damaged: made again
-        shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():  # an export of an older layout, or damaged: moved aside and made again
+        manifest = read_manifest(folder)  # unless another process has just finished it
+        if manifest is not None:
+            return folder, manifest
+        stale = folder.with_name(f".tmp-{key}-stale-{os.getpid()}")
+        try:
+            os.rename(folder, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
     log.warning("exporting %s to ONNX once (cached in %s); this takes from seconds to a few minutes", what, folder)
     t0 = time.perf_counter()
     with building_folder(folder) as tmp:
