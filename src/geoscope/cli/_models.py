@@ -17,8 +17,8 @@ def load_encoder(name: str, weights: str | None = None, precision: str | None = 
     from geoscope.encoders import create_encoder, list_encoders
 
     precision = precision or "fp32"
-    if weights is None:  # the command only needs embeddings: the fastest runtime (encoders.runtimes)
-        return create_encoder(name, precision=precision, runtime="auto").eval()
+    if weights is None:
+        return create_encoder(name, precision=precision).eval()
     folder = Path(weights).expanduser()
     if not folder.is_dir():
         raise InputError(f"--weights points to {weights}, which is not a folder")
@@ -27,7 +27,7 @@ def load_encoder(name: str, weights: str | None = None, precision: str | None = 
     if family != "clip" and not hub_or_folder:
         raise InputError(f"--weights applies to CLIP encoders; {name}'s weights come with its Python package")
     # the encoder is still the one named, wherever its weights were read from
-    return create_encoder(str(folder), name=str(name), precision=precision, runtime="auto").eval()
+    return create_encoder(str(folder), name=str(name), precision=precision).eval()
 
 
 def load_geolocator(model: str, weights: str | None = None, precision: str | None = None, progress: bool = True):
