@@ -122,8 +122,8 @@ def main() -> None:
     notes = (
         f"Backbone: {kind} ({clip_dir}); image: Kauai.png (the geoclip package's example). Cold = a new process "
         f"running the whole command once (`{' '.join(Path(a).name if os.sep in a else a for a in now_cmd)}`), "
-        f"median of {args.rounds}, after a first use that made the exports and caches ({first[0]:.0f} s, once per "
-        f"machine and weights). Steady = `Geolocator.locate([image])` in a warm process, median of "
+        f"median of {args.rounds}, after a first run in this benchmark ({first[0]:.0f} s; it makes the exports and "
+        f"caches when they are missing, once per machine and weights). Steady = `Geolocator.locate([image])` in a warm process, median of "
         f"{args.rounds * args.steady}. Both at precision auto (bf16 here). CPU s counts every thread: on a quiet "
         f"machine the wall time of the single-threaded start-up is about its CPU time, so the CPU ratio is what a "
         f"quiet machine would show more closely than the wall ratio. 'same top-1' compares every cold run's best "
