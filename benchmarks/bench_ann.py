@@ -75,7 +75,7 @@ def main() -> None:
     import faiss
 
     from geoscope import settings
-    from geoscope.heads.ann import EF_SEARCH, HNSW_M, AnnIndex, cached_index, exact_search
+    from geoscope.heads.ann import EF_CONSTRUCTION, EF_SEARCH, HNSW_M, AnnIndex, cached_index, exact_search, index_file_name
 
     load0 = os.getloadavg()[0]
     rng = np.random.default_rng(0)
@@ -91,7 +91,7 @@ def main() -> None:
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         data = (f"clustered: {args.clusters:,} random unit centres, each entry a centre plus Gaussian noise (norm 0.8), "
                 f"normalised (~{args.n // args.clusters} per cluster); queries are new noisy members of random clusters")
-    path = settings.cache_dir() / "bench" / f"ann-{args.data}-{args.n}-{args.dim}.faiss"
+    path = settings.cache_dir() / "bench" / index_file_name(f"ann-{args.data}-{args.n}-{args.dim}")
     t0 = time.perf_counter()
     index = cached_index(gallery, path, what="benchmark gallery")
     build_s = time.perf_counter() - t0
@@ -112,7 +112,8 @@ def main() -> None:
             times.append(time.perf_counter() - t)
             found.append(len(set(idx[0].tolist()) & set(truth[i].tolist())) / args.k)
         ms = 1000 * float(np.median(times))
-        rows.append([f"HNSW (M={HNSW_M}, efSearch={ef}{', default' if ef == EF_SEARCH else ''})", ef,
+        rows.append([f"HNSW (M={HNSW_M}, efConstruction={EF_CONSTRUCTION}, efSearch={ef}"
+                     f"{', default' if ef == EF_SEARCH else ''})", ef,
                      float(np.mean(found)), ms, float(np.median(exact_t)) * 1000 / ms])
     notes = (f"{args.n:,} unit vectors of {args.dim} dimensions, {data}; {args.queries} single queries, "
              f"k={args.k}; recall@{args.k} against exact search. Index built once in "

@@ -33,7 +33,7 @@ from torch import nn
 from geoscope import settings
 from geoscope.errors import InputError
 from geoscope.geo.sphere import validate_latlon
-from geoscope.heads.ann import ann_threshold
+from geoscope.heads.ann import ann_threshold, index_file_name
 from geoscope.heads.base import Head, HeadOutput, Standardize, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.gallery_search import GallerySearch, ServedRetrievalHead
 from geoscope.heads.location_encoder import LocationEncoder, geoclip_file
@@ -248,7 +248,7 @@ class RetrievalHead(Head):
         if self._searcher is None or self._searcher_of is not gal or self._searcher.search != self.search:
             path = None
             if self.search != "exact" and (self.search == "ann" or n >= ann_threshold()):
-                path = settings.cache_dir() / "gallery-index" / f"{self.gallery_key()}.faiss"
+                path = settings.cache_dir() / "gallery-index" / index_file_name(self.gallery_key())
             self._searcher = GallerySearch(self.gallery.double().numpy(), gal.detach().float().numpy(),
                                            float(self.logit_scale.detach().exp()), path, self.search)
             self._searcher_of = gal
