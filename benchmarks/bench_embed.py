@@ -87,6 +87,8 @@ def time_pipeline(encoder, items, out: Path, batch_size: int, workers: int) -> t
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", default="efficientnet-lite0")
+    ap.add_argument("--runtime", default="auto", help="encoder runtime (torch, onnx, openvino, auto)")
+    ap.add_argument("--photo-size", default="640x480", help="WIDTHxHEIGHT of the synthetic JPEGs")
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -100,14 +102,19 @@ def main() -> None:
     from geoscope.store import default_workers
 
     load0 = f"{os.getloadavg()[0]:.1f}"
-    encoder = create_encoder(args.encoder)
+    encoder = create_encoder(args.encoder, runtime=args.runtime)
+    size = tuple(int(v) for v in args.photo_size.lower().split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     try:
         (tmp / "photos").mkdir()
-        items = make_photos(tmp / "photos", args.n)
+        items = make_photos(tmp / "photos", args.n, size)
         t0 = time.perf_counter()
         uint8 = np.stack([encoder.transform.to_uint8(load_image(p)) for _, p, _, _ in items])
         decode_ms = (time.perf_counter() - t0) / len(items) * 1000
+        t0 = time.perf_counter()
+        for _, p, _, _ in items:
+            encoder.transform.to_uint8(load_image(p, draft_size=encoder.transform.resize))
+        draft_ms = (time.perf_counter() - t0) / len(items) * 1000
         pixels = encoder.transform.normalize(uint8)
         encoder.encode_pixels(pixels[: args.batch_size])  # warm-up
         runs: dict = {"forward": []}
@@ -119,7 +126,7 @@ def main() -> None:
                 runs.setdefault(w, []).append(v + (v[0] / fwd_run[0],))
         med = lambda xs: float(np.median(xs))  # noqa: E731
         fwd, fwd_cpu = med([r[0] for r in runs["forward"]]), med([r[1] for r in runs["forward"]])
-        rows = [[f"forward pass only ({torch.get_num_threads()} torch threads)", args.batch_size,
+        rows = [[f"forward pass only ({encoder.runtime} runtime)", args.batch_size,
                  round(fwd, 2), "100%", round(fwd_cpu, 1), "100%", "100%"]]
         for w in args.workers:
             r = runs[w]
@@ -127,17 +134,24 @@ def main() -> None:
             rows.append([f"embed pipeline, {w} decoding workers" + (" (default)" if w == default_workers(encoder) else ""),
                          args.batch_size, round(med([x[0] for x in r]), 2), f"{100 * med([x[3] for x in r]):.0f}%",
                          round(cpu, 1), f"{100 * fwd_cpu / cpu:.0f}%", f"{100 * med([x[2] for x in r]):.0f}%"])
-        notes = (f"{args.n} synthetic 640x480 JPEGs, encoder {args.encoder}, medians of {args.repeats} alternating runs; "
+        notes = (f"{args.n} synthetic {size[0]}x{size[1]} JPEGs, encoder {args.encoder} on the {encoder.runtime} runtime "
+                 f"({getattr(encoder, 'precision', 'fp32')}; torch has {torch.get_num_threads()} threads), medians of "
+                 f"{args.repeats} alternating runs; "
                  "'of forward' is the median of (pipeline / the forward-only run just before it). "
-                 f"Decode + resize + crop alone: {decode_ms:.1f} ms/image in one process. "
+                 f"Decode + resize + crop alone: {decode_ms:.1f} ms/image in one process; {draft_ms:.1f} ms/image with "
+                 "JPEG draft-mode decoding (data.decode, load_image(draft_size=)), which the pipeline does not use yet "
+                 "(store.py would pass draft_size=encoder.transform.resize to its workers' load_image). "
                  "Pipeline time includes worker start-up, float16 writes and the per-batch fsync'd journal. "
                  "CPU ms/image counts this process and its decoding workers; 'forward CPU / CPU' is the share "
                  "of the pipeline's CPU spent in the forward pass, the throughput ratio a dedicated machine can reach "
                  "when decoding fully overlaps the forward pass; 'time in forward' is the share of the pipeline's "
                  "wall time the model was busy (100% = the model never waits for images). "
                  f"Load average before / after: {load0} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.")
-        write_result("embed", f"Embedding throughput: {args.encoder}, pipeline vs forward pass",
-                     ["what", "batch", "images/s", "of forward", "CPU ms/image", "forward CPU / CPU", "time in forward"], rows, notes)
+        name = "embed" if size == (640, 480) else f"embed_{size[0]}x{size[1]}"
+        write_result(name, f"Embedding throughput: {args.encoder} ({encoder.runtime}), {size[0]}x{size[1]} photos, "
+                     "pipeline vs forward pass",
+                     ["what", "batch", "images/s", "of forward", "CPU ms/image", "forward CPU / CPU", "time in forward"],
+                     rows, notes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

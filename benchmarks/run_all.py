@@ -31,9 +31,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "data": ["benchmarks/bench_data.py"],
     "embed": ["benchmarks/bench_embed.py", "--n", "192", "--repeats", "3"],
     "ray": ["benchmarks/bench_ray.py"],  # also writes ray_costs
+    "embed_3000x2000": ["benchmarks/bench_embed.py", "--n", "64", "--repeats", "3", "--photo-size", "3000x2000"],
+    "runtimes": ["benchmarks/bench_runtimes.py"],
+    "ann": ["benchmarks/bench_ann.py"],
     "heads": ["benchmarks/bench_heads.py"],
     "explain_verify": ["benchmarks/bench_explain_verify.py"],
     "geoclip_speed": ["benchmarks/geoclip_speed.py"],
+    "cold_start": ["benchmarks/bench_cold_start.py"],
     "demo": ["benchmarks/bench_demo.py"],
     "serve": ["benchmarks/bench_serve.py"],
     "fuzz": ["benchmarks/bench_fuzz.py"],

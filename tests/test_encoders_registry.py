@@ -57,8 +57,11 @@ def test_an_encoder_registered_anywhere_is_listed_and_built_with_runtime_and_pre
     described = (info.family, info.dim, info.input_size, info.offline, info.runtimes)
     assert described == ("test", 7, 16, True, ("torch", "onnx"))
     assert info.to_dict()["runtimes"] == ["torch", "onnx"]
-    built = create_encoder("test-registry-encoder", precision="int8", extra=1)
-    assert (built.runtime, built.kw) == ("torch", {"precision": "int8", "extra": 1})
+    built = create_encoder("test-registry-encoder", precision="fp32", extra=1)
+    assert (built.runtime, built.kw) == ("torch", {"precision": "fp32", "extra": 1})
+    # torch does not compute int8 (its dynamic quantisation is deprecated): the default goes to a runtime that does
+    assert create_encoder("test-registry-encoder", precision="int8").runtime == "onnx"
+    assert create_encoder("test-registry-encoder", runtime="auto").runtime == "torch"  # unmeasured family: torch
     assert create_encoder("test-registry-encoder").kw == {"precision": None}  # the encoder's own default
     assert create_encoder("test-registry-encoder", runtime="onnx", precision="bf16").runtime == "onnx"
     with pytest.raises(InputError, match="no 'openvino' runtime; it runs on torch, onnx"):

@@ -9,6 +9,10 @@ are given the same 1,000-point subset of the published 100K gallery to keep the 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -16,11 +20,13 @@ from PIL import Image
 
 from geoscope.data.images import load_image
 from geoscope.errors import WeightsUnavailableError
-from geoscope.heads.geoclip import gallery_cache_path
+from geoscope.heads.gallery_search import ServedRetrievalHead
+from geoscope.heads.geoclip import gallery_cache_path, load_geoclip_head
 from geoscope.testing.geoclip import reference_geoclip_class
 from geoscope.heads.location_encoder import geoclip_file
 from geoscope.heads.retrieval import geoclip_gallery
 from geoscope.pretrained import load_parts
+from geoscope.pretrained.served import served_path
 
 from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
 
@@ -56,8 +62,9 @@ def reference(clip_dir, gallery):
     return model
 
 
-def _ours(clip_dir, gallery, tmp_path, precision="fp32"):
-    return load_parts("geoclip", weights=clip_dir, precision=precision, cache=tmp_path, gallery=gallery, progress=False)
+def _ours(clip_dir, gallery, tmp_path, precision="fp32", runtime="torch"):
+    return load_parts("geoclip", weights=clip_dir, precision=precision, cache=tmp_path, gallery=gallery,
+                      progress=False, runtime=runtime)
 
 
 def test_same_topk_as_reference(clip_dir, gallery, images, reference, tmp_path):
@@ -82,8 +89,35 @@ def test_preprocessing_matches_reference(clip_dir, gallery, images, reference, t
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_served_by_the_fast_runtime_gives_the_reference_answers(clip_dir, gallery, images, reference, tmp_path,
+                                                                  monkeypatch):
+    """geoclip's default: the backbone on runtime auto (an exported image tower) and the head as numpy arrays."""
+    monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))
+    encoder, head, meta = load_parts("geoclip", weights=clip_dir, precision="fp32", cache=tmp_path,
+                                     gallery=gallery, progress=False)
+    assert (encoder.runtime, meta["runtime"], type(head).__name__) == ("openvino", "openvino", "ServedRetrievalHead")
+    assert served_path(tmp_path, gallery).is_file()  # kept for the next start
+    out = head.predict(encoder.encode_images([load_image(p) for p in images]), top_k=5)
+    for i, path in enumerate(images):
+        want_gps, want_prob = reference.predict(path, top_k=5)
+        np.testing.assert_allclose(out.coords[i], want_gps.double().numpy(), atol=1e-5)
+        np.testing.assert_allclose(out.scores[i], want_prob.double().numpy(), rtol=5e-3, atol=1e-6)
+    again = ServedRetrievalHead.load(served_path(tmp_path, gallery))
+    np.testing.assert_array_equal(again.search.embeddings, head.search.embeddings)
+    # a later start answers without importing torch or transformers
+    np.save(tmp_path / "gallery.npy", gallery)
+    code = ("import sys, numpy as np; from geoscope.pretrained import load_parts; from PIL import Image; "
+            f"enc, head, meta = load_parts('geoclip', weights={str(clip_dir)!r}, precision='fp32', "
+            f"cache={str(tmp_path)!r}, gallery=np.load({str(tmp_path / 'gallery.npy')!r}), progress=False); "
+            f"out = head.predict(enc.encode_images([Image.open({images[0]!r}).convert('RGB')]), top_k=1); "
+            "print(int(out.extra['gallery_index'][0, 0]), 'torch' in sys.modules, 'transformers' in sys.modules)")
+    env = {**os.environ, "GEOSCOPE_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert run.stdout.split() == [str(int(out.extra["gallery_index"][0, 0])), "False", "False"]
+
+
 def test_gallery_embeddings_cached_on_disk(clip_dir, gallery, tmp_path):
-    _, head, _ = _ours(clip_dir, gallery, tmp_path)
+    head = load_geoclip_head(tmp_path, progress=False, gallery=gallery)  # the torch head computes them
     path = gallery_cache_path(head, tmp_path)
     assert path.is_file()
     first = head.gallery_embeddings().clone()
@@ -93,30 +127,28 @@ def test_gallery_embeddings_cached_on_disk(clip_dir, gallery, tmp_path):
     marked = first.clone()
     marked[0] = -marked[0]
     save_file({"embeddings": marked}, str(path))
-    _, again, _ = _ours(clip_dir, gallery, tmp_path)
+    again = load_geoclip_head(tmp_path, progress=False, gallery=gallery)
     torch.testing.assert_close(again.gallery_embeddings(), marked)
     # a damaged file is recomputed, not trusted
     path.write_bytes(b"not a safetensors file")
-    _, third, _ = _ours(clip_dir, gallery, tmp_path)
+    third = load_geoclip_head(tmp_path, progress=False, gallery=gallery)
     torch.testing.assert_close(third.gallery_embeddings(), first)
     # another gallery has another key
-    _, other, _ = _ours(clip_dir, gallery[:10], tmp_path)
+    other = load_geoclip_head(tmp_path, progress=False, gallery=gallery[:10])
     assert gallery_cache_path(other, tmp_path) != path
 
 
-def test_bf16_and_int8_stay_close(clip_dir, gallery, images, tmp_path):
+def test_bf16_and_int8_stay_close(clip_dir, gallery, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))
     pics = [load_image(p) for p in images]
     enc32, head, _ = _ours(clip_dir, gallery, tmp_path, "fp32")
     emb32 = enc32.encode_images(pics)
     ref = head.predict(emb32, top_k=3)
-    for precision, min_cos in (("bf16", 0.999), ("int8", 0.995)):
-        enc, head_p, meta = _ours(clip_dir, gallery, tmp_path, precision)
-        assert meta["precision"] == precision
-        if precision == "bf16":
+    for precision, runtime, min_cos in (("bf16", "torch", 0.999), ("bf16", "openvino", 0.999), ("int8", "onnx", 0.995)):
+        enc, head_p, meta = _ours(clip_dir, gallery, tmp_path, precision, runtime=runtime)
+        assert (meta["precision"], enc.runtime, enc.precision) == (precision, runtime, precision)
+        if runtime == "torch":
             assert enc.dtype == torch.bfloat16
-        else:  # every linear layer of the backbone is quantised
-            assert not any(type(m) is torch.nn.Linear for m in enc.modules())
-            assert any(type(m) is torch.nn.Linear for m in enc32.modules())
         emb = enc.encode_images(pics)
         cos = (emb * emb32).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(emb32, axis=1)
         assert cos.min() > min_cos, (precision, cos)

@@ -304,7 +304,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     raster = stage.run(f"open raster {cfg.raster}", open_raster, cfg.raster)
     query = raster if not cfg.query_raster else stage.run(f"open query raster {cfg.query_raster}", open_raster,
                                                              cfg.query_raster)
-    encoder = create_encoder(cfg.encoder)
+    encoder = create_encoder(cfg.encoder, runtime="auto")  # the fastest runtime for it on this CPU
 
     # positions
     (tr_lat, tr_lon), (te_lat, te_lon, te_land) = demo_positions(raster, query, cfg)

@@ -39,8 +39,6 @@ from geoscope.data.images import load_image, read_limited
 from geoscope.encoders import PRECISIONS, create_encoder
 from geoscope.encoders.hub import resolve as resolve_hub
 from geoscope.errors import GeoscopeError, InputError
-from geoscope.geo.cells import as_hierarchy, load_cells, save_cells
-from geoscope.geo.places import reverse_geocode
 from geoscope.geo.sphere import pairwise_km
 from geoscope.heads import build_head
 from geoscope.prediction import CONFIDENCE_RADII_KM, Candidate, Prediction
@@ -103,7 +101,11 @@ class Geolocator:
         self._encoder_source: str | None = None
         self._encoder_options: dict[str, Any] = {}
         self.head = head.eval()
-        self.cells = None if cells is None else as_hierarchy(cells)
+        if cells is not None:
+            from geoscope.geo.cells import as_hierarchy  # pandas / scipy: only for models with cells
+
+            cells = as_hierarchy(cells)
+        self.cells = cells
         if self.cells is not None and hasattr(head, "bind_cells"):
             head.bind_cells(self.cells)
         self.name = name or getattr(head, "kind", "geolocator")
@@ -208,6 +210,8 @@ class Geolocator:
         return row
 
     def _places(self, coords: np.ndarray):
+        from geoscope.geo.places import reverse_geocode  # border and town data: on first use
+
         try:
             return reverse_geocode(coords[:, 0], coords[:, 1])
         except GeoscopeError as exc:
@@ -222,6 +226,7 @@ class Geolocator:
         """
         images = list(images)
         results: list[Prediction | None] = [None] * len(images)
+        draft = self._draft_size() if images else None
         bar = None
         if progress:
             bar = tqdm(total=len(images), desc="locate", unit="image")
@@ -233,7 +238,8 @@ class Geolocator:
                 try:
                     if hasattr(src, "read") and not isinstance(src, Image.Image):
                         src = read_limited(src, name=name)  # file objects are read once, used twice
-                    im = src.convert("RGB") if isinstance(src, Image.Image) else load_image(src, name=name)
+                    im = src.convert("RGB") if isinstance(src, Image.Image) else load_image(src, name=name,
+                                                                                             draft_size=draft)
                     found = read_exif(src) if exif else None
                 except GeoscopeError as exc:
                     results[i] = Prediction.failed(name, str(exc), model=self.name)
@@ -253,6 +259,14 @@ class Geolocator:
         if bar is not None:
             bar.close()
         return results  # type: ignore[return-value]
+
+    def _draft_size(self) -> int | None:
+        """The shortest side the encoder resizes photos to: large JPEGs are decoded at a reduced scale for
+        it (``data.decode``). None when the encoder cannot be built (``_locate_loaded`` says why)."""
+        try:
+            return int(self.encoder.transform.resize)
+        except (GeoscopeError, AttributeError):
+            return None
 
     def _locate_loaded(self, images, names, findings, top_k) -> list[Prediction]:
         encoder = self.encoder  # a missing backbone is a model-level error: raise it
@@ -302,6 +316,8 @@ class Geolocator:
             save_file(state, str(tmp), metadata={"format": FORMAT})
         files = {WEIGHTS: _sha256(out / WEIGHTS)}
         if self.cells is not None:
+            from geoscope.geo.cells import save_cells
+
             save_cells(self.cells, out / CELLS)
             files[CELLS] = _sha256(out / CELLS)
         config = self.config()
@@ -438,7 +454,11 @@ class Geolocator:
                 raise InputError(f"gallery= applies to heads that search a GPS gallery, not to the {head.kind} head "
                                  f"of {where}")
             head.set_gallery(gallery)
-        cells = load_cells(path / config["cells"]) if config.get("cells") else None
+        cells = None
+        if config.get("cells"):
+            from geoscope.geo.cells import load_cells
+
+            cells = load_cells(path / config["cells"])
         if isinstance(encoder, os.PathLike):
             encoder = str(encoder)
         geo = cls(encoder if encoder is not None else config.get("encoder"), head, cells,

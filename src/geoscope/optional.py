@@ -22,6 +22,11 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "fastapi": ("serve", "the HTTP API"),
     "uvicorn": ("serve", "the HTTP server"),
     "ray": ("ray", "running jobs on Ray"),
+    "onnxruntime": ("fast", "the onnx runtime (ONNX Runtime) and int8 encoders"),
+    "openvino": ("fast", "the openvino runtime (OpenVINO)"),
+    "onnx": ("fast", "exporting encoders to ONNX"),
+    "onnxscript": ("fast", "exporting encoders to ONNX"),
+    "faiss": ("fast", "approximate nearest-neighbour search over large galleries"),
 }
 
 

@@ -21,6 +21,8 @@ ENVIRONMENT: dict[str, str] = {
     "GEOSCOPE_DEBUG": "1 makes the CLI print a full traceback on unexpected errors",
     "GEOSCOPE_API_TOKEN": "the token geoscope serve requires (Authorization: Bearer TOKEN); needed off loopback",
     "GEOSCOPE_API_TOKEN_FILE": "a file holding that token (what --token-file sets)",
+    "GEOSCOPE_THREADS": "threads an ONNX Runtime or OpenVINO encoder computes with (default: every core)",
+    "GEOSCOPE_ANN_THRESHOLD": "gallery size from which retrieval searches an HNSW index instead of every entry (default 250000)",
 }
 
 _TRUE = ("1", "true", "yes", "on")

@@ -34,7 +34,7 @@ from typing import Any
 
 from geoscope.errors import InputError
 from geoscope.geo.bbox import BBox
-from geoscope.pretrained import PRECISIONS
+from geoscope.encoders.precision import PRECISIONS
 
 __all__ = [
     "PRECISIONS",

@@ -320,8 +320,12 @@ def load_image(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     name: str | None = None,
+    draft_size: int | None = None,
 ) -> Image.Image:
     """Read ``src`` (path, bytes or binary file) into a decoded RGB ``PIL.Image``.
+
+    ``draft_size``: the shortest side a model will resize the image to; a large JPEG is then decoded
+    at a reduced scale (``data.decode``; None decodes in full).
 
     ``name`` is used in error messages (defaults to the path or file name). Raises ``ImageError``
     for a missing, empty, over-large, unrecognised, truncated or corrupt image. ``max_pixels``
@@ -338,6 +342,10 @@ def load_image(
                 im.seek(0)  # first frame of an animation / first page of a TIFF
             except EOFError:
                 pass
+            if draft_size:
+                from geoscope.data.decode import apply_draft
+
+                apply_draft(im, draft_size)
             im.load()
             try:
                 # only a real orientation costs a transposed copy (exif_transpose copies even for "normal")

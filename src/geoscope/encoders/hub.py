@@ -78,3 +78,25 @@ def resolve(repo_id: str, allow_download: bool | None = None) -> Path:
         if has_weights(path):
             return path
     raise WeightsUnavailableError(missing_message(repo_id))
+
+
+def model_dir(source: str | os.PathLike, allow_download: bool | None = None) -> Path:
+    """The local folder of a model: ``source`` itself when it is a folder (which must hold weights),
+    else the hub id ``source`` resolved as :func:`resolve` does."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not has_weights(path):
+            raise WeightsUnavailableError(
+                f"{path} holds no model: expected config.json and model.safetensors (a save_pretrained directory)"
+            )
+        return path
+    return resolve(str(source), allow_download)
+
+
+def checkpoint_files(folder: Path) -> dict[str, Path]:
+    """The files a model folder's computation depends on: config, preprocessing and every weights file
+    (shards included), by name."""
+    names = ["config.json", "preprocessor_config.json"]
+    names += sorted(p.name for p in folder.iterdir()
+                    if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
+    return {n: folder / n for n in names if (folder / n).is_file()}

@@ -1,11 +1,13 @@
 """Numeric precision of an encoder, one vocabulary for every runtime: ``auto``, ``fp32``, ``bf16``, ``int8``.
 
 ``create_encoder(name, precision=...)`` is the one place a precision is chosen; ``auto`` becomes
-``bf16`` where the CPU computes bfloat16 natively (AVX512-BF16 / AMX) and ``fp32`` elsewhere. A torch
-encoder runs ``fp32`` / ``bf16`` as its parameter dtype; ``int8`` is dynamic int8 quantisation of its
-linear layers (weights int8, activations quantised per batch: about 2x faster than fp32 on x86, small
-drift). Other runtimes (ONNX Runtime, OpenVINO) interpret the same names in their own builders.
-Importing this module does not import torch.
+``bf16`` where the CPU computes bfloat16 natively (AVX512-BF16 / AMX) and ``fp32`` elsewhere (a family
+may keep fp32: ``encoders.runtimes.NO_AUTO_BF16``). A torch encoder runs ``fp32`` / ``bf16`` as its
+parameter dtype. ``int8`` is ONNX Runtime's dynamic quantisation of the linear layers (int8 weights,
+activations quantised per batch; ``encoders/onnx_runtime.py``), which replaced torch's deprecated
+``torch.ao.quantization.quantize_dynamic``: ``create_encoder(name, precision="int8")`` builds it there.
+Which runtime computes which precision is in ``encoders.runtimes``. Importing this module does not
+import torch.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any, Callable
 from geoscope.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-#: torch parameter dtype per concrete precision (int8 quantises an fp32 model)
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "int8": "float32"}
+#: torch parameter dtype per precision the torch runtime computes
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def cpu_has_bf16() -> bool:
@@ -42,30 +44,27 @@ def resolve_precision(precision: str) -> str:
 
 
 def quantize_int8(encoder) -> None:
-    """Dynamic int8 quantisation of every ``nn.Linear`` in a torch encoder, in place."""
-    import warnings
+    """Removed: torch's dynamic quantisation (``torch.ao.quantization``) is deprecated.
 
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        from torch.ao.quantization import quantize_dynamic
-
-        for name, child in list(encoder.named_children()):
-            setattr(encoder, name, quantize_dynamic(child, {torch.nn.Linear}, dtype=torch.qint8))
+    int8 encoders run on ONNX Runtime: ``create_encoder(name, precision="int8")``.
+    """
+    raise InputError("int8 runs on the onnx runtime now (torch's dynamic quantisation is deprecated): "
+                     "build the encoder with create_encoder(name, precision='int8')")
 
 
 def build_torch(factory: Callable[..., Any], precision: str | None, **kwargs: Any):
     """Build a torch encoder with ``factory(**kwargs)`` at ``precision`` (None: the factory's own dtype,
     or ``dtype=`` when the caller gave one).
 
-    ``fp32`` / ``bf16`` become the ``dtype`` argument; ``int8`` builds in fp32, then quantises.
+    ``fp32`` / ``bf16`` become the ``dtype`` argument. ``int8`` is not a torch precision any more: it
+    raises ``InputError`` pointing to the onnx runtime (``create_encoder`` sends int8 there itself).
     """
     if precision is not None:
         if kwargs.get("dtype") is not None:
             raise InputError("give an encoder either precision= or dtype=, not both")
-        kwargs["dtype"] = TORCH_DTYPES[resolve_precision(precision)]
-    encoder = factory(**kwargs)
-    if precision is not None and resolve_precision(precision) == "int8":
-        quantize_int8(encoder)
-    return encoder.eval()
+        concrete = resolve_precision(precision)
+        if concrete == "int8":
+            raise InputError("the torch runtime computes fp32 and bf16; int8 runs on the onnx runtime "
+                             "(create_encoder(name, precision='int8') or runtime='onnx')")
+        kwargs["dtype"] = TORCH_DTYPES[concrete]
+    return factory(**kwargs).eval()

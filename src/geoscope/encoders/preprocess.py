@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from geoscope.data.decode import FULL_SIZE_KEY  # a JPEG decoded at reduced scale remembers its full size
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,10 +79,13 @@ class ImageTransform:
         if image.mode != "RGB":
             image = image.convert("RGB")
         w, h = image.size
-        if w <= h:
-            new_w, new_h = self.resize, int(self.resize * h / w)
+        fw, fh = image.info.get(FULL_SIZE_KEY) or (w, h)  # a JPEG decoded at reduced scale (data.decode)
+        if (fw > fh) != (w > h):  # turned by its EXIF orientation after decoding
+            fw, fh = fh, fw
+        if fw <= fh:
+            new_w, new_h = self.resize, int(self.resize * fh / fw)
         else:
-            new_w, new_h = int(self.resize * w / h), self.resize
+            new_w, new_h = int(self.resize * fw / fh), self.resize
         if (new_w, new_h) != (w, h):
             image = image.resize((new_w, new_h), resample=_RESAMPLE[self.resample])
         ch, cw = self.crop

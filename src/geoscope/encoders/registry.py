@@ -13,10 +13,12 @@ family; the torch implementation sits in ``encoders/<family>.py``). The first lo
 module of the zoo, so listing encoders never imports torch; a builder imports its implementation when
 called. A module elsewhere (a plug-in, a test) registers by being imported.
 
-An entry carries one builder per **runtime** (``torch`` today; ``@register_encoder(name,
-runtime="onnx")`` on another builder adds a runtime to an existing entry), and every builder takes
-``precision`` (``encoders.precision``). ``create_encoder(name, precision=..., runtime=...)`` is the one
-place both are chosen, so adding a runtime touches no caller.
+An entry carries one builder per **runtime** (``torch``, ``onnx``, ``openvino``;
+``@register_encoder(name, runtime="onnx")`` on another builder adds a runtime to an existing entry), and
+every builder takes ``precision`` (``encoders.precision``). ``create_encoder(name, precision=...,
+runtime=...)`` is the one place both are chosen, so adding a runtime touches no caller:
+``runtime=None`` is torch (the reference) where torch computes the precision, ``"auto"`` the fastest
+runtime measured for the family (``encoders.runtimes``).
 
 Open-ended names (``hf-hub:ORG/NAME`` and its alias ``hf:ORG/NAME``, a local model folder) go to
 *loaders*: ``@register_encoder_loader("hf-hub:", "hf:", folders=True)``.
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from geoscope.encoders.precision import PRECISIONS
+from geoscope.encoders.runtimes import choose_runtime
 from geoscope.errors import InputError
 
 Builder = Callable[..., Any]
@@ -169,18 +172,21 @@ def hub_prefixes() -> list[str]:
     return [p for loader in _LOADERS for p in loader.prefixes]
 
 
-def _pick(builders: dict[str, Builder], runtime: str, what: str) -> Builder:
+def _pick(builders: dict[str, Builder], family: str, precision: str | None, runtime: str | None, what: str) -> Builder:
+    runtime = choose_runtime(family, precision, builders, runtime)
     if runtime not in builders:
         raise InputError(f"{what} has no {runtime!r} runtime; it runs on {', '.join(builders)}")
     return builders[runtime]
 
 
-def create_encoder(name: str | Path, /, *, precision: str | None = None, runtime: str = DEFAULT_RUNTIME, **kwargs: Any):
+def create_encoder(name: str | Path, /, *, precision: str | None = None, runtime: str | None = None, **kwargs: Any):
     """Build an encoder by registered name, ``hf-hub:ORG/NAME`` (alias ``hf:ORG/NAME``; any CLIP on the
     hub) or a local model folder.
 
     ``precision``: one of ``auto``, ``fp32``, ``bf16``, ``int8`` (None: the encoder's default, fp32).
-    ``runtime``: which builder runs it (``torch``). Other keyword arguments go to the builder (e.g.
+    ``runtime``: which builder runs it: ``torch``, ``onnx``, ``openvino``, ``auto`` (the fastest for the
+    family on a CPU, see ``encoders.runtimes``), or None: torch where it computes the precision, else
+    auto (int8 runs on ONNX Runtime). Other keyword arguments go to the builder (e.g.
     ``allow_download=True``; ``dtype="bfloat16"`` is the older spelling of a torch precision).
     Missing weights raise ``WeightsUnavailableError`` at once; an unknown name raises ``InputError``.
     """
@@ -189,20 +195,22 @@ def create_encoder(name: str | Path, /, *, precision: str | None = None, runtime
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     text = str(name)
     if text in _ENTRIES:
-        return _pick(_ENTRIES[text].builders, runtime, f"encoder {text!r}")(precision=precision, **kwargs)
+        entry = _ENTRIES[text]
+        builder = _pick(entry.builders, entry.info.family, precision, runtime, f"encoder {text!r}")
+        return builder(precision=precision, **kwargs)
     for loader in _LOADERS:
         prefix = next((p for p in loader.prefixes if text.startswith(p)), None)
         if prefix is not None:
             repo = text[len(prefix):]
             if repo.count("/") != 1 or not all(repo.split("/")):
                 raise InputError(f"encoder {text!r}: a hub model is written {HUB_PREFIX}ORG/NAME")
-            builder = _pick(loader.builders, runtime, f"encoder {text!r}")
+            builder = _pick(loader.builders, loader.family, precision, runtime, f"encoder {text!r}")
             return builder(repo, name=kwargs.pop("name", text), precision=precision, **kwargs)
     path = Path(text).expanduser()
     if path.is_dir():
         for loader in _LOADERS:
             if loader.folders:
-                builder = _pick(loader.builders, runtime, f"encoder folder {path}")
+                builder = _pick(loader.builders, loader.family, precision, runtime, f"encoder folder {path}")
                 return builder(path, name=kwargs.pop("name", text), precision=precision, **kwargs)
     raise InputError(
         f"unknown encoder {text!r}: use one of {', '.join(_ENTRIES)}, {HUB_PREFIX}ORG/NAME (or hf:ORG/NAME) for a "

@@ -12,9 +12,7 @@ Used by ``heads/retrieval.py`` (trainable retrieval head) and the pretrained ``g
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from geoscope.errors import WeightsUnavailableError
+from geoscope.heads.geoclip_files import geoclip_file, geoclip_package_dir  # noqa: F401  (kept importable here)
 
 #: Equal Earth polynomial coefficients (Šavrič, Patterson & Jenny 2018).
 _EE_A = (1.340264, -0.081106, 0.000893, 0.003796)
@@ -166,35 +164,3 @@ def convert_geoclip_state(state: dict) -> dict:
             raise ValueError(f"unexpected key {key!r} in a GeoCLIP location-encoder state dict")
         out[new] = value
     return out
-
-
-def geoclip_file(relative: str) -> Path:
-    """A file shipped inside the installed ``geoclip`` package (under its ``model/`` folder).
-
-    Found without importing the package (its ``__init__`` imports training code that needs
-    torchvision and geopy). Raises :class:`WeightsUnavailableError` when absent.
-    """
-    path = geoclip_package_dir() / "model" / relative
-    if not path.is_file():
-        raise WeightsUnavailableError(
-            f"the installed geoclip package lacks {path}: reinstall it with `pip install --no-deps --force-reinstall geoclip==1.3.0`"
-        )
-    return path
-
-
-def geoclip_package_dir() -> Path:
-    """The folder of the installed ``geoclip`` package, found without importing it."""
-    module = sys.modules.get("geoclip")
-    locations = list(getattr(module, "__path__", []) or [])
-    if not locations:
-        try:
-            spec = importlib.util.find_spec("geoclip")
-        except (ImportError, ValueError):
-            spec = None
-        locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise WeightsUnavailableError(
-            "GeoCLIP's published heads are not installed: run `pip install --no-deps geoclip==1.3.0` "
-            "(MIT; it ships the location encoder, image MLP and GPS gallery)"
-        )
-    return Path(locations[0])

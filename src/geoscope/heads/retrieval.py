@@ -10,7 +10,9 @@ head scores every entry of a **GPS gallery** and returns the best ones with thei
 probabilities. The gallery is data, not weights: GeoCLIP's 100K coordinates
 (:func:`geoclip_gallery`), the training coordinates, or a grid over a region (:func:`grid_gallery`);
 ``set_gallery`` / ``add_to_gallery`` change it without retraining. Gallery embeddings are computed
-once and cached; a search is one matrix product.
+once and cached; a search is one matrix product, or, for galleries above ``heads.ann.ann_threshold()``
+entries, an HNSW index built once (``heads.gallery_search``, whose numpy code every retrieval
+prediction runs; ``served()`` gives the whole head as numpy arrays).
 
 The published GeoCLIP head is an instance of this class (:meth:`RetrievalHead.from_geoclip`):
 ``in_dim=768, hidden_dims=(768,), out_dim=512``, the GeoCLIP location encoder, its logit scale and
@@ -19,6 +21,7 @@ its 100K gallery. It expects OpenAI CLIP ViT-L/14 image embeddings (the projecte
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -27,9 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoscope import settings
 from geoscope.errors import InputError
 from geoscope.geo.sphere import validate_latlon
+from geoscope.heads.ann import ann_threshold, index_file_name
 from geoscope.heads.base import Head, HeadOutput, Standardize, Targets, as_float_tensor, check_dim, eval_mode
+from geoscope.heads.gallery_search import GallerySearch, ServedRetrievalHead
 from geoscope.heads.location_encoder import LocationEncoder, geoclip_file
 from geoscope.heads.registry import register_head
 
@@ -121,6 +127,10 @@ class RetrievalHead(Head):
         self.register_buffer("gps_queue", torch.zeros(0, 2))
         self.register_buffer("gallery", torch.zeros(0, 2))
         self._gallery_emb: torch.Tensor | None = None
+        self._searcher: GallerySearch | None = None
+        self._searcher_of: torch.Tensor | None = None  # the gallery embeddings it was made from
+        #: "auto" (exact up to heads.ann.ann_threshold() entries, HNSW above), "exact" or "ann"
+        self.search = "auto"
         self.register_load_state_dict_post_hook(lambda module, keys: module._drop_cache())
         if gallery is not None:
             self.set_gallery(gallery)
@@ -154,6 +164,7 @@ class RetrievalHead(Head):
 
     def _drop_cache(self) -> None:
         self._gallery_emb = None
+        self._searcher = None
 
     def train(self, mode: bool = True):
         if mode:
@@ -171,6 +182,7 @@ class RetrievalHead(Head):
         if self._gallery_emb is not None and not self.training:
             self._gallery_emb = torch.cat([self._gallery_emb, self._encode_locations(new)])
         self.gallery = torch.cat([self.gallery, new])
+        self._searcher = None
 
     @torch.no_grad()
     def _encode_locations(self, coords: torch.Tensor) -> torch.Tensor:
@@ -219,14 +231,41 @@ class RetrievalHead(Head):
 
     # --- inference ---------------------------------------------------------------------------------
 
+    def gallery_key(self) -> str:
+        """A hash of what the gallery embeddings depend on (location-encoder weights and gallery)."""
+        h = hashlib.sha256(b"geoscope-retrieval-gallery-v1")
+        for name, tensor in sorted(self.location_encoder.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().contiguous().numpy().tobytes())
+        h.update(self.gallery.detach().float().contiguous().numpy().tobytes())
+        return h.hexdigest()[:24]
+
+    def searcher(self) -> GallerySearch:
+        """The numpy search over this gallery (``heads.gallery_search``); above ``heads.ann.ann_threshold()``
+        entries it uses an HNSW index kept in ``<cache>/gallery-index/``."""
+        gal = self.gallery_embeddings()
+        n = len(gal)
+        if self._searcher is None or self._searcher_of is not gal or self._searcher.search != self.search:
+            path = None
+            if self.search != "exact" and (self.search == "ann" or n >= ann_threshold()):
+                path = settings.cache_dir() / "gallery-index" / index_file_name(self.gallery_key())
+            self._searcher = GallerySearch(self.gallery.double().numpy(), gal.detach().float().numpy(),
+                                           float(self.logit_scale.detach().exp()), path, self.search)
+            self._searcher_of = gal
+        return self._searcher
+
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
         with eval_mode(self):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
-            gal = self.gallery_embeddings()
-            probs = torch.softmax(self.logit_scale.exp() * self.image_features(emb) @ gal.T, dim=1)
-            scores, idx = probs.topk(min(int(top_k), len(self.gallery)), dim=1)
-            coords = self.gallery[idx].double()
-        return HeadOutput(None, coords.numpy(), scores.double().numpy(), None, {"gallery_index": idx.numpy()},
-                          self.gallery.double().numpy(), probs.numpy())
+            feats = self.image_features(emb).numpy()
+            return self.searcher().predict_features(feats, top_k)
+
+    @torch.no_grad()
+    def served(self) -> ServedRetrievalHead:
+        """This head as numpy arrays (``heads.gallery_search.ServedRetrievalHead``): same ``predict``, no torch."""
+        layers = [(m.weight.detach().float().numpy(), m.bias.detach().float().numpy())
+                  for m in self.mlp if isinstance(m, nn.Linear)]
+        mean, inv_std = self.norm.get_buffer("mean"), self.norm.get_buffer("inv_std")
+        return ServedRetrievalHead(mean.float().numpy(), inv_std.float().numpy(), layers, self.searcher())

@@ -15,12 +15,11 @@ from geoscope.encoders.precision import resolve_precision
 from geoscope.errors import InputError, WeightsUnavailableError
 from geoscope.pretrained.specs import resolve_model
 from geoscope.pretrained.weights import backbone_available, backbone_dir, create_backbone, heads_available
-from geoscope.pretrained.zeroshot import zeroshot_head
 
 
 def cache_dir() -> Path:
-    """Where computed artefacts (gallery and prompt embeddings) are cached: ``$GEOSCOPE_CACHE`` or
-    ``~/.cache/geoscope``."""
+    """Where computed artefacts (exported encoders, gallery and prompt embeddings) are cached:
+    ``$GEOSCOPE_CACHE`` or ``~/.cache/geoscope``."""
     return settings.cache_dir()
 
 
@@ -35,6 +34,7 @@ def load_parts(
     templates: dict | None = None,
     encoder=None,
     allow_download: bool | None = None,
+    runtime: str | None = None,
 ) -> tuple[Any, Any, dict]:
     """(encoder, head, meta) of a named pretrained model.
 
@@ -42,6 +42,9 @@ def load_parts(
     encoder registry's search). ``encoder``: an ``Encoder`` (used as it is) or an encoder name to use
     as the backbone instead (not together with ``weights``). ``precision``: ``auto`` (the default) |
     ``fp32`` | ``bf16`` | ``int8``. ``allow_download``: let the encoder layer fetch hub weights.
+    ``runtime``: how geoscope runs the backbone it builds (``encoders.runtimes``; default: the model's,
+    ``auto`` for geoclip, which then loads without importing torch or transformers once its export and
+    served head are cached; ``torch`` for zero-shot models, which need the text tower).
     ``cache``: where computed embeddings are kept (default :func:`cache_dir`). ``geoclip`` takes
     ``gallery``, an (N, 2) lat/lon array searched instead of the published 100K points (e.g. to
     restrict answers to a region). Zero-shot models take ``towns_min_population`` (towns offered as
@@ -56,6 +59,8 @@ def load_parts(
                          "build your encoder at that precision instead")
     if given and allow_download is not None:
         raise InputError("allow_download= applies when geoscope builds the backbone, not to an encoder you pass")
+    if given and runtime is not None:
+        raise InputError("runtime= applies when geoscope builds the backbone, not to an encoder you pass")
     precision = resolve_precision(precision or "auto") if not given else "as given"
     if spec.kind != "geoclip" and gallery is not None:
         raise InputError(f"gallery= applies to the geoclip model, not to {spec.name!r}")
@@ -74,19 +79,21 @@ def load_parts(
     cache = Path(cache) if cache is not None else cache_dir()
     if not given:
         extra = {} if allow_download is None else {"allow_download": allow_download}
-        encoder = create_backbone(spec, source, precision, **extra)
+        encoder = create_backbone(spec, source, precision, runtime=runtime or spec.runtime, **extra)
     if spec.kind == "geoclip":
-        from geoscope.heads.geoclip import load_geoclip_head  # heads import torch
+        from geoscope.pretrained.served import served_geoclip_head
 
         if encoder.dim != 768:
             raise InputError(
                 f"GeoCLIP's image MLP expects 768-d CLIP ViT-L/14 embeddings, but {source or spec.backbone} "
                 f"gives {encoder.dim}-d"
             )
-        head = load_geoclip_head(cache, progress=progress, gallery=gallery)
+        head = served_geoclip_head(cache, progress=progress, gallery=gallery)
     else:
+        from geoscope.pretrained.zeroshot import zeroshot_head  # place names and prompts: only for zero-shot
+
         head = zeroshot_head(encoder, cache, progress, towns_min_population or 100_000, templates)
     backbone = source or (getattr(encoder, "name", None) if given else spec.repo)
     meta = {"name": spec.name, "kind": spec.kind, "precision": precision, "backbone": backbone,
-            "licence": spec.licence}
+            "licence": spec.licence, "runtime": getattr(encoder, "runtime", "torch")}
     return encoder, head, meta

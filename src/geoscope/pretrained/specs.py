@@ -18,6 +18,9 @@ class ModelSpec:
     size: str
     licence: str
     description: str
+    #: how the backbone runs (``encoders.runtimes``): geoclip needs only image embeddings, so the fastest
+    #: runtime ("auto"); zero-shot models need the text tower, which only torch has
+    runtime: str = "torch"
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -28,6 +31,7 @@ MODELS: dict[str, ModelSpec] = {
             "Hugging Face openai/clip-vit-large-patch14 + PyPI geoclip 1.3.0 (heads, 100K gallery)",
             "1.7 GB backbone + 42 MB heads", "MIT",
             "GeoCLIP (NeurIPS 2023): image-to-GPS retrieval; Im2GPS3k 14.1/34.5/50.7/69.7/83.8 % at 1/25/200/750/2500 km",
+            runtime="auto",
         ),
         ModelSpec(
             "streetclip", "zeroshot", "streetclip", "geolocal/StreetCLIP", "GEOSCOPE_STREETCLIP",

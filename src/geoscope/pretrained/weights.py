@@ -53,7 +53,7 @@ def backbone_available(spec: ModelSpec) -> tuple[bool, str | None]:
 def heads_available(spec: ModelSpec) -> tuple[bool, str | None]:
     if spec.kind != "geoclip":
         return True, None
-    from geoscope.heads.location_encoder import geoclip_file  # heads import torch
+    from geoscope.heads.geoclip_files import geoclip_file
 
     try:
         geoclip_file("weights/location_encoder_weights.pth")
@@ -62,10 +62,12 @@ def heads_available(spec: ModelSpec) -> tuple[bool, str | None]:
     return True, None
 
 
-def create_backbone(spec: ModelSpec, source: str | None, precision: str, **kwargs: Any):
-    """The backbone encoder from ``source`` (a folder or encoder name) or the spec's, at ``precision``."""
+def create_backbone(spec: ModelSpec, source: str | None, precision: str, runtime: str | None = None, **kwargs: Any):
+    """The backbone encoder from ``source`` (a folder or encoder name) or the spec's, at ``precision``,
+    run by ``runtime`` (default: the spec's)."""
     try:
-        return create_encoder(source or spec.backbone, precision=precision, **kwargs).eval()
+        return create_encoder(source or spec.backbone, precision=precision, runtime=runtime or spec.runtime,
+                              **kwargs).eval()
     except WeightsUnavailableError:
         if spec.name not in MODELS or (source is not None and Path(source).is_dir()):
             raise  # the encoder layer's own sentence names the directory or hub id

@@ -1,0 +1,102 @@
+"""``ExportedEncoder``: an encoder served by an inference runtime from an export (numpy in, numpy out).
+
+It has the parts of ``Encoder`` that inference uses (``name``, ``dim``, ``input_size``, ``transform``,
+``preprocess``, ``encode_pixels``, ``encode_images``, ``runtime``, ``precision``) and nothing that
+needs torch: importing it, building it from a cached export and running it never import torch or
+transformers. It has no token features and no text tower (``has_tokens`` / ``has_text`` are False):
+code that needs them asks ``create_encoder(..., runtime="torch")``. The runtimes are
+``encoders/onnx_runtime.py`` and ``encoders/openvino_runtime.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from geoscope import settings
+from geoscope.encoders.preprocess import ImageTransform
+
+
+def runtime_threads() -> int:
+    """Threads an exported encoder computes with: ``GEOSCOPE_THREADS``, else every core."""
+    value = settings.get("GEOSCOPE_THREADS")
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+def transform_from(doc: dict) -> ImageTransform:
+    mean, std = [float(v) for v in doc["mean"]], [float(v) for v in doc["std"]]
+    return ImageTransform(resize=int(doc["resize"]), crop=(int(doc["crop"][0]), int(doc["crop"][1])),
+                          mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]),
+                          resample=str(doc["resample"]))
+
+
+class ExportedEncoder:
+    """Images -> (B, dim) float32 embeddings through an exported graph. Subclasses implement ``_run``."""
+
+    runtime = "exported"
+    has_tokens = False
+    has_text = False
+    device = "cpu"
+    training = False
+
+    def __init__(self, folder: Path, manifest: dict, name: str | None, precision: str):
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.name = name or str(manifest.get("name", "encoder"))
+        self.dim = int(manifest["dim"])
+        self.transform = transform_from(manifest["transform"])
+        self.precision = precision
+
+    @property
+    def input_size(self) -> int:
+        return int(self.transform.crop[0])
+
+    @property
+    def dtype(self) -> str:
+        """The precision it computes at (``fp32`` / ``bf16`` / ``int8``): not a torch dtype."""
+        return self.precision
+
+    def eval(self) -> "ExportedEncoder":
+        return self
+
+    def preprocess(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
+        """The weights' own preprocessing: PIL images -> (B, 3, H, W) float32."""
+        return self.transform(images)
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode_pixels(self, pixels) -> np.ndarray:
+        """Preprocessed pixels (numpy or a torch tensor) -> (B, dim) float32 embeddings."""
+        if hasattr(pixels, "detach"):  # a torch tensor from code written for torch encoders
+            pixels = pixels.detach().float().cpu().numpy()
+        x = np.ascontiguousarray(pixels, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if len(x) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self._run(x), dtype=np.float32).reshape(len(x), self.dim)
+
+    __call__ = encode_pixels
+
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """PIL images -> (N, dim) float32 embeddings, ``batch_size`` at a time."""
+        images = list(images)
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            out[start : start + len(chunk)] = self.encode_pixels(self.preprocess(chunk))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, input_size={self.input_size}, "
+                f"runtime={self.runtime!r}, precision={self.precision!r})")
