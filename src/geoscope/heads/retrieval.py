@@ -229,4 +229,5 @@ class RetrievalHead(Head):
             scores, idx = probs.topk(min(int(top_k), len(self.gallery)), dim=1)
             coords = self.gallery[idx].double()
         return HeadOutput(None, coords.numpy(), scores.double().numpy(), None, {"gallery_index": idx.numpy()},
-                          self.gallery.double().numpy(), probs.numpy())
+                          self.gallery.double().numpy(), probs.numpy(), candidate_support=idx.numpy(),
+                          neighbourhood="gallery entry")
