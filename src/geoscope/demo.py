@@ -32,6 +32,10 @@ import numpy as np
 from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
 
+#: bumped when training changes what a model holds (v2: a calibration fitted on held-out tiles), so a
+#: cached model from before is trained again
+MODEL_FORMAT = "v2-calibrated"
+
 #: Antarctica is left out of the land positions: its Blue Marble tiles are uniform white ice.
 MIN_LAT = -60.0
 MAX_LAT = 84.0
@@ -324,7 +328,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         np.ones(len(te_lat)), cfg.seed + 7, cfg, test_dir, encoder)
 
     # cells and model
-    model_key = _key(train_dir.name, cfg.min_cell, cfg.max_cells, cfg.epochs, cfg.tau_km, cfg.k_neighbors, cfg.seed)
+    model_key = _key(train_dir.name, cfg.min_cell, cfg.max_cells, cfg.epochs, cfg.tau_km, cfg.k_neighbors, cfg.seed,
+                     MODEL_FORMAT)
     model_dir = out / "model"
     stamp = model_dir / "demo_key.txt"
     if stamp.exists() and stamp.read_text().strip() == model_key:
@@ -376,6 +381,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         if subset == "land":
             errors_land = {name: errors_km(p[mask, 0], p[mask, 1], tlat[mask], tlon[mask]) for name, p in methods.items()}
     plot_cumulative_error(errors_land, out / "cumulative_error_land.png")
+    calibration = _calibration_section(geo, emb, tlat, tlon, land)
 
     # heatmaps of a few land examples
     heatmaps = []
@@ -401,6 +407,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         "total_s": round(time.perf_counter() - t_start, 1),
         "heatmaps": heatmaps,
         "model": str(model_dir),
+        "stores": {"train": str(train_dir), "test": str(test_dir)},
+        "calibration": calibration,
     }
     write_json(out / "report.json", report)
     text = [f"geoscope demo: {cfg.raster} tiles of {cfg.size_km:g} km"
@@ -408,7 +416,37 @@ def run_demo(cfg: DemoConfig) -> dict:
             + f"; {len(tr_lat)} training positions x {v} views; held-out positions with perturbations"]
     for subset, table in tables.items():
         text.append(f"\nheld-out {subset} tiles (n={report['n_test'][subset]}):\n{table}")
+    text.append(_calibration_text(calibration))
     text.append(f"\nmodel: {model_dir}   report: {out / 'report.json'}   total {report['total_s']:.0f} s")
     write_text(out / "report.txt", "\n".join(text) + "\n")
     report["text"] = "\n".join(text)
     return report
+
+
+def _calibration_section(geo, emb, lat, lon, land) -> dict:
+    """Calibration of the model on the held-out tiles, land and sea together and apart
+    (``evaluate.calibration_report``: reliability at 25 / 200 / 750 / 2500 km, localizability AUROC)."""
+    from geoscope.calibration import RELIABILITY_RADII_KM, summarize
+    from geoscope.evaluate import calibration_report
+    from geoscope.geo.metrics import errors_km
+
+    dist = geo.distribution(emb, top_k=1, radii_km=RELIABILITY_RADII_KM)
+    err = errors_km(dist.coords[:, 0, 0], dist.coords[:, 0, 1], lat, lon)
+    loc = [None] * len(err) if dist.localizability is None else list(dist.localizability)
+    out = {}
+    for subset, mask in (("land+sea", np.ones(len(err), bool)), ("land", land), ("sea", ~land)):
+        if mask.any():
+            rep = calibration_report(dist.confidence[mask], [v for v, m in zip(loc, mask) if m], err[mask],
+                                     RELIABILITY_RADII_KM, calibrated=dist.calibrated)
+            rep["reliability"] = summarize(rep["reliability"])
+            out[subset] = rep
+    return out
+
+
+def _calibration_text(calibration: dict) -> str:
+    rep = calibration.get("land+sea")
+    if not rep:
+        return ""
+    from geoscope.evaluate import format_calibration
+
+    return "\nheld-out land and sea tiles together, " + format_calibration(rep)
