@@ -439,7 +439,7 @@ class Calibration:
             "format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION,
             "temperature": float(self.temperature), "point_sigma_km": float(self.point_sigma_km),
             "cell_sigma_scale": float(self.cell_sigma_scale),
-            "cell_spread_km": None if self.cell_spread_km is None else [round(float(v), 3) for v in self.cell_spread_km],
+            "cell_spread_km": None if self.cell_spread_km is None else [float(v) for v in self.cell_spread_km],
             "localizability_coef": None if self.localizability_coef is None else [float(v) for v in self.localizability_coef],
             "localizability_radius_km": LOCALIZABILITY_RADIUS_KM,
             "fitted": bool(self.fitted), "report": self.report,
