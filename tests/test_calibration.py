@@ -202,3 +202,28 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def test_geoclip_head_gets_the_same_calibration_report(tmp_path):
+    """The published GeoCLIP head (its own logit scale, i.e. its published temperature) through
+    ``evaluate_model``: the machinery only. The embeddings are random, not CLIP ViT-L/14 ones (no such
+    weights install here), so the numbers say nothing about GeoCLIP itself."""
+    from geoscope.evaluate import evaluate_model
+    from geoscope.heads.retrieval import RetrievalHead, grid_gallery
+    from geoscope.store import EmbeddingStore
+
+    head = RetrievalHead.from_geoclip(gallery=grid_gallery((-60, -180, 70, 180), 10.0))
+    geo = Geolocator(None, head, name="geoclip", places=False)
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(-50, 60, 40), rng.uniform(-170, 170, 40)
+    EmbeddingStore.from_arrays(tmp_path / "s", range(40), rng.normal(size=(40, 768)).astype(np.float32), lat, lon,
+                               encoder="clip-vit-l14")
+    result = evaluate_model(geo, tmp_path / "s", progress=False, reliability_plot=tmp_path / "r.png")
+    cal = result["calibration"]
+    assert cal["calibrated"] is False and set(cal["reliability"]) == {"25", "200", "750", "2500"}
+    assert all(0 <= v["mean_stated"] <= 1 and v["n"] == 40 for v in cal["reliability"].values())
+    assert cal["localizability_auroc"] is None or 0 <= cal["localizability_auroc"] <= 1
+    assert (tmp_path / "r.png").is_file()
+    p = geo.locate_embeddings(rng.normal(size=(1, 768)).astype(np.float32), top_k=5)[0]
+    probs = [c.probability for c in p.candidates]
+    assert probs == sorted(probs, reverse=True) and p.neighbourhood == {"kind": "gallery entry"}
