@@ -697,9 +697,14 @@ def fit_calibration(batch: MixtureBatch, cell_spread=None, radii_km: Sequence[fl
         "mass_beyond_kept_components": float(1.0 - weights.sum(axis=1).mean()),
         "before": summarize(reliability_at_radii(before, err, radii)),
         "after": summarize(reliability_at_radii(after, err, radii)),
-        "localizability_auroc": auroc(loc, placed),
+        "localizability_auroc": finite_or_none(auroc(loc, placed)),
     }
     return cal
+
+
+def finite_or_none(v: float) -> float | None:
+    """``v`` as a float, or None where it is NaN or infinite (JSON has no NaN)."""
+    return float(v) if np.isfinite(v) else None
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:

@@ -22,6 +22,7 @@ from geoscope.calibration import (
     LOCALIZABILITY_RADIUS_KM,
     RELIABILITY_RADII_KM,
     auroc,
+    finite_or_none,
     plot_reliability,
     reliability_at_radii,
     summarize,
@@ -139,7 +140,7 @@ def calibration_report(stated: np.ndarray, localizability, errors: np.ndarray,
     return {
         "calibrated": calibrated,
         "reliability": tables,
-        "localizability_auroc": auroc(loc, hit) if len(loc) and np.isfinite(loc).all() else None,
+        "localizability_auroc": finite_or_none(auroc(loc, hit)) if len(loc) and np.isfinite(loc).all() else None,
         "localizability_radius_km": LOCALIZABILITY_RADIUS_KM,
     }
 

@@ -455,7 +455,8 @@ def train_from_store(
         cr = calibration.report
         text += (f"\ncalibration ({cal_note}, n={cr['n']}): temperature {cr['temperature']:.3f}, kernel "
                  f"{cr['point_sigma_km']:.1f} km around points, {cr['cell_sigma_scale']:.2f} x the cell spread "
-                 f"around cell centroids; localizability AUROC {cr['localizability_auroc']:.3f}\n"
+                 f"around cell centroids; localizability AUROC "
+                 f"{'n/a' if cr['localizability_auroc'] is None else format(cr['localizability_auroc'], '.3f')}\n"
                  "(measured on the split it was fitted on: optimistic; `geoscope eval` measures on other data)\n"
                  + format_reliability({"before (raw point masses)": cr["before"], "after": cr["after"]}) + "\n")
     else:
