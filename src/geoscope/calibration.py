@@ -366,6 +366,22 @@ def entropy_score_top(weights, n_components) -> np.ndarray:
     return np.where(n < 2, 1.0, np.clip(score, 0.0, 1.0))
 
 
+def _sigmoid(z) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def localizability_features(weights, mass_within, n_components) -> np.ndarray:
+    """(B, 2): the logit of the calibrated mass within ``LOCALIZABILITY_RADIUS_KM`` of the best guess, and
+    the entropy score of the calibrated weights (``weights`` may be the heaviest components only, with
+    ``n_components`` in all)."""
+    return np.column_stack([_logit(mass_within), entropy_score_top(weights, n_components)])
+
+
 def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
     if temperature == 1.0:
         return probs
@@ -389,8 +405,9 @@ class Calibration:
     cell_sigma_scale: float = 0.0
     #: per finest cell, the per-axis spread of its training points around its centroid (km)
     cell_spread_km: list[float] | None = None
-    #: logistic map of the entropy score to P(best guess within LOCALIZABILITY_RADIUS_KM): (slope, intercept)
-    localizability_coef: tuple[float, float] | None = None
+    #: logistic model of P(best guess within LOCALIZABILITY_RADIUS_KM) on ``localizability_features``:
+    #: (intercept, logit of the mass within the radius, entropy score)
+    localizability_coef: tuple[float, ...] | None = None
     fitted: bool = False
     report: dict = field(default_factory=dict)
 
@@ -421,16 +438,18 @@ class Calibration:
             return cell
         return np.where(np.asarray(refined, dtype=bool), point, cell[None, :])
 
-    def localizability(self, probs) -> np.ndarray:
-        """Localizability in [0, 1] of calibrated weights (B, M): the fitted logistic map of the entropy
-        score (or the entropy score itself when none was fitted)."""
-        return self._localizability_from_score(entropy_score(probs))
+    def localizability(self, weights, mass_within) -> np.ndarray:
+        """Localizability in [0, 1] from calibrated weights (B, M) and the calibrated mass within
+        ``LOCALIZABILITY_RADIUS_KM`` of the best guess (B,): the fitted logistic model of "the best guess
+        is within that radius" (so it is that probability); without a fit, the mass itself."""
+        w = np.asarray(weights, dtype=np.float64)
+        return self._localizability_from_features(localizability_features(w, mass_within, np.full(len(w), w.shape[1])))
 
-    def _localizability_from_score(self, score: np.ndarray) -> np.ndarray:
-        if self.localizability_coef is None:
-            return score
-        a, b = self.localizability_coef
-        return 1.0 / (1.0 + np.exp(-(a * score + b)))
+    def _localizability_from_features(self, features: np.ndarray) -> np.ndarray:
+        if self.localizability_coef is None or len(self.localizability_coef) != features.shape[1] + 1:
+            return np.clip(_sigmoid(features[:, 0]), 0.0, 1.0)
+        coef = np.asarray(self.localizability_coef, dtype=np.float64)
+        return _sigmoid(coef[0] + features @ coef[1:])
 
     # --- saving ------------------------------------------------------------------------------------
 
@@ -455,7 +474,7 @@ class Calibration:
                 temperature=float(d.get("temperature", 1.0)), point_sigma_km=float(d.get("point_sigma_km", 0.0)),
                 cell_sigma_scale=float(d.get("cell_sigma_scale", 0.0)),
                 cell_spread_km=None if d.get("cell_spread_km") is None else [float(v) for v in d["cell_spread_km"]],
-                localizability_coef=None if coef is None else (float(coef[0]), float(coef[1])),
+                localizability_coef=None if coef is None else tuple(float(v) for v in coef),
                 fitted=bool(d.get("fitted", False)), report=dict(d.get("report") or {}),
             )
         except (TypeError, ValueError, IndexError) as exc:
@@ -648,50 +667,58 @@ def fit_calibration(batch: MixtureBatch, cell_spread=None, radii_km: Sequence[fl
     dist = haversine_km(batch.best[:, 0, None], batch.best[:, 1, None], batch.latlon[..., 0], batch.latlon[..., 1])
     before = weighted_disc_mass(dist, None, batch.probs, radii)
 
-    temperature = _fit_temperature(batch) if n_components.max() > 1 else 1.0
-    weights = _tempered_top(batch, temperature)
-
+    t0 = _fit_temperature(batch) if n_components.max() > 1 else 1.0
     pick = np.arange(n) if n <= FIT_IMAGES else np.sort(np.random.default_rng(seed).choice(n, FIT_IMAGES, replace=False))
-    top = slice(0, min(FIT_COMPONENTS, weights.shape[1]))
-    rest = slice(top.stop, weights.shape[1])
     sub = MixtureBatch(*(getattr(batch, f)[pick] for f, _ in _FIELDS))
-    d_top, w_top = dist[pick, top], weights[pick, top]
-    fixed = weighted_disc_mass(dist[pick, rest], None, weights[pick, rest], radii)
+    top = slice(0, min(FIT_COMPONENTS, batch.probs.shape[1]))
+    rest = slice(top.stop, batch.probs.shape[1])
+    d_top = dist[pick, top]
+    inside_rest = [dist[pick, rest] <= r for r in radii]  # the lighter components count as point masses
     y = hits[pick]
+    tempered = n_components.max() > 1
+
+    def unpack(x):
+        point = math.exp(float(x[0]))
+        scale = math.exp(float(x[1])) if uses_cells else 0.0
+        temperature = math.exp(float(x[-1])) if tempered else 1.0
+        return point, scale, temperature
 
     def loss(x) -> float:
-        sig = _kernel_widths(sub, top, math.exp(float(x[0])), math.exp(float(x[1])), spread)
-        m = np.clip(weighted_disc_mass(d_top, sig, w_top, radii) + fixed, 1e-6, 1 - 1e-6)
+        point, scale, temperature = unpack(x)
+        w = _tempered_top(sub, temperature)
+        sig = _kernel_widths(sub, top, point, scale, spread)
+        m = weighted_disc_mass(d_top, sig, w[:, top], radii)
+        if rest.stop > rest.start:
+            w_rest = w[:, rest]
+            m = m + np.stack([(w_rest * inside).sum(1) for inside in inside_rest], axis=1)
+        m = np.clip(m, 1e-6, 1 - 1e-6)
         return float(-(y * np.log(m) + (1 - y) * np.log1p(-m)).mean(axis=0).sum())
 
     med = float(np.median(err))
     scale_km = med if np.isfinite(med) and med > 0 else 100.0
-    x0 = np.array([math.log(max(0.2 * scale_km, 1.0)), 0.0])
-    simplex = np.array([x0, x0 + [2.0, 0.0], x0 + [0.0, 1.5]]) if uses_cells else None
-    if not uses_cells:  # one width: a bounded scalar search
-        from scipy.optimize import minimize_scalar
-
-        res = minimize_scalar(lambda v: loss([v, 0.0]), bounds=(0.0, math.log(20000.0)), method="bounded",
-                              options={"xatol": 1e-2})
-        x_best = np.array([res.x, 0.0])
-    else:
-        res = minimize(loss, x0, method="Nelder-Mead",
-                       options={"initial_simplex": simplex, "xatol": 1e-2, "fatol": 1e-5, "maxiter": 150})
-        x_best = res.x
-    cal = Calibration(temperature=temperature, point_sigma_km=float(math.exp(x_best[0])),
-                      cell_sigma_scale=float(math.exp(x_best[1])) if uses_cells else 0.0,
+    x0 = [math.log(max(0.3 * scale_km, 1.0))] + ([0.0] if uses_cells else []) + ([math.log(t0)] if tempered else [])
+    x0 = np.array(x0)
+    steps = [1.5] + ([1.0] if uses_cells else []) + ([0.4] if tempered else [])
+    simplex = np.vstack([x0] + [x0 + np.eye(len(x0))[i] * steps[i] for i in range(len(x0))])
+    res = minimize(loss, x0, method="Nelder-Mead",
+                   options={"initial_simplex": simplex, "xatol": 1e-2, "fatol": 1e-5, "maxiter": 100 * len(x0)})
+    point, scale, temperature = unpack(res.x)
+    cal = Calibration(temperature=temperature, point_sigma_km=point, cell_sigma_scale=scale,
                       cell_spread_km=spread.tolist() if uses_cells else None)
+    weights = _tempered_top(batch, temperature)
     all_cols = slice(0, weights.shape[1])
-    after = weighted_disc_mass(dist, _kernel_widths(batch, all_cols, cal.point_sigma_km, cal.cell_sigma_scale, spread),
-                               weights, radii)
+    after = weighted_disc_mass(dist, _kernel_widths(batch, all_cols, point, scale, spread), weights,
+                               radii + [float(LOCALIZABILITY_RADIUS_KM)])
+    after, m_loc = after[:, :-1], after[:, -1]
     placed = err <= LOCALIZABILITY_RADIUS_KM
-    score = entropy_score_top(weights, n_components)
-    cal.localizability_coef = _fit_logistic(score, placed)
-    loc = cal._localizability_from_score(score)
+    features = localizability_features(weights, m_loc, n_components)
+    cal.localizability_coef = _fit_logistic(features, placed)
+    loc = cal._localizability_from_features(features)
     cal.fitted = True
     cal.report = {
         "n": int(n),
         "temperature": cal.temperature,
+        "temperature_by_true_component": t0,
         "point_sigma_km": cal.point_sigma_km,
         "cell_sigma_scale": cal.cell_sigma_scale,
         "mass_beyond_kept_components": float(1.0 - weights.sum(axis=1).mean()),
@@ -707,18 +734,25 @@ def finite_or_none(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-    """(slope, intercept) of a 1-D logistic regression (lightly regularised); None without both classes."""
+def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, ...] | None:
+    """Coefficients (intercept first) of a logistic regression of ``y`` on the columns of ``x`` (N, F),
+    lightly regularised; None without both classes."""
     from scipy.optimize import minimize
 
     y = np.asarray(y, dtype=np.float64)
     if y.min() == y.max():
         return None
-    x = np.asarray(x, dtype=np.float64)
+    X = np.column_stack([np.ones(len(y)), np.asarray(x, dtype=np.float64).reshape(len(y), -1)])
 
     def loss(t):
-        z = t[0] * x + t[1]
-        return float(np.mean(np.logaddexp(0.0, z) - y * z) + 1e-4 * t[0] ** 2)
+        z = X @ t
+        return float(np.mean(np.logaddexp(0.0, z) - y * z) + 1e-4 * np.sum(t[1:] ** 2))
 
-    res = minimize(loss, np.zeros(2), method="BFGS")
-    return float(res.x[0]), float(res.x[1])
+    def grad(t):
+        z = X @ t
+        g = X.T @ (1.0 / (1.0 + np.exp(-z)) - y) / len(y)
+        g[1:] += 2e-4 * t[1:]
+        return g
+
+    res = minimize(loss, np.zeros(X.shape[1]), jac=grad, method="BFGS")
+    return tuple(float(v) for v in res.x)

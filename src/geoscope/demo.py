@@ -24,7 +24,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,10 @@ class DemoConfig:
     views: int = 2  # tiles per training position (the first mildly, the others fully perturbed)
     n_test_land: int = 500
     n_test_sea: int = 100
+    #: held-out tiles the model's calibration is fitted on: drawn like the test tiles (random positions,
+    #: land and sea, full perturbations) with another seed, never trained on
+    n_cal_land: int = 500
+    n_cal_sea: int = 100
     encoder: str = "efficientnet-lite0"
     min_cell: int = 5
     max_cells: tuple[int, ...] = (400, 100, 25)
@@ -66,8 +70,8 @@ class DemoConfig:
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
         """A few hundred tiles: proves the pipeline in about a minute (used by the tests)."""
-        base = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, max_cells=(40, 12), min_cell=3,
-                    epochs=15, n_heatmaps=1)
+        base = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, n_cal_land=20, n_cal_sea=5,
+                    max_cells=(40, 12), min_cell=3, epochs=15, n_heatmaps=1)
         base.update(kw)
         return cls(**base)
 
@@ -327,9 +331,18 @@ def run_demo(cfg: DemoConfig) -> dict:
         f"cut and embed {len(test_ids)} perturbed held-out tiles", _embed, query, test_ids, te_lat, te_lon,
         np.ones(len(te_lat)), cfg.seed + 7, cfg, test_dir, encoder)
 
+    # held-out calibration tiles, drawn like the test tiles (the validation split, a grid of land positions,
+    # is not): what the model's calibration is fitted on when it is trained
+    cal_cfg = replace(cfg, seed=cfg.seed + 101, n_test_land=cfg.n_cal_land, n_test_sea=cfg.n_cal_sea)
+    _, (ca_lat, ca_lon, _) = demo_positions(raster, query, cal_cfg)
+    cal_dir = out / "cache" / f"cal-{_key(cfg.query_raster or cfg.raster, tile_key, cfg.n_cal_land, cfg.n_cal_sea, cfg.seed)}"
+    cal_store, _ = stage.run(
+        f"cut and embed {len(ca_lat)} perturbed calibration tiles", _embed, query, [f"c{i:05d}" for i in range(len(ca_lat))],
+        ca_lat, ca_lon, np.ones(len(ca_lat)), cfg.seed + 13, cfg, cal_dir, encoder)
+
     # cells and model
     model_key = _key(train_dir.name, cfg.min_cell, cfg.max_cells, cfg.epochs, cfg.tau_km, cfg.k_neighbors, cfg.seed,
-                     MODEL_FORMAT)
+                     MODEL_FORMAT, cal_dir.name)
     model_dir = out / "model"
     stamp = model_dir / "demo_key.txt"
     if stamp.exists() and stamp.read_text().strip() == model_key:
@@ -345,7 +358,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             f"train hybrid head over {len(cells.finest)} finest cells ({' / '.join(str(len(c)) for c in cells.levels)})",
             train_from_store, train_store, "hybrid", model_dir, cells,
             TrainConfig(epochs=cfg.epochs, seed=cfg.seed, patience=6),
-            {"tau_km": cfg.tau_km, "k_neighbors": cfg.k_neighbors}, progress=cfg.progress, resume=resume)
+            {"tau_km": cfg.tau_km, "k_neighbors": cfg.k_neighbors}, progress=cfg.progress, resume=resume,
+            calibration_store=cal_store)
         write_text(stamp, model_key + "\n")
 
     # predictions
@@ -407,7 +421,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "total_s": round(time.perf_counter() - t_start, 1),
         "heatmaps": heatmaps,
         "model": str(model_dir),
-        "stores": {"train": str(train_dir), "test": str(test_dir)},
+        "stores": {"train": str(train_dir), "test": str(test_dir), "calibration": str(cal_dir)},
         "calibration": calibration,
     }
     write_json(out / "report.json", report)

@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from geoscope.atomic import atomic_path, write_json
-from geoscope.calibration import CANDIDATE_DISC_KM, Calibration, mixture_mass
+from geoscope.calibration import CANDIDATE_DISC_KM, LOCALIZABILITY_RADIUS_KM, Calibration, mixture_mass
 from geoscope.data.exif import read_exif
 from geoscope.data.images import load_image, read_limited
 from geoscope.encoders import PRECISIONS, create_encoder
@@ -219,9 +219,10 @@ class Geolocator:
             scores = np.take_along_axis(scores, order, axis=1)
             cells = None if cells is None else np.take_along_axis(cells, order, axis=1)
             if M > 1 or sigma is not None:
-                confidence = mixture_mass(coords[:, 0], support, weights, sigma, radii)
-            if M > 1:
-                localizability = cal.localizability(weights)
+                masses = mixture_mass(coords[:, 0], support, weights, sigma, list(radii) + [LOCALIZABILITY_RADIUS_KM])
+                confidence = masses[:, :-1]
+                if M > 1:  # a single point carries no spread to judge it by
+                    localizability = cal.localizability(weights, masses[:, -1])
             if cell_probs is not None and getattr(out, "support_cells", False):
                 cell_probs = weights
         elif K > 1:

@@ -350,6 +350,7 @@ def train_from_store(
     progress: bool = True,
     resume: bool = True,
     calibrate: bool = True,
+    calibration_store=None,
 ):
     """Train a head of ``head_kind`` on a store and save a Geolocator to ``out_dir``.
 
@@ -358,7 +359,10 @@ def train_from_store(
     the training coordinates). The training state goes to ``training_state_dir(out_dir)``.
     The validation split keeps rows of one place together (``location_groups``); after training,
     ``calibrate`` fits the model's calibration on it (``calibrate_head``), saved with the model and
-    reported in ``report.json`` (``calibration``) and ``report.txt``.
+    reported in ``report.json`` (``calibration``) and ``report.txt``. ``calibration_store``: held-out
+    data (a store of the same encoder, never trained on) to fit the calibration on instead, drawn like
+    the images the model will meet; the validation split cannot stand for them when the training data
+    are laid out differently (a grid of positions, land only) from the images to be located.
     Returns ``(geolocator, TrainResult)``.
     """
     cls = head_class(head_kind)
@@ -431,9 +435,21 @@ def train_from_store(
     calibration, cal_note = None, "not asked for"
     if calibrate:
         try:
-            calibration = calibrate_head(head, cells if cls.needs_cells else None, emb_t[va], lat[val_idx],
-                                         lon[val_idx], lat[train_idx], lon[train_idx], seed=cfg.seed)
-            cal_note = "fitted on the validation split"
+            if calibration_store is not None:
+                cal_store = _open_store(calibration_store)
+                if getattr(store, "encoder", None) and getattr(cal_store, "encoder", None) != store.encoder:
+                    raise InputError(f"the calibration store {getattr(cal_store, 'path', '')} was embedded with "
+                                     f"{getattr(cal_store, 'encoder', None)!r}, the training store with {store.encoder!r}")
+                c_emb, c_lat, c_lon = store_arrays(cal_store)
+                ok = ~(np.isnan(c_lat) | np.isnan(c_lon))
+                c_emb, c_lat, c_lon = c_emb[ok], c_lat[ok], c_lon[ok]
+                where = f"the calibration store {getattr(cal_store, 'path', '')}".rstrip()
+            else:
+                c_emb, c_lat, c_lon = emb_t[va], lat[val_idx], lon[val_idx]
+                where = "the validation split"
+            calibration = calibrate_head(head, cells if cls.needs_cells else None, c_emb, c_lat, c_lon,
+                                         lat[train_idx], lon[train_idx], seed=cfg.seed)
+            cal_note = f"fitted on {where}"
         except InputError as exc:  # a single point estimate, too few held-out images: say so, go on
             cal_note = f"not fitted: {exc}"
             logger.warning("calibration %s", cal_note)
