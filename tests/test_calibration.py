@@ -103,7 +103,7 @@ def test_entropy_score_and_cell_spread():
 
 def test_calibration_round_trips_and_rejects_foreign_files():
     cal = Calibration(temperature=2.5, point_sigma_km=40.0, cell_sigma_scale=1.3, cell_spread_km=[10.0, 20.0],
-                      localizability_coef=(4.0, -2.0), fitted=True, report={"n": 3})
+                      localizability_coef=(0.5, 1.0, 2.0), fitted=True, report={"n": 3})
     back = Calibration.from_dict(cal.to_dict())
     assert back == cal
     with pytest.raises(InputError, match="is not a geoscope calibration"):
@@ -115,6 +115,11 @@ def test_calibration_round_trips_and_rejects_foreign_files():
     np.testing.assert_allclose(cal.weights(p), p ** 0.4 / (p ** 0.4).sum())
     np.testing.assert_allclose(cal.sigmas(2, refined=np.array([[True, False]]), cells=True),
                                [[40.0, np.hypot(40.0, 1.3 * 20.0)]])
+    # localizability: the logistic model on (logit of the mass within 750 km, entropy score)
+    w = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    z = 0.5 + 1.0 * np.log(0.8 / 0.2) + 2.0 * np.array([1.0, 0.0])
+    np.testing.assert_allclose(cal.localizability(w, np.array([0.8, 0.8])), 1 / (1 + np.exp(-z)))
+    np.testing.assert_allclose(identity.localizability(w, np.array([0.8, 0.3])), [0.8, 0.3])  # unfitted: the mass
 
 
 def test_grouped_split_keeps_views_of_one_place_together():
@@ -227,3 +232,32 @@ def test_geoclip_head_gets_the_same_calibration_report(tmp_path):
     p = geo.locate_embeddings(rng.normal(size=(1, 768)).astype(np.float32), top_k=5)[0]
     probs = [c.probability for c in p.candidates]
     assert probs == sorted(probs, reverse=True) and p.neighbourhood == {"kind": "gallery entry"}
+
+
+def test_training_fits_the_calibration_on_a_given_store(tmp_path):
+    from geoscope.store import EmbeddingStore
+    from geoscope.train import TrainConfig, train_from_store
+
+    rng = np.random.default_rng(8)
+
+    def store(name, n, encoder="toy"):
+        lat, lon = rng.uniform(-50, 60, n), rng.uniform(-170, 170, n)
+        emb = np.column_stack([lat / 60, lon / 170, rng.normal(0, 0.2, (n, 6))]).astype(np.float32)
+        return EmbeddingStore.from_arrays(tmp_path / name, range(n), emb, lat, lon, encoder=encoder), lat, lon
+
+    train, lat, lon = store("train", 300)
+    held_out, _, _ = store("held-out", 60)
+    cells = CellHierarchy.adaptive(lat, lon, 5, [30])
+    geo, result = train_from_store(train, "classifier", tmp_path / "m", cells=cells, progress=False,
+                                   config=TrainConfig(epochs=2, batch_size=64), calibration_store=held_out)
+    cal = result.report["calibration"]
+    assert cal["status"].startswith("fitted on the calibration store") and cal["n"] == 60
+    assert geo.calibration.report["n"] == 60
+    other, _, _ = store("other-encoder", 30, encoder="another")
+    with pytest.raises(InputError, match="was embedded with 'another' but the training store with 'toy'"):
+        train_from_store(train, "classifier", tmp_path / "m2", cells=cells, progress=False,
+                         config=TrainConfig(epochs=1, batch_size=64), calibration_store=other)
+    assert not (tmp_path / "m2").exists()  # refused before any training
+    geo, result = train_from_store(train, "classifier", tmp_path / "m3", cells=cells, progress=False,
+                                   config=TrainConfig(epochs=1, batch_size=64), calibrate=False)
+    assert geo.calibration is None and not (tmp_path / "m3" / "calibration.json").exists()

@@ -372,6 +372,8 @@ def train_from_store(
     out = Path(out_dir)
     store = _open_store(store)
     emb, lat, lon = store_arrays(store)
+    held_out = _calibration_arrays(calibration_store, store, emb.shape[1]) if calibrate and calibration_store is not None \
+        else None  # checked before training, which can take hours
     keep = ~(np.isnan(lat) | np.isnan(lon))
     if keep.sum() < 2:
         raise InputError(f"{getattr(store, 'path', 'the store')} has fewer than 2 rows with coordinates")
@@ -436,14 +438,7 @@ def train_from_store(
     if calibrate:
         try:
             if calibration_store is not None:
-                cal_store = _open_store(calibration_store)
-                if getattr(store, "encoder", None) and getattr(cal_store, "encoder", None) != store.encoder:
-                    raise InputError(f"the calibration store {getattr(cal_store, 'path', '')} was embedded with "
-                                     f"{getattr(cal_store, 'encoder', None)!r}, the training store with {store.encoder!r}")
-                c_emb, c_lat, c_lon = store_arrays(cal_store)
-                ok = ~(np.isnan(c_lat) | np.isnan(c_lon))
-                c_emb, c_lat, c_lon = c_emb[ok], c_lat[ok], c_lon[ok]
-                where = f"the calibration store {getattr(cal_store, 'path', '')}".rstrip()
+                c_emb, c_lat, c_lon, where = held_out
             else:
                 c_emb, c_lat, c_lon = emb_t[va], lat[val_idx], lon[val_idx]
                 where = "the validation split"
@@ -479,6 +474,22 @@ def train_from_store(
         text += f"\ncalibration: {cal_note}\n"
     write_text(out / "report.txt", text)
     return geo, result
+
+
+def _calibration_arrays(calibration_store, store, dim: int):
+    """(embeddings, lat, lon, description) of a calibration store, refused when it cannot serve."""
+    cal_store = _open_store(calibration_store)
+    where = f"the calibration store {getattr(cal_store, 'path', calibration_store)}"
+    if getattr(store, "encoder", None) and getattr(cal_store, "encoder", None) != store.encoder:
+        raise InputError(f"{where} was embedded with {getattr(cal_store, 'encoder', None)!r} but the training store "
+                         f"with {store.encoder!r}; embed the calibration images with the same encoder")
+    c_emb, c_lat, c_lon = store_arrays(cal_store)
+    if c_emb.shape[1] != dim:
+        raise InputError(f"{where} holds {c_emb.shape[1]}-d embeddings but the training store {dim}-d ones")
+    ok = ~(np.isnan(c_lat) | np.isnan(c_lon))
+    if ok.sum() < 10:
+        raise InputError(f"{where} has {int(ok.sum())} rows with coordinates; a calibration needs at least 10")
+    return c_emb[ok], c_lat[ok], c_lon[ok], where
 
 
 def _training_mean(lat, lon) -> tuple[float, float]:
