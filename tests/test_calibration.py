@@ -102,7 +102,8 @@ def test_entropy_score_and_cell_spread():
 
 
 def test_calibration_round_trips_and_rejects_foreign_files():
-    cal = Calibration(temperature=2.5, point_sigma_km=40.0, cell_sigma_scale=1.3, cell_spread_km=[10.0, 20.0],
+    cal = Calibration(temperature=2.5, point_sigma_km=40.0, cell_sigma_scale=1.3, weight_sharpening=0.0,
+                      cell_spread_km=[10.0, 20.0],
                       localizability_coef=(0.5, 1.0, 2.0), fitted=True, report={"n": 3})
     back = Calibration.from_dict(cal.to_dict())
     assert back == cal
@@ -115,6 +116,9 @@ def test_calibration_round_trips_and_rejects_foreign_files():
     np.testing.assert_allclose(cal.weights(p), p ** 0.4 / (p ** 0.4).sum())
     np.testing.assert_allclose(cal.sigmas(2, refined=np.array([[True, False]]), cells=True),
                                [[40.0, np.hypot(40.0, 1.3 * 20.0)]])
+    sharp = Calibration.from_dict({**cal.to_dict(), "weight_sharpening": 0.7})
+    np.testing.assert_allclose(sharp.sigmas(2, cells=True, weights=np.array([[0.9, 0.1]])),
+                               [[40.0 * np.exp(-0.63), np.hypot(40.0, 26.0) * np.exp(-0.07)]])
     # localizability: the logistic model on (logit of the mass within 750 km, entropy score)
     w = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
     z = 0.5 + 1.0 * np.log(0.8 / 0.2) + 2.0 * np.array([1.0, 0.0])

@@ -6,7 +6,7 @@ literally those are point masses, so "the probability within 25 km of the best g
 weight of the support points inside 25 km: for a geocell model that is the whole mass of the best
 cell, however large the cell. That is not a probability of anything the user can check.
 
-:class:`Calibration` turns the head's output into a distribution that means what it says, with three
+:class:`Calibration` turns the head's output into a distribution that means what it says, with four
 numbers fitted on held-out data when the model is trained (:func:`fit_calibration`):
 
 - ``temperature`` T: component weights become ``p ** (1 / T)``, renormalised (temperature scaling of the
@@ -14,9 +14,11 @@ numbers fitted on held-out data when the model is trained (:func:`fit_calibratio
 - a **kernel** around each component: an isotropic Gaussian on the tangent plane whose standard
   deviation (per axis, km) is ``sqrt(point_sigma_km ** 2 + (cell_sigma_scale * spread) ** 2)``, where
   ``spread`` is the per-axis spread of the component's training points around a cell centroid
-  (``cell_spread_km``; 0 for a point that was refined from the image, a gallery entry or a town).
+  (``cell_spread_km``; 0 for a point that was refined from the image, a gallery entry or a town),
+  times ``exp(-weight_sharpening * w)`` for a component of calibrated weight w: the more of its mass
+  the model puts on a component, the closer to it the truth tends to lie.
 
-All three are fitted together by the log loss of the events "the truth lies within R of the best
+All four are fitted together by the log loss of the events "the truth lies within R of the best
 guess" at the reliability radii (a proper scoring rule for exactly what the model states), starting
 from the temperature that fits the true component best. The mass within R of a point is a sum over
 components of ``disc_mass`` (the Rice distribution's cdf, read from a table). ``Calibration()``
@@ -417,6 +419,9 @@ class Calibration:
     temperature: float = 1.0
     point_sigma_km: float = 0.0
     cell_sigma_scale: float = 0.0
+    #: kernels narrow as their component's weight w grows: width x exp(-weight_sharpening * w) (the truth
+    #: lies closer to a point the model is sure of)
+    weight_sharpening: float = 0.0
     #: per finest cell, the per-axis spread of its training points around its centroid (km)
     cell_spread_km: list[float] | None = None
     #: logistic model of P(best guess within LOCALIZABILITY_RADIUS_KM) on ``localizability_features``:
@@ -433,8 +438,9 @@ class Calibration:
         p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-300, None)
         return _tempered(p, float(self.temperature))
 
-    def sigmas(self, n_support: int, refined=None, cells: bool = False) -> np.ndarray | None:
-        """Kernel widths (km): (M,) or (B, M) with ``refined`` (B, M) bool; None for point masses.
+    def sigmas(self, n_support: int, refined=None, cells: bool = False, weights=None) -> np.ndarray | None:
+        """Kernel widths (km): (M,), or (B, M) with ``refined`` (B, M) bool or calibrated ``weights``
+        (B, M) (each width shrinks by ``exp(-weight_sharpening * weight)``); None for point masses.
 
         ``cells``: the support points are the finest cells in order (so ``cell_spread_km`` applies to
         those not ``refined``).
@@ -446,11 +452,13 @@ class Calibration:
             return None
         point = float(self.point_sigma_km)
         if spread is None:
-            return np.full(n_support, point)
-        cell = np.sqrt(point**2 + (float(self.cell_sigma_scale) * spread) ** 2)
-        if refined is None:
-            return cell
-        return np.where(np.asarray(refined, dtype=bool), point, cell[None, :])
+            sig = np.full(n_support, point)
+        else:
+            cell = np.sqrt(point**2 + (float(self.cell_sigma_scale) * spread) ** 2)
+            sig = cell if refined is None else np.where(np.asarray(refined, dtype=bool), point, cell[None, :])
+        if self.weight_sharpening and weights is not None:
+            sig = sig * np.exp(-float(self.weight_sharpening) * np.asarray(weights, dtype=np.float64))
+        return sig
 
     def localizability(self, weights, mass_within) -> np.ndarray:
         """Localizability in [0, 1] from calibrated weights (B, M) and the calibrated mass within
@@ -472,6 +480,7 @@ class Calibration:
             "format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION,
             "temperature": float(self.temperature), "point_sigma_km": float(self.point_sigma_km),
             "cell_sigma_scale": float(self.cell_sigma_scale),
+            "weight_sharpening": float(self.weight_sharpening),
             "cell_spread_km": None if self.cell_spread_km is None else [float(v) for v in self.cell_spread_km],
             "localizability_coef": None if self.localizability_coef is None else [float(v) for v in self.localizability_coef],
             "localizability_radius_km": LOCALIZABILITY_RADIUS_KM,
@@ -487,6 +496,7 @@ class Calibration:
             return cls(
                 temperature=float(d.get("temperature", 1.0)), point_sigma_km=float(d.get("point_sigma_km", 0.0)),
                 cell_sigma_scale=float(d.get("cell_sigma_scale", 0.0)),
+                weight_sharpening=float(d.get("weight_sharpening", 0.0)),
                 cell_spread_km=None if d.get("cell_spread_km") is None else [float(v) for v in d["cell_spread_km"]],
                 localizability_coef=None if coef is None else tuple(float(v) for v in coef),
                 fitted=bool(d.get("fitted", False)), report=dict(d.get("report") or {}),
@@ -636,12 +646,17 @@ def _fit_temperature(batch: MixtureBatch) -> float:
     return float(math.exp(res.x))
 
 
-def _kernel_widths(batch: MixtureBatch, cols: slice, point: float, scale: float, spread: np.ndarray | None) -> np.ndarray:
+def _kernel_widths(batch: MixtureBatch, cols: slice, point: float, scale: float, spread: np.ndarray | None,
+                   sharpening: float = 0.0, weights: np.ndarray | None = None) -> np.ndarray:
     cell = batch.cell[:, cols]
     if spread is None or scale <= 0:
-        return np.full(cell.shape, point)
-    cell_sig = np.sqrt(point**2 + (scale * spread[np.clip(cell, 0, None)]) ** 2)
-    return np.where((cell >= 0) & ~batch.refined[:, cols], cell_sig, point)
+        sig = np.full(cell.shape, point)
+    else:
+        cell_sig = np.sqrt(point**2 + (scale * spread[np.clip(cell, 0, None)]) ** 2)
+        sig = np.where((cell >= 0) & ~batch.refined[:, cols], cell_sig, point)
+    if sharpening and weights is not None:
+        sig = sig * np.exp(-sharpening * weights)
+    return sig
 
 
 #: while fitting the kernel, each image's heaviest components get the kernel and the rest count as
@@ -655,7 +670,8 @@ def fit_calibration(batch: MixtureBatch, cell_spread=None, radii_km: Sequence[fl
                     seed: int = 0) -> Calibration:
     """Fit a :class:`Calibration` on held-out data (see the module docstring for what is fitted).
 
-    1. ``temperature``, ``point_sigma_km`` and ``cell_sigma_scale`` together: the summed log loss over
+    1. ``temperature``, ``point_sigma_km``, ``cell_sigma_scale`` and ``weight_sharpening`` together: the
+       summed log loss over
        ``radii_km`` of the events "the truth lies within R of the best guess" (Nelder-Mead on logs,
        starting from the temperature that minimises the log loss of the true component; while fitting,
        the ``FIT_COMPONENTS`` heaviest components of each image carry the kernel, the others count as
@@ -696,13 +712,14 @@ def fit_calibration(batch: MixtureBatch, cell_spread=None, radii_km: Sequence[fl
     def unpack(x):
         point = math.exp(float(x[0]))
         scale = math.exp(float(x[1])) if uses_cells else 0.0
+        sharpening = float(x[2 if uses_cells else 1]) if tempered else 0.0
         temperature = math.exp(float(x[-1])) if tempered else 1.0
-        return point, scale, temperature
+        return point, scale, sharpening, temperature
 
     def loss(x) -> float:
-        point, scale, temperature = unpack(x)
+        point, scale, sharpening, temperature = unpack(x)
         w = _tempered_top(sub, temperature)
-        sig = _kernel_widths(sub, top, point, scale, spread)
+        sig = _kernel_widths(sub, top, point, scale, spread, sharpening, w[:, top])
         m = weighted_disc_mass(d_top, sig, w[:, top], radii)
         if rest.stop > rest.start:
             w_rest = w[:, rest]
@@ -712,18 +729,18 @@ def fit_calibration(batch: MixtureBatch, cell_spread=None, radii_km: Sequence[fl
 
     med = float(np.median(err))
     scale_km = med if np.isfinite(med) and med > 0 else 100.0
-    x0 = [math.log(max(0.3 * scale_km, 1.0))] + ([0.0] if uses_cells else []) + ([math.log(t0)] if tempered else [])
+    x0 = [math.log(max(0.3 * scale_km, 1.0))] + ([0.0] if uses_cells else []) + ([0.0, math.log(t0)] if tempered else [])
     x0 = np.array(x0)
-    steps = [1.5] + ([1.0] if uses_cells else []) + ([0.4] if tempered else [])
+    steps = [1.5] + ([1.0] if uses_cells else []) + ([0.5, 0.4] if tempered else [])
     simplex = np.vstack([x0] + [x0 + np.eye(len(x0))[i] * steps[i] for i in range(len(x0))])
     res = minimize(loss, x0, method="Nelder-Mead",
                    options={"initial_simplex": simplex, "xatol": 1e-2, "fatol": 1e-5, "maxiter": 100 * len(x0)})
-    point, scale, temperature = unpack(res.x)
+    point, scale, sharpening, temperature = unpack(res.x)
     cal = Calibration(temperature=temperature, point_sigma_km=point, cell_sigma_scale=scale,
-                      cell_spread_km=spread.tolist() if uses_cells else None)
+                      weight_sharpening=sharpening, cell_spread_km=spread.tolist() if uses_cells else None)
     weights = _tempered_top(batch, temperature)
     all_cols = slice(0, weights.shape[1])
-    after = weighted_disc_mass(dist, _kernel_widths(batch, all_cols, point, scale, spread), weights,
+    after = weighted_disc_mass(dist, _kernel_widths(batch, all_cols, point, scale, spread, sharpening, weights), weights,
                                radii + [float(LOCALIZABILITY_RADIUS_KM)])
     after, m_loc = after[:, :-1], after[:, -1]
     placed = err <= LOCALIZABILITY_RADIUS_KM
@@ -737,6 +754,7 @@ def fit_calibration(batch: MixtureBatch, cell_spread=None, radii_km: Sequence[fl
         "temperature_by_true_component": t0,
         "point_sigma_km": cal.point_sigma_km,
         "cell_sigma_scale": cal.cell_sigma_scale,
+        "weight_sharpening": cal.weight_sharpening,
         "mass_beyond_kept_components": float(1.0 - weights.sum(axis=1).mean()),
         "before": summarize(reliability_at_radii(before, err, radii)),
         "after": summarize(reliability_at_radii(after, err, radii)),

@@ -205,7 +205,8 @@ class Geolocator:
             support = np.asarray(out.support, dtype=np.float64)
             weights = cal.weights(out.support_probs)
             M = weights.shape[1]
-            sigma = cal.sigmas(M, getattr(out, "support_refined", None), cells=bool(getattr(out, "support_cells", False)))
+            sigma = cal.sigmas(M, getattr(out, "support_refined", None), cells=bool(getattr(out, "support_cells", False)),
+                               weights=weights)
             if support_index is not None:
                 support_index = np.asarray(support_index, dtype=np.int64)
                 if kind == "disc":  # one point: its probability is the mass within a disc around it
