@@ -118,7 +118,7 @@ def test_calibration_round_trips_and_rejects_foreign_files():
                                [[40.0, np.hypot(40.0, 1.3 * 20.0)]])
     sharp = Calibration.from_dict({**cal.to_dict(), "weight_sharpening": 0.7})
     np.testing.assert_allclose(sharp.sigmas(2, cells=True, weights=np.array([[0.9, 0.1]])),
-                               [[40.0 * np.exp(-0.63), np.hypot(40.0, 26.0) * np.exp(-0.07)]])
+                               [[np.hypot(40.0, 13.0) * np.exp(-0.63), np.hypot(40.0, 26.0) * np.exp(-0.07)]])
     # localizability: the logistic model on (logit of the mass within 750 km, entropy score)
     w = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
     z = 0.5 + 1.0 * np.log(0.8 / 0.2) + 2.0 * np.array([1.0, 0.0])
