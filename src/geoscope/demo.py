@@ -369,7 +369,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     land = np.array([te_land[int(i[1:])] for i in test_store.ids])
     hybrid = np.array([[p.best.lat, p.best.lon] for p in preds])
     finest = geo.cells.finest
-    top_cell = np.array([int(np.argmax(p.cell_probs)) for p in preds])
+    # the classifier's own top cell (a prediction's cell_probs are the hybrid's calibrated distribution)
+    from geoscope.heads.classifier import ClassifierHead
+
+    if isinstance(geo.head, ClassifierHead):
+        top_cell = np.argmax(ClassifierHead.predict(geo.head, emb, top_k=1).cell_probs, axis=1)
+    else:
+        top_cell = np.array([int(np.argmax(p.cell_probs)) for p in preds])
     classifier = np.asarray(finest.centroids)[top_cell]
     train_emb = np.asarray(train_store.embeddings, dtype=np.float32)
     mlat, mlon = spherical_mean(tr_lat, tr_lon)
