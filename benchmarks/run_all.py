@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "explain_verify": ["benchmarks/bench_explain_verify.py"],
     "geoclip_speed": ["benchmarks/geoclip_speed.py"],
     "demo": ["benchmarks/bench_demo.py"],
+    "calibration": ["benchmarks/bench_calibration.py"],  # reuses the demo's cache (runs/demo)
 }
 
 
