@@ -82,7 +82,7 @@ def test_confidence_is_probability_mass_near_the_best_candidate(trained):
         # calibrated: the temperature-scaled cell masses, each spread around its centroid by the kernel
         w = geo.calibration.weights(q.cell_probs[None])[0]
         np.testing.assert_allclose(p.cell_probs, w, rtol=1e-9)
-        sig = geo.calibration.sigmas(len(cent), cells=True)
+        sig = geo.calibration.sigmas(len(cent), cells=True, weights=w[None])[0]
         d = haversine_km(cent[:, 0], cent[:, 1], p.best.lat, p.best.lon)
         assert p.confidence[200] == pytest.approx(float((w * disc_mass(d, 200.0, sig)).sum()), abs=1e-9)
         assert p.localizability is not None and 0 <= p.localizability <= 1
