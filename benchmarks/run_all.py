@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "demo": ["benchmarks/bench_demo.py"],
     "serve": ["benchmarks/bench_serve.py"],
     "fuzz": ["benchmarks/bench_fuzz.py"],
+    "calibration": ["benchmarks/bench_calibration.py"],  # reuses the demo's cache (runs/demo)
 }
 
 

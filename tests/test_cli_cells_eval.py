@@ -142,9 +142,9 @@ def test_eval_model_mode_wires_evaluate_model(monkeypatch, capsys):
         return "the geolocator"
 
     def evaluate_model(model, dataset, thresholds=None, places=False, plot=None, limit=None, batch_size=None,
-                       progress=True):
+                       progress=True, reliability_plot=None):
         seen.update(model=model, dataset=dataset, thresholds=thresholds, limit=limit, batch_size=batch_size,
-                    progress=progress)
+                    progress=progress, reliability_plot=reliability_plot)
         return {"n": 2, "acc_25km": 0.5, "median_km": 12.0, "mean_km": 20.0, "geoscore": 4900.0,
                 "model": "geoclip", "n_failed": 1, "n_skipped": 0}
 
@@ -156,7 +156,7 @@ def test_eval_model_mode_wires_evaluate_model(monkeypatch, capsys):
     assert rc == 0
     assert loaded == {"model": "geoclip", "weights": "clipdir", "precision": "int8", "progress": False}
     assert seen == {"model": "the geolocator", "dataset": "imgs/", "thresholds": [25.0], "limit": 2,
-                    "batch_size": 4, "progress": False}
+                    "batch_size": 4, "progress": False, "reliability_plot": None}
     assert json.loads(text)["median_km"] == 12.0
     rc, text, _ = _run(["eval", "--model", "geoclip", "--dataset", "imgs/"], capsys)
     assert rc == 0 and "geoclip" in text and "1 image(s) could not be located" in text

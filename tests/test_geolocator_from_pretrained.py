@@ -192,10 +192,11 @@ def test_push_uploads_the_model_folder_without_training_state(world, tmp_path, m
     (out / "checkpoint.pt").write_bytes(b"training state of an older version")
     geo.save_pretrained(out, push_to_hub=True, repo_id="someone/geo-model", private=True, token="t0k")
     assert calls[:2] == [("token", "t0k"), ("create", "someone/geo-model", True, True)]
-    assert calls[2] == ("upload", "someone/geo-model", ["cells.json", "config.json", "model.safetensors"],
+    assert calls[2] == ("upload", "someone/geo-model", ["calibration.json", "cells.json", "config.json",
+                                                        "model.safetensors"],
                         "Upload geoscope model")
     calls.clear()
     assert geo.push_to_hub("someone/other") == "https://huggingface.co/someone/other"
-    assert calls[2][2] == ["cells.json", "config.json", "model.safetensors"]
+    assert calls[2][2] == ["calibration.json", "cells.json", "config.json", "model.safetensors"]
     cfg = json.loads((out / "config.json").read_text())
-    assert set(cfg["files"]) == {"model.safetensors", "cells.json"}
+    assert set(cfg["files"]) == {"model.safetensors", "cells.json", "calibration.json"}

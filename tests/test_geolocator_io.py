@@ -11,6 +11,7 @@ from PIL import Image
 
 from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 from _imagefixtures import make_geotagged_jpeg, synthetic_image
+from geoscope.calibration import disc_mass
 from geoscope.errors import GeoscopeError, InputError
 from geoscope.geo.cells import CellHierarchy, Geocells
 from geoscope.geo.sphere import haversine_km
@@ -64,15 +65,28 @@ def test_saved_and_loaded_models_predict_identically(trained):
 
 def test_confidence_is_probability_mass_near_the_best_candidate(trained):
     geo, _, _, emb = trained
-    for p in geo.locate_embeddings(emb[:10], top_k=3):
-        c = p.confidence
-        assert 0 <= c[25] <= c[200] <= c[750] <= 1 + 1e-9
-        cent = geo.finest_cells.centroids
+    assert geo.calibration is not None and geo.calibration.fitted  # training fitted one
+    raw = Geolocator(geo.encoder_name, geo.head, geo.cells)  # without it: the head's point masses
+    cent = geo.finest_cells.centroids
+    for p, q in zip(geo.locate_embeddings(emb[:10], top_k=3), raw.locate_embeddings(emb[:10], top_k=3)):
+        for pred in (p, q):
+            c = pred.confidence
+            assert 0 <= c[25] <= c[200] <= c[750] <= 1 + 1e-9
+            assert sum(x["probability"] for x in pred.top_cells(len(cent))) == pytest.approx(1.0)
+            assert pred.best.probability == pytest.approx(pred.cell_probs[pred.best.cell])  # its cell's mass
+            assert pred.best.place is not None and pred.best.cell is not None
+        d = haversine_km(cent[:, 0], cent[:, 1], q.best.lat, q.best.lon)
+        assert q.confidence[750] == pytest.approx(q.cell_probs[d <= 750].sum())
+        assert q.confidence[25] >= q.best.probability - 1e-9  # the best cell's own centroid is within 25 km
+        assert not q.calibrated and p.calibrated
+        # calibrated: the temperature-scaled cell masses, each spread around its centroid by the kernel
+        w = geo.calibration.weights(q.cell_probs[None])[0]
+        np.testing.assert_allclose(p.cell_probs, w, rtol=1e-9)
+        sig = geo.calibration.sigmas(len(cent), cells=True, weights=w[None])[0]
         d = haversine_km(cent[:, 0], cent[:, 1], p.best.lat, p.best.lon)
-        assert c[750] == pytest.approx(p.cell_probs[d <= 750].sum())
-        assert c[25] >= p.best.probability - 1e-9  # the best cell's own centroid is within 25 km of itself
-        assert sum(x["probability"] for x in p.top_cells(len(cent))) == pytest.approx(1.0)
-        assert p.best.place is not None and p.best.cell is not None
+        assert p.confidence[200] == pytest.approx(float((w * disc_mass(d, 200.0, sig)).sum()), abs=1e-9)
+        assert p.localizability is not None and 0 <= p.localizability <= 1
+        assert p.neighbourhood == {"kind": "cell"} and p.to_dict()["neighbourhood"] == {"kind": "cell"}
 
 
 def test_locate_mixes_paths_pil_and_bytes_and_isolates_bad_images(trained, tmp_path):
@@ -148,9 +162,13 @@ def test_hybrid_confidence_counts_the_refined_best_cell(tmp_path):
     cells = CellHierarchy.adaptive(lat, lon, 3, [40])  # big cells: centroids far from refined points
     geo, _ = train_from_store(store, "hybrid", tmp_path / "m", cells=cells,
                               config=TrainConfig(epochs=4, batch_size=64), progress=False)
-    for p in geo.locate_embeddings(emb[:10], top_k=3):
+    raw = Geolocator(None, geo.head, geo.cells)  # uncalibrated: point masses at the refined points
+    for p in raw.locate_embeddings(emb[:10], top_k=3):
         assert p.confidence[25] >= p.best.probability - 1e-9
         assert geo.finest_cells.assign([p.best.lat], [p.best.lon])[0] == p.best.cell
+    for p in geo.locate_embeddings(emb[:10], top_k=3):
+        assert geo.finest_cells.assign([p.best.lat], [p.best.lon])[0] == p.best.cell
+        assert p.calibrated and p.best.probability == pytest.approx(p.cell_probs[p.best.cell])
 
 
 
@@ -170,3 +188,35 @@ def test_evaluate_model_over_a_store_and_encoder_mismatch(trained, tmp_path):
     other = EmbeddingStore.from_arrays(tmp_path / "o", range(30), emb[:30], lat, lon, encoder="efficientnet-lite0")
     with pytest.raises(InputError, match="embedded with 'efficientnet-lite0' but the model uses 'mean-colour-test'"):
         evaluate_model(geo, str(other.path))
+
+
+def test_calibration_is_saved_verified_and_optional(trained, tmp_path):
+    import json
+    import shutil
+
+    geo, path, enc, emb = trained
+    assert (path / "calibration.json").is_file()
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["calibration"] == "calibration.json" and "calibration.json" in cfg["files"]
+    report = json.loads((path / "report.json").read_text())["calibration"]
+    assert report["status"] == "fitted on the validation split" and report["n"] == 50
+    assert set(report["after"]) == {"25", "200", "750", "2500"} and "localizability_auroc" in report
+    assert "calibration (fitted on the validation split" in (path / "report.txt").read_text()
+    # a model saved before calibration existed: no file, no config entry; it loads, uncalibrated
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    (old / "calibration.json").unlink()
+    del cfg["calibration"], cfg["files"]["calibration.json"]
+    (old / "config.json").write_text(json.dumps(cfg))
+    loaded = Geolocator.from_pretrained(old, encoder=enc)
+    assert loaded.calibration is None
+    p = loaded.locate_embeddings(emb[:2], top_k=3)[0]
+    assert not p.calibrated and p.confidence and p.best.probability == pytest.approx(p.cell_probs[p.best.cell])
+    # an altered calibration is caught like any other file of the model
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    doc = json.loads((bad / "calibration.json").read_text())
+    doc["temperature"] = 0.01
+    (bad / "calibration.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="calibration.json does not match the SHA-256"):
+        Geolocator.from_pretrained(bad, encoder=enc)

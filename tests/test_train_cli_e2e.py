@@ -75,7 +75,12 @@ def test_each_head_trained_by_the_cli_beats_the_training_mean(head, world, capsy
         p = preds[name]
         assert p["error"] is None and 1 <= len(p["candidates"]) <= 3
         assert p["exif_distance_km"] is not None and p["exif"]["lat"] is not None
-        assert set(p["confidence"]) == (set() if head == "regressor" else {"25", "200", "750"})
+        assert set(p["confidence"]) == {"25", "200", "750"}  # the regressor's spread comes from its calibration
+        probs = [c["probability"] for c in p["candidates"]]
+        assert probs == sorted(probs, reverse=True)  # candidates in the order of what they show
+        assert p["calibrated"] and p["neighbourhood"]["kind"] == {"classifier": "cell", "hybrid": "cell",
+                                                                  "regressor": "disc", "retrieval": "gallery entry"}[head]
+        assert (p["localizability"] is None) == (head == "regressor")
 
     # save -> load -> save gives identical predictions, from files and from embeddings
     geo = Geolocator.from_pretrained(out)
@@ -93,6 +98,10 @@ def test_each_head_trained_by_the_cli_beats_the_training_mean(head, world, capsy
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 1200 and result["median_km"] < 0.5 * mean
+    cal = result["calibration"]
+    assert cal["calibrated"] and set(cal["reliability"]) == {"25", "200", "750", "2500"}
+    assert all(0 <= v["ece"] <= 1 and v["n"] == 1200 for v in cal["reliability"].values())
+    assert report["calibration"]["status"] == "fitted on the validation split"
 
 
 def test_tampered_or_incomplete_model_directory_is_a_clear_error(world, tmp_path, capsys):

@@ -24,7 +24,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,10 @@ import numpy as np
 from geoscope import optional
 from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
+
+#: bumped when training changes what a model holds (v2: a calibration fitted on held-out tiles), so a
+#: cached model from before is trained again
+MODEL_FORMAT = "v2-calibrated"
 
 #: Antarctica is left out of the land positions: its Blue Marble tiles are uniform white ice.
 MIN_LAT = -60.0
@@ -49,6 +53,10 @@ class DemoConfig:
     views: int = 2  # tiles per training position (the first mildly, the others fully perturbed)
     n_test_land: int = 500
     n_test_sea: int = 100
+    #: held-out tiles the model's calibration is fitted on: drawn like the test tiles (random positions,
+    #: land and sea, full perturbations) with another seed, never trained on
+    n_cal_land: int = 500
+    n_cal_sea: int = 100
     encoder: str = "efficientnet-lite0"
     min_cell: int = 5
     max_cells: tuple[int, ...] = (400, 100, 25)
@@ -63,8 +71,8 @@ class DemoConfig:
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
         """A few hundred tiles: proves the pipeline in about a minute (used by the tests)."""
-        base = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, max_cells=(40, 12), min_cell=3,
-                    epochs=15, n_heatmaps=1)
+        base = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, n_cal_land=20, n_cal_sea=5,
+                    max_cells=(40, 12), min_cell=3, epochs=15, n_heatmaps=1)
         base.update(kw)
         return cls(**base)
 
@@ -324,8 +332,18 @@ def run_demo(cfg: DemoConfig) -> dict:
         f"cut and embed {len(test_ids)} perturbed held-out tiles", _embed, query, test_ids, te_lat, te_lon,
         np.ones(len(te_lat)), cfg.seed + 7, cfg, test_dir, encoder)
 
+    # held-out calibration tiles, drawn like the test tiles (the validation split, a grid of land positions,
+    # is not): what the model's calibration is fitted on when it is trained
+    cal_cfg = replace(cfg, seed=cfg.seed + 101, n_test_land=cfg.n_cal_land, n_test_sea=cfg.n_cal_sea)
+    _, (ca_lat, ca_lon, _) = demo_positions(raster, query, cal_cfg)
+    cal_dir = out / "cache" / f"cal-{_key(cfg.query_raster or cfg.raster, tile_key, cfg.n_cal_land, cfg.n_cal_sea, cfg.seed)}"
+    cal_store, _ = stage.run(
+        f"cut and embed {len(ca_lat)} perturbed calibration tiles", _embed, query, [f"c{i:05d}" for i in range(len(ca_lat))],
+        ca_lat, ca_lon, np.ones(len(ca_lat)), cfg.seed + 13, cfg, cal_dir, encoder)
+
     # cells and model
-    model_key = _key(train_dir.name, cfg.min_cell, cfg.max_cells, cfg.epochs, cfg.tau_km, cfg.k_neighbors, cfg.seed)
+    model_key = _key(train_dir.name, cfg.min_cell, cfg.max_cells, cfg.epochs, cfg.tau_km, cfg.k_neighbors, cfg.seed,
+                     MODEL_FORMAT, cal_dir.name)
     model_dir = out / "model"
     stamp = model_dir / "demo_key.txt"
     if stamp.exists() and stamp.read_text().strip() == model_key:
@@ -341,7 +359,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             f"train hybrid head over {len(cells.finest)} finest cells ({' / '.join(str(len(c)) for c in cells.levels)})",
             train_from_store, train_store, "hybrid", model_dir, cells,
             TrainConfig(epochs=cfg.epochs, seed=cfg.seed, patience=6),
-            {"tau_km": cfg.tau_km, "k_neighbors": cfg.k_neighbors}, progress=cfg.progress, resume=resume)
+            {"tau_km": cfg.tau_km, "k_neighbors": cfg.k_neighbors}, progress=cfg.progress, resume=resume,
+            calibration_store=cal_store)
         write_text(stamp, model_key + "\n")
 
     # predictions
@@ -351,7 +370,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     land = np.array([te_land[int(i[1:])] for i in test_store.ids])
     hybrid = np.array([[p.best.lat, p.best.lon] for p in preds])
     finest = geo.cells.finest
-    top_cell = np.array([int(np.argmax(p.cell_probs)) for p in preds])
+    # the classifier's own top cell (a prediction's cell_probs are the hybrid's calibrated distribution)
+    from geoscope.heads.classifier import ClassifierHead
+
+    if isinstance(geo.head, ClassifierHead):
+        top_cell = np.argmax(ClassifierHead.predict(geo.head, emb, top_k=1).cell_probs, axis=1)
+    else:
+        top_cell = np.array([int(np.argmax(p.cell_probs)) for p in preds])
     classifier = np.asarray(finest.centroids)[top_cell]
     train_emb = np.asarray(train_store.embeddings, dtype=np.float32)
     mlat, mlon = spherical_mean(tr_lat, tr_lon)
@@ -377,6 +402,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         if subset == "land":
             errors_land = {name: errors_km(p[mask, 0], p[mask, 1], tlat[mask], tlon[mask]) for name, p in methods.items()}
     plot_cumulative_error(errors_land, out / "cumulative_error_land.png")
+    calibration = _calibration_section(geo, emb, tlat, tlon, land)
 
     # heatmaps of a few land examples
     heatmaps = []
@@ -402,6 +428,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         "total_s": round(time.perf_counter() - t_start, 1),
         "heatmaps": heatmaps,
         "model": str(model_dir),
+        "stores": {"train": str(train_dir), "test": str(test_dir), "calibration": str(cal_dir)},
+        "calibration": calibration,
     }
     write_json(out / "report.json", report)
     text = [f"geoscope demo: {cfg.raster} tiles of {cfg.size_km:g} km"
@@ -409,7 +437,37 @@ def run_demo(cfg: DemoConfig) -> dict:
             + f"; {len(tr_lat)} training positions x {v} views; held-out positions with perturbations"]
     for subset, table in tables.items():
         text.append(f"\nheld-out {subset} tiles (n={report['n_test'][subset]}):\n{table}")
+    text.append(_calibration_text(calibration))
     text.append(f"\nmodel: {model_dir}   report: {out / 'report.json'}   total {report['total_s']:.0f} s")
     write_text(out / "report.txt", "\n".join(text) + "\n")
     report["text"] = "\n".join(text)
     return report
+
+
+def _calibration_section(geo, emb, lat, lon, land) -> dict:
+    """Calibration of the model on the held-out tiles, land and sea together and apart
+    (``evaluate.calibration_report``: reliability at 25 / 200 / 750 / 2500 km, localizability AUROC)."""
+    from geoscope.calibration import RELIABILITY_RADII_KM, summarize
+    from geoscope.evaluate import calibration_report
+    from geoscope.geo.metrics import errors_km
+
+    dist = geo.distribution(emb, top_k=1, radii_km=RELIABILITY_RADII_KM)
+    err = errors_km(dist.coords[:, 0, 0], dist.coords[:, 0, 1], lat, lon)
+    loc = [None] * len(err) if dist.localizability is None else list(dist.localizability)
+    out = {}
+    for subset, mask in (("land+sea", np.ones(len(err), bool)), ("land", land), ("sea", ~land)):
+        if mask.any():
+            rep = calibration_report(dist.confidence[mask], [v for v, m in zip(loc, mask) if m], err[mask],
+                                     RELIABILITY_RADII_KM, calibrated=dist.calibrated)
+            rep["reliability"] = summarize(rep["reliability"])
+            out[subset] = rep
+    return out
+
+
+def _calibration_text(calibration: dict) -> str:
+    rep = calibration.get("land+sea")
+    if not rep:
+        return ""
+    from geoscope.evaluate import format_calibration
+
+    return "\nheld-out land and sea tiles together, " + format_calibration(rep)

@@ -287,7 +287,9 @@ def score_function(geolocator: Any, target: str | int = "top", image: Any = None
         pils = [Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images]
         head, encoder = getattr(geolocator, "head", None), getattr(geolocator, "encoder", None)
         if head is not None and encoder is not None:  # straight through encoder and head: no place names
-            probs = head.predict(encoder.encode_images(pils, batch_size=len(pils)), top_k=1).cell_probs
+            emb = encoder.encode_images(pils, batch_size=len(pils))
+            distribution = getattr(geolocator, "distribution", None)  # the calibrated probabilities users see
+            probs = (distribution(emb, top_k=1) if distribution is not None else head.predict(emb, top_k=1)).cell_probs
             if probs is None:
                 raise InputError("this model gives no cell distribution, so it cannot be explained per cell")
             return np.asarray(probs, dtype=np.float64)

@@ -6,8 +6,9 @@
     geo.save_pretrained("out/model")
 
 A model directory holds ``config.json`` (encoder name, head config, file hashes), ``model.safetensors``
-(the head's weights and data buffers, e.g. a GPS gallery or neighbour bank) and ``cells.json`` when
-the model has geocells. Loading checks every file against the SHA-256 recorded in ``config.json``,
+(the head's weights and data buffers, e.g. a GPS gallery or neighbour bank), ``cells.json`` when
+the model has geocells and ``calibration.json`` when it was calibrated (``geoscope.calibration``:
+fitted on held-out data by ``geoscope train``; models saved before have none and keep loading). Loading checks every file against the SHA-256 recorded in ``config.json``,
 so a missing, truncated or altered file is an error, not a silent wrong answer. Weights are read
 with ``safetensors`` only. The same folder is a Hugging Face hub repository: ``push_to_hub(repo_id)``
 (or ``save_pretrained(dir, push_to_hub=True)``) uploads it, ``from_pretrained("hf-hub:ORG/NAME")``
@@ -25,6 +26,7 @@ import json
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 
 from geoscope import optional
 from geoscope.atomic import atomic_path, write_json
+from geoscope.calibration import CANDIDATE_DISC_KM, LOCALIZABILITY_RADIUS_KM, Calibration, mixture_mass
 from geoscope.data.exif import read_exif
 from geoscope.data.images import load_image, read_limited
 from geoscope.encoders import PRECISIONS, create_encoder
@@ -49,6 +52,8 @@ FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 CELLS = "cells.json"
+#: the calibration fitted at training time (``geoscope.calibration.Calibration``); older models have none
+CALIBRATION = "calibration.json"
 #: a model on the Hugging Face hub is named ``hf-hub:ORG/NAME`` (``hf:ORG/NAME`` is an alias)
 HUB_PREFIXES = ("hf-hub:", "hf:")
 #: files of a model folder that are never shipped (training state of older versions, temporary files)
@@ -73,10 +78,39 @@ def _source_label(src, i: int) -> str:
 
 
 def confidence_mass(best: np.ndarray, support: np.ndarray, probs: np.ndarray,
-                    radii_km: Sequence[float] = CONFIDENCE_RADII_KM) -> dict[int, float]:
-    """Probability mass of ``probs`` over ``support`` points within each radius of ``best`` (lat, lon)."""
-    d = pairwise_km(np.array([best[0]]), np.array([best[1]]), support[:, 0], support[:, 1])[0]
-    return {int(r): float(min(1.0, probs[d <= r].sum())) for r in radii_km}
+                    radii_km: Sequence[float] = CONFIDENCE_RADII_KM, sigma_km=None) -> dict[int, float]:
+    """Probability mass of ``probs`` over ``support`` points within each radius of ``best`` (lat, lon):
+    point masses, or Gaussian kernels of per-axis width ``sigma_km`` (scalar or per point) around them."""
+    if sigma_km is None:
+        d = pairwise_km(np.array([best[0]]), np.array([best[1]]), support[:, 0], support[:, 1])[0]
+        return {int(r): float(min(1.0, probs[d <= r].sum())) for r in radii_km}
+    sig = np.asarray(sigma_km, dtype=np.float64)
+    m = mixture_mass(np.asarray(best)[None], support, np.asarray(probs)[None], sig[None] if sig.ndim else sig,
+                     radii_km)[0]
+    return {int(r): float(v) for r, v in zip(radii_km, m)}
+
+
+@dataclass
+class Distribution:
+    """What a Geolocator predicts for a batch of B images, as arrays (``Geolocator.distribution``).
+
+    ``coords`` (B, K, 2) candidates sorted by ``probs`` (B, K), the probability each shows (the mass
+    of its ``neighbourhood``); ``cells`` (B, K) finest-cell ids or None; ``cell_probs`` (B, n_cells)
+    calibrated, or None; ``confidence`` (B, len(radii)) mass within each radius of the best candidate
+    (NaN where the model gives a single uncalibrated point); ``localizability`` (B,) or None;
+    ``calibrated``: a fitted calibration was applied. ``head_output``: the head's raw output.
+    """
+
+    coords: np.ndarray
+    probs: np.ndarray
+    cells: np.ndarray | None
+    cell_probs: np.ndarray | None
+    confidence: np.ndarray
+    radii_km: tuple
+    localizability: np.ndarray | None
+    neighbourhood: dict
+    calibrated: bool
+    head_output: Any = None
 
 
 class Geolocator:
@@ -91,10 +125,13 @@ class Geolocator:
         name: a label written into every ``Prediction.model``.
         meta: free-form facts about the model (training report, licence, ...) kept in config.json.
         places: name candidates with country / region / nearest town.
+        calibration: a ``geoscope.calibration.Calibration`` fitted on held-out data (``geoscope train``
+            fits one), or None: the head's probabilities as they are, as point masses.
     """
 
     def __init__(self, encoder, head, cells=None, name: str | None = None, meta: dict | None = None,
-                 places: bool = True):
+                 places: bool = True, calibration: Calibration | None = None):
+        self.calibration = calibration
         self._encoder = None if isinstance(encoder, str) else encoder
         self.encoder_name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
         #: where and how the encoder is built on first use (from_pretrained's weights= / precision=)
@@ -149,20 +186,73 @@ class Geolocator:
 
     # --- inference ---------------------------------------------------------------------------------
 
+    def distribution(self, emb, top_k: int = 5, radii_km: Sequence[float] = CONFIDENCE_RADII_KM) -> Distribution:
+        """The calibrated prediction for (B, dim) embeddings as arrays: candidates sorted by the
+        probability they show, the mass within each radius of the best one, localizability."""
+        emb = np.asarray(emb.detach().float().numpy() if hasattr(emb, "detach") else emb)
+        if emb.ndim == 1:
+            emb = emb[None]
+        out = self.head.predict(emb, top_k=top_k)
+        cal = self.calibration or Calibration()
+        coords, scores = np.asarray(out.coords, dtype=np.float64), np.asarray(out.scores, dtype=np.float64)
+        B, K = scores.shape
+        cells = None if out.cells is None else np.asarray(out.cells)
+        radii = tuple(int(r) if float(r).is_integer() else float(r) for r in radii_km)
+        confidence = np.full((B, len(radii)), np.nan)
+        cell_probs = None if out.cell_probs is None else np.asarray(out.cell_probs, dtype=np.float64)
+        localizability = None
+        kind = getattr(out, "neighbourhood", "disc")
+        neighbourhood = {"kind": kind}
+        support_index = getattr(out, "candidate_support", None)
+        if out.support is not None and out.support_probs is not None:
+            support = np.asarray(out.support, dtype=np.float64)
+            weights = cal.weights(out.support_probs)
+            M = weights.shape[1]
+            sigma = cal.sigmas(M, getattr(out, "support_refined", None), cells=bool(getattr(out, "support_cells", False)),
+                               weights=weights)
+            if support_index is not None:
+                support_index = np.asarray(support_index, dtype=np.int64)
+                if kind == "disc":  # one point: its probability is the mass within a disc around it
+                    neighbourhood["radius_km"] = CANDIDATE_DISC_KM
+                    scores = (mixture_mass(coords[:, 0], support, weights, sigma, [CANDIDATE_DISC_KM])
+                              if sigma is not None else np.ones((B, 1))) * np.ones((1, K))
+                else:
+                    scores = np.take_along_axis(weights, support_index, axis=1)
+            order = np.argsort(-scores, axis=1, kind="stable")  # candidates in the order of what they show
+            coords = np.take_along_axis(coords, order[..., None], axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+            cells = None if cells is None else np.take_along_axis(cells, order, axis=1)
+            if M > 1 or sigma is not None:
+                masses = mixture_mass(coords[:, 0], support, weights, sigma, list(radii) + [LOCALIZABILITY_RADIUS_KM])
+                confidence = masses[:, :-1]
+                if M > 1:  # a single point carries no spread to judge it by
+                    localizability = cal.localizability(weights, masses[:, -1])
+            if cell_probs is not None and getattr(out, "support_cells", False):
+                cell_probs = weights
+        elif K > 1:
+            order = np.argsort(-scores, axis=1, kind="stable")
+            coords = np.take_along_axis(coords, order[..., None], axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+            cells = None if cells is None else np.take_along_axis(cells, order, axis=1)
+            confidence = mixture_mass(coords[:, 0], coords, scores, None, radii) if B else confidence
+        return Distribution(coords, scores, cells, cell_probs, confidence, radii, localizability, neighbourhood,
+                            bool(cal.fitted), out)
+
     def locate_embeddings(self, emb, top_k: int = 5, sources: Sequence[str] | None = None,
-                          exif: Sequence | None = None) -> list[Prediction]:
-        """Predictions for (B, dim) embeddings (numpy or torch)."""
+                          exif: Sequence | None = None,
+                          radii_km: Sequence[float] = CONFIDENCE_RADII_KM) -> list[Prediction]:
+        """Predictions for (B, dim) embeddings (numpy or torch); ``confidence`` at ``radii_km``."""
         emb = np.asarray(emb.detach().float().numpy() if hasattr(emb, "detach") else emb)
         if emb.ndim == 1:
             emb = emb[None]
         if len(emb) == 0:
             return []
-        out = self.head.predict(emb, top_k=top_k)
-        coords, scores = np.asarray(out.coords, dtype=np.float64), np.asarray(out.scores, dtype=np.float64)
+        dist = self.distribution(emb, top_k=top_k, radii_km=radii_km)
+        coords, scores = dist.coords, dist.probs
         B, K = scores.shape
         place_rows = self._places(coords.reshape(-1, 2)) if self.places else None
         finest = self.finest_cells
-        cell_ids = out.cells
+        cell_ids = dist.cells
         if cell_ids is None and finest is not None:
             flat = coords.reshape(-1, 2)
             cell_ids = np.asarray(finest.assign(flat[:, 0], flat[:, 1])).reshape(B, K)
@@ -173,23 +263,19 @@ class Geolocator:
                 cell = None if cell_ids is None or cell_ids[b, j] < 0 else int(cell_ids[b, j])
                 place = None if place_rows is None else place_rows[b * K + j]
                 cands.append(Candidate(float(coords[b, j, 0]), float(coords[b, j, 1]), float(scores[b, j]), place, cell))
-            if out.support is not None and out.support_probs is not None:
-                support = np.asarray(out.support)
-                conf = confidence_mass(coords[b, 0], support[b] if support.ndim == 3 else support,
-                                       np.asarray(out.support_probs[b]))
-            elif K > 1:
-                conf = confidence_mass(coords[b, 0], coords[b], scores[b])
-            else:
-                conf = {}  # a single point estimate (regressor) carries no spread to measure
+            conf = {r: float(v) for r, v in zip(dist.radii_km, dist.confidence[b]) if np.isfinite(v)}
             preds.append(Prediction(
                 source=sources[b] if sources is not None else f"embedding {b}",
                 candidates=cands,
-                cell_probs=None if out.cell_probs is None else np.asarray(out.cell_probs[b]),
-                cells=finest if out.cell_probs is not None else None,
+                cell_probs=None if dist.cell_probs is None else np.asarray(dist.cell_probs[b]),
+                cells=finest if dist.cell_probs is not None else None,
                 confidence=conf,
                 exif=None if exif is None else exif[b],
                 model=self.name,
-                extra=self._extra(out.extra, b, B),
+                extra=self._extra(dist.head_output.extra, b, B),
+                localizability=None if dist.localizability is None else float(dist.localizability[b]),
+                neighbourhood=dict(dist.neighbourhood),
+                calibrated=dist.calibrated,
             ))
         return preds
 
@@ -219,10 +305,11 @@ class Geolocator:
             return None
 
     def locate(self, images: Iterable, top_k: int = 5, batch_size: int = 16, progress: bool = False,
-               exif: bool = True) -> list[Prediction]:
+               exif: bool = True, radii_km: Sequence[float] = CONFIDENCE_RADII_KM) -> list[Prediction]:
         """Predictions for images given as paths, bytes or ``PIL.Image`` objects, in input order.
 
         An image that cannot be read or encoded becomes ``Prediction.failed(...)``; the rest go on.
+        ``confidence`` is the probability within each of ``radii_km`` of the best candidate.
         """
         images = list(images)
         results: list[Prediction | None] = [None] * len(images)
@@ -252,7 +339,7 @@ class Geolocator:
                 findings.append(found)
                 where.append(i)
             if loaded:
-                for i, pred in zip(where, self._locate_loaded(loaded, names, findings, top_k)):
+                for i, pred in zip(where, self._locate_loaded(loaded, names, findings, top_k, radii_km)):
                     results[i] = pred
             if bar is not None:
                 bar.update(len(chunk))
@@ -268,7 +355,7 @@ class Geolocator:
         except (GeoscopeError, AttributeError):
             return None
 
-    def _locate_loaded(self, images, names, findings, top_k) -> list[Prediction]:
+    def _locate_loaded(self, images, names, findings, top_k, radii_km=CONFIDENCE_RADII_KM) -> list[Prediction]:
         encoder = self.encoder  # a missing backbone is a model-level error: raise it
         try:
             emb = encoder.encode_images(images, batch_size=len(images))
@@ -278,11 +365,12 @@ class Geolocator:
             out = []
             for im, name, found in zip(images, names, findings):
                 try:
-                    out += self.locate_embeddings(encoder.encode_images([im], batch_size=1), top_k, [name], [found])
+                    out += self.locate_embeddings(encoder.encode_images([im], batch_size=1), top_k, [name], [found],
+                                                  radii_km)
                 except Exception as exc:  # noqa: BLE001
                     out.append(Prediction.failed(name, f"{name}: {type(exc).__name__}: {exc}", model=self.name))
             return out
-        return self.locate_embeddings(emb, top_k, names, findings)
+        return self.locate_embeddings(emb, top_k, names, findings, radii_km)
 
     # --- saving and loading ------------------------------------------------------------------------
 
@@ -294,6 +382,7 @@ class Geolocator:
             "encoder": self.encoder_name,
             "head": self.head.config(),
             "cells": CELLS if self.cells is not None else None,
+            "calibration": CALIBRATION if self.calibration is not None else None,
             "meta": self.meta,
         }
 
@@ -320,6 +409,11 @@ class Geolocator:
 
             save_cells(self.cells, out / CELLS)
             files[CELLS] = _sha256(out / CELLS)
+        if self.calibration is not None:
+            write_json(out / CALIBRATION, self.calibration.to_dict())
+            files[CALIBRATION] = _sha256(out / CALIBRATION)
+        elif (out / CALIBRATION).exists():
+            (out / CALIBRATION).unlink()  # a stale one from an earlier save would not match this model
         config = self.config()
         config["files"] = files
         write_json(out / CONFIG, config)
@@ -459,10 +553,20 @@ class Geolocator:
             from geoscope.geo.cells import load_cells
 
             cells = load_cells(path / config["cells"])
+        calibration = None
+        if config.get("calibration"):  # models trained before calibration existed have none
+            cal_path = path / config["calibration"]
+            if config["calibration"] not in files:
+                raise InputError(f"{cfg_path} records no hash for {config['calibration']}; the model directory is incomplete")
+            try:
+                cal_doc = json.loads(cal_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InputError(f"{cal_path} is not readable JSON: {exc}") from None
+            calibration = Calibration.from_dict(cal_doc, where=str(cal_path))
         if isinstance(encoder, os.PathLike):
             encoder = str(encoder)
         geo = cls(encoder if encoder is not None else config.get("encoder"), head, cells,
-                  name=config.get("name"), meta=config.get("meta"), places=places)
+                  name=config.get("name"), meta=config.get("meta"), places=places, calibration=calibration)
         if weights is not None:
             if not geo.encoder_name:
                 raise InputError(f"{where} records no encoder, so weights= has no backbone to read")

@@ -1,8 +1,17 @@
 """``Prediction``: the one result type. Every front door (Python, CLI, HTTP, web page) shows it.
 
 A Prediction is plain data: ranked candidate places with probabilities and names, the distribution
-over the model's geocells, a confidence, and what the EXIF metadata claims. It serialises to a
-JSON-ready dict and back; GeoJSON and KML exports are built from the same dict.
+over the model's geocells, a confidence, a localizability score, and what the EXIF metadata claims.
+It serialises to a JSON-ready dict and back; GeoJSON and KML exports are built from the same dict.
+
+Candidates are sorted by the probability they show, and that probability is the mass the model puts
+on the candidate's **neighbourhood**, named in ``neighbourhood`` (and in the JSON): ``{"kind": "cell"}``
+the candidate's finest geocell; ``"gallery entry"`` the locations nearer to the candidate than to any
+other point of a GPS gallery; ``"town"`` the candidate town; ``{"kind": "disc", "radius_km": R}`` the
+disc of radius R around a single point estimate. ``confidence`` is the mass within 25 / 200 / 750 km
+of the best candidate, and ``localizability`` how much location signal the image carries
+(``geoscope.calibration``); both are calibrated when ``calibrated`` is true (a model trained with a
+held-out calibration split), and the head's raw numbers otherwise.
 
 Both types speak the geo interface (``__geo_interface__``, a GeoJSON Feature with [lon, lat]
 coordinates), so other geospatial tools take them directly: ``shapely.geometry.shape(pred)`` is the
@@ -76,6 +85,12 @@ class Prediction:
     #: set when this image could not be processed; candidates are then empty
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: 0..1, how much location signal the image carries (None when the model cannot say)
+    localizability: float | None = None
+    #: what a candidate's probability is the mass of: {"kind": "cell" | "gallery entry" | "town" | "disc", ...}
+    neighbourhood: dict[str, Any] = field(default_factory=dict)
+    #: the probabilities come from a model calibrated on held-out data
+    calibrated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -114,6 +129,9 @@ class Prediction:
             "error": self.error,
             "candidates": [c.to_dict() for c in self.candidates],
             "confidence": {str(k): float(v) for k, v in self.confidence.items()},
+            "localizability": None if self.localizability is None else float(self.localizability),
+            "neighbourhood": dict(self.neighbourhood),
+            "calibrated": bool(self.calibrated),
             "exif": None if self.exif is None else self.exif.to_dict(),
             "exif_distance_km": self.exif_distance_km,
             "top_cells": self.top_cells(top_cells),
@@ -131,13 +149,17 @@ class Prediction:
             model=d.get("model"),
             error=d.get("error"),
             extra=dict(d.get("extra") or {}),
+            localizability=None if d.get("localizability") is None else float(d["localizability"]),
+            neighbourhood=dict(d.get("neighbourhood") or {}),  # absent in JSON written by older versions
+            calibrated=bool(d.get("calibrated", False)),
         )
 
     @property
     def __geo_interface__(self) -> dict:
         """A GeoJSON Feature: the best candidate's Point ([lon, lat]; null geometry for a failed image),
-        with the source, model, error, its probability and place, the confidence and every candidate
-        (lat, lon, probability, place) in ``properties``."""
+        with the source, model, error, its probability and place, the confidence, localizability, the
+        neighbourhood the probabilities refer to and every candidate (lat, lon, probability, place) in
+        ``properties``."""
         best = self.best
         return {
             "type": "Feature",
@@ -149,6 +171,8 @@ class Prediction:
                 "probability": None if best is None else float(best.probability),
                 "place": None if best is None or best.place is None else best.place.label(),
                 "confidence": {str(k): float(v) for k, v in self.confidence.items()},
+                "localizability": None if self.localizability is None else float(self.localizability),
+                "neighbourhood": dict(self.neighbourhood),
                 "candidates": [
                     {"lat": float(c.lat), "lon": float(c.lon), "probability": float(c.probability),
                      "place": None if c.place is None else c.place.label()}

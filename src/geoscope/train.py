@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -31,6 +32,14 @@ import torch
 from tqdm.auto import tqdm
 
 from geoscope.atomic import atomic_path, write_json, write_text
+from geoscope.calibration import (
+    Calibration,
+    MixtureBatch,
+    cell_spread_km,
+    collect_mixtures,
+    fit_calibration,
+    format_reliability,
+)
 from geoscope.errors import InputError
 from geoscope.geo.cells import as_hierarchy, load_cells
 from geoscope.geo.metrics import evaluate, format_report
@@ -39,6 +48,8 @@ from geoscope.geolocator import Geolocator
 from geoscope.heads import create_head, head_class, list_heads
 from geoscope.heads.base import Targets, load_head_state
 from geoscope.store import EmbeddingStore
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 #: suffix of the folder beside ``MODEL`` that holds the training state (``MODEL.train/checkpoint.pt``)
@@ -81,15 +92,61 @@ class TrainResult:
     val_idx: np.ndarray | None = None
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random train / validation split of ``n`` rows (at least one row each when n >= 2)."""
+def split_indices(n: int, val_fraction: float, seed: int, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train / validation split of ``n`` rows (at least one row each when n >= 2).
+
+    ``groups`` (n,): rows with the same value go to the same side (several views of one place), so the
+    validation split measures places the model has not seen; without groups, or when every group has
+    one row, the split is the plain seeded permutation.
+    """
     if n < 2:
         raise InputError(f"training needs at least 2 samples with coordinates, the store has {n}")
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"the validation fraction must be between 0 and 1, got {val_fraction}")
-    perm = np.random.default_rng(seed).permutation(n)
     n_val = min(max(1, int(round(n * val_fraction))), n - 1)
+    if groups is not None:
+        _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+        if len(counts) >= 2 and counts.max() > 1:
+            order = np.random.default_rng(seed).permutation(len(counts))
+            taken = np.cumsum(counts[order])
+            k = int(np.clip(np.searchsorted(taken, n_val) + 1, 1, len(counts) - 1))  # whole groups, >= n_val rows
+            val = np.isin(inverse.ravel(), order[:k])
+            return np.flatnonzero(~val), np.flatnonzero(val)
+    perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def location_groups(lat, lon, decimals: int = 4) -> np.ndarray:
+    """A group id per row: rows whose coordinates agree to ``decimals`` degrees (about 10 m) share one."""
+    key = np.round(np.stack([np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)], 1), decimals)
+    return np.unique(key, axis=0, return_inverse=True)[1].ravel()
+
+
+def calibrate_head(head, cells, emb, lat, lon, train_lat=None, train_lon=None, chunk: int = 1024,
+                   max_images: int = 20000, seed: int = 0) -> Calibration:
+    """Fit the model's ``Calibration`` on held-out embeddings ``emb`` with true ``lat`` / ``lon``
+    (``geoscope.calibration.fit_calibration``). ``train_lat`` / ``train_lon``: the training locations,
+    whose spread in each cell sets the cells' kernel width. At most ``max_images`` are used (a seeded
+    sample). Raises ``InputError`` for a head without a distribution (a single point estimate with
+    fewer than 10 held-out images is the other case)."""
+    emb = emb.numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb, dtype=np.float32)
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    if len(emb) > max_images:
+        pick = np.sort(np.random.default_rng(seed).choice(len(emb), max_images, replace=False))
+        emb, lat, lon = emb[pick], lat[pick], lon[pick]
+    geo = Geolocator(None, head, cells, places=False)  # uncalibrated: the head's own distribution
+    finest = geo.finest_cells
+    parts = []
+    for s in range(0, len(emb), chunk):
+        dist = geo.distribution(emb[s : s + chunk], top_k=1)
+        true_cell = None if finest is None else finest.assign(lat[s : s + chunk], lon[s : s + chunk], nearest=True)
+        parts.append(collect_mixtures(dist.head_output, dist.coords[:, 0], lat[s : s + chunk], lon[s : s + chunk],
+                                      true_cell))
+    spread = None
+    if finest is not None and train_lat is not None and getattr(head, "n_cells", 0):
+        tl, tn = np.asarray(train_lat, dtype=np.float64), np.asarray(train_lon, dtype=np.float64)
+        spread = cell_spread_km(finest.centroids, tl, tn, finest.assign(tl, tn, nearest=True))
+    return fit_calibration(MixtureBatch.concat(parts), spread)
 
 
 def make_targets(lat, lon, cells=None, scene=None) -> Targets:
@@ -292,12 +349,20 @@ def train_from_store(
     gallery=None,
     progress: bool = True,
     resume: bool = True,
+    calibrate: bool = True,
+    calibration_store=None,
 ):
     """Train a head of ``head_kind`` on a store and save a Geolocator to ``out_dir``.
 
     ``cells``: a cells file or ``CellHierarchy`` (required by heads that ``needs_cells``; kept with
     the model otherwise). ``gallery``: (N, 2) coordinates for a head that ``uses_gallery`` (default:
     the training coordinates). The training state goes to ``training_state_dir(out_dir)``.
+    The validation split keeps rows of one place together (``location_groups``); after training,
+    ``calibrate`` fits the model's calibration on it (``calibrate_head``), saved with the model and
+    reported in ``report.json`` (``calibration``) and ``report.txt``. ``calibration_store``: held-out
+    data (a store of the same encoder, never trained on) to fit the calibration on instead, drawn like
+    the images the model will meet; the validation split cannot stand for them when the training data
+    are laid out differently (a grid of positions, land only) from the images to be located.
     Returns ``(geolocator, TrainResult)``.
     """
     cls = head_class(head_kind)
@@ -307,6 +372,8 @@ def train_from_store(
     out = Path(out_dir)
     store = _open_store(store)
     emb, lat, lon = store_arrays(store)
+    held_out = _calibration_arrays(calibration_store, store, emb.shape[1]) if calibrate and calibration_store is not None \
+        else None  # checked before training, which can take hours
     keep = ~(np.isnan(lat) | np.isnan(lon))
     if keep.sum() < 2:
         raise InputError(f"{getattr(store, 'path', 'the store')} has fewer than 2 rows with coordinates")
@@ -326,7 +393,7 @@ def train_from_store(
                 f"{outside:.0%} of the training points lie outside the given cells; the cells do not cover this store"
             )
     emb_t = torch.from_numpy(emb)
-    train_idx, val_idx = split_indices(len(emb_t), cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = split_indices(len(emb_t), cfg.val_fraction, cfg.seed, groups=location_groups(lat, lon))
     tr, va = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
     options = dict(head_options or {})
     if scene_labels:
@@ -367,19 +434,62 @@ def train_from_store(
     report = evaluate(pred[:, 0], pred[:, 1], lat[val_idx], lon[val_idx])
     mean_lat, mean_lon = _training_mean(lat[train_idx], lon[train_idx])
     baseline = evaluate(np.full(len(val_idx), mean_lat), np.full(len(val_idx), mean_lon), lat[val_idx], lon[val_idx])
+    calibration, cal_note = None, "not asked for"
+    if calibrate:
+        try:
+            if calibration_store is not None:
+                c_emb, c_lat, c_lon, where = held_out
+            else:
+                c_emb, c_lat, c_lon = emb_t[va], lat[val_idx], lon[val_idx]
+                where = "the validation split"
+            calibration = calibrate_head(head, cells if cls.needs_cells else None, c_emb, c_lat, c_lon,
+                                         lat[train_idx], lon[train_idx], seed=cfg.seed)
+            cal_note = f"fitted on {where}"
+        except InputError as exc:  # a single point estimate, too few held-out images: say so, go on
+            cal_note = f"not fitted: {exc}"
+            logger.warning("calibration %s", cal_note)
     report = {
         "head": head_kind, "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "lr": result.lr,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-        "validation": report, "baseline_training_mean": baseline, "train_config": cfg.to_dict(),
+        "validation": report, "baseline_training_mean": baseline,
+        "calibration": {"status": cal_note, **(calibration.report if calibration is not None else {})},
+        "train_config": cfg.to_dict(),
     }
     result.report, result.train_idx, result.val_idx = report, train_idx, val_idx
     geo = Geolocator(getattr(store, "encoder", None), head, cells, name=out.name,
-                     meta={"training": {k: v for k, v in report.items() if k != "train_config"}})
+                     meta={"training": {k: v for k, v in report.items() if k != "train_config"}},
+                     calibration=calibration)
     geo.save_pretrained(out)
     write_json(out / "report.json", report)
-    write_text(out / "report.txt", format_report({head_kind: report["validation"],
-                                                   "training mean": baseline}) + "\n")
+    text = format_report({head_kind: report["validation"], "training mean": baseline}) + "\n"
+    if calibration is not None:
+        cr = calibration.report
+        text += (f"\ncalibration ({cal_note}, n={cr['n']}): temperature {cr['temperature']:.3f}, kernel "
+                 f"{cr['point_sigma_km']:.1f} km around points, {cr['cell_sigma_scale']:.2f} x the cell spread "
+                 f"around cell centroids; localizability AUROC "
+                 f"{'n/a' if cr['localizability_auroc'] is None else format(cr['localizability_auroc'], '.3f')}\n"
+                 "(measured on the split it was fitted on: optimistic; `geoscope eval` measures on other data)\n"
+                 + format_reliability({"before (raw point masses)": cr["before"], "after": cr["after"]}) + "\n")
+    else:
+        text += f"\ncalibration: {cal_note}\n"
+    write_text(out / "report.txt", text)
     return geo, result
+
+
+def _calibration_arrays(calibration_store, store, dim: int):
+    """(embeddings, lat, lon, description) of a calibration store, refused when it cannot serve."""
+    cal_store = _open_store(calibration_store)
+    where = f"the calibration store {getattr(cal_store, 'path', calibration_store)}"
+    if getattr(store, "encoder", None) and getattr(cal_store, "encoder", None) != store.encoder:
+        raise InputError(f"{where} was embedded with {getattr(cal_store, 'encoder', None)!r} but the training store "
+                         f"with {store.encoder!r}; embed the calibration images with the same encoder")
+    c_emb, c_lat, c_lon = store_arrays(cal_store)
+    if c_emb.shape[1] != dim:
+        raise InputError(f"{where} holds {c_emb.shape[1]}-d embeddings but the training store {dim}-d ones")
+    ok = ~(np.isnan(c_lat) | np.isnan(c_lon))
+    if ok.sum() < 10:
+        raise InputError(f"{where} has {int(ok.sum())} rows with coordinates; a calibration needs at least 10")
+    return c_emb[ok], c_lat[ok], c_lon[ok], where
 
 
 def _training_mean(lat, lon) -> tuple[float, float]:

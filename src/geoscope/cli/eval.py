@@ -27,8 +27,11 @@ _SHOW_IDS = 5
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="accuracy at 1/25/200/750/2500 km, median error and GeoScore",
-        description="Score predictions against the truth, or evaluate a model on a dataset.",
+        "eval", help="accuracy at 1/25/200/750/2500 km, median error, GeoScore and calibration",
+        description="Score predictions against the truth, or evaluate a model on a dataset. A model is also "
+        "checked for calibration: at 25, 200, 750 and 2500 km, the probability it states that the truth lies within "
+        "that distance of its best guess against the share of images for which it does (binned, with the expected "
+        "calibration error), and the AUROC of its localizability score for images placed within 750 km.",
         epilog="Use either --pred-file and --truth-file, or --model and --dataset.")
     files = p.add_argument_group("scoring predictions")
     files.add_argument("--pred-file", metavar="CSV", help="predictions: a CSV or Parquet table with id, lat, lon")
@@ -50,6 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--places", action="store_true",
                    help="also country / region / city accuracy (reverse geocoding; slower)")
     p.add_argument("--plot", metavar="FILE.png", help="write a cumulative-error plot")
+    model.add_argument("--reliability-plot", metavar="FILE.png",
+                       help="write reliability diagrams: stated probability within 25/200/750/2500 km of the best "
+                            "guess against the observed share")
     add_json(p)
     p.set_defaults(func=_run, parser=p)
     deprecate(p, "--pred", "--pred-file")
@@ -70,6 +76,8 @@ def _run(args) -> int:
         args.parser.error("--model and --dataset go together: give both")
     if table_mode and (args.weights is not None or args.precision is not None):
         args.parser.error("--weights and --precision go with --model")
+    if table_mode and args.reliability_plot:
+        args.parser.error("--reliability-plot needs the model's probabilities: use --model and --dataset")
     return _run_tables(args) if table_mode else _run_model(args)
 
 
@@ -137,6 +145,12 @@ def _render(result: dict) -> str:
                      f"{result.get('n_skipped', 0)} sample(s) have no coordinates")
     if result.get("plot"):
         lines.append(f"cumulative-error plot: {result['plot']}")
+    if result.get("calibration") is not None:
+        from geoscope.evaluate import format_calibration
+
+        lines.append(format_calibration(result["calibration"]))
+    if result.get("reliability_plot"):
+        lines.append(f"reliability diagrams: {result['reliability_plot']}")
     return "\n".join(lines)
 
 
@@ -146,7 +160,8 @@ def _run_model(args) -> int:
 
     geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress)
     result = evaluate_model(geo, args.dataset, thresholds=args.at_km, places=args.places, plot=args.plot,
-                            limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress)
+                            limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress,
+                            reliability_plot=args.reliability_plot)
     result = dict(result)
     result.setdefault("model", str(args.model))
     emit(result, args.json, _render)

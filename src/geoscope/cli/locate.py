@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 
 from geoscope.cli._common import format_table, print_json
@@ -28,9 +29,34 @@ def register(subparsers) -> None:
     add_top_k(p)
     add_batch_size(p, default=16)
     p.add_argument("--no-exif", action="store_true", help="do not read EXIF GPS")
+    p.add_argument("--min-localizability", type=_fraction, default=None, metavar="SCORE",
+                   help="skip images whose localizability (0..1: how much location signal the model finds in them) "
+                        "is below SCORE: they are listed as skipped, without candidates")
     add_no_progress(p)
     add_json(p)
     p.set_defaults(func=run)
+
+
+def _fraction(text: str) -> float:
+    """A number from 0 to 1."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
+def skip_reason(pred, min_localizability: float | None) -> str | None:
+    """Why ``pred`` is skipped under ``--min-localizability`` (None: it is kept)."""
+    if min_localizability is None or pred.error or pred.localizability is None:
+        return None
+    if pred.localizability < min_localizability:
+        return f"localizability {pred.localizability:.2f} is below --min-localizability {min_localizability:g}"
+    return None
 
 
 def expand_inputs(items: list[str]) -> list[str]:
@@ -54,24 +80,40 @@ def expand_inputs(items: list[str]) -> list[str]:
     return [p for p in out if not (p in seen or seen.add(p))]
 
 
-def render(pred) -> str:
+def render(pred, skipped: str | None = None) -> str:
     from geoscope.geo.sphere import haversine_km
 
     head = f"== {pred.source}"
     if pred.error:
         return f"{head}: FAILED: {pred.error}"
+    if skipped:
+        return f"{head}: skipped: {skipped}"
     exif = pred.exif if pred.exif is not None and pred.exif.has_gps else None
     rows = []
     for rank, c in enumerate(pred.candidates, 1):
         km = "" if exif is None else f"{float(haversine_km(c.lat, c.lon, exif.lat, exif.lon)):,.0f}"
+        loc = "" if rank > 1 or pred.localizability is None else f"{pred.localizability:.2f}"
         rows.append([rank, f"{c.lat:.4f}", f"{c.lon:.4f}", c.place.label() if c.place else "",
-                     f"{c.probability:.3f}", km])
-    lines = [head, format_table(["rank", "lat", "lon", "place", "probability", "km to EXIF GPS"], rows)]
+                     f"{c.probability:.3f}", loc, km])
+    headers = ["rank", "lat", "lon", "place", f"probability ({_neighbourhood(pred)})", "localizability",
+               "km to EXIF GPS"]
+    lines = [head, format_table(headers, rows)]
     if pred.confidence:
-        lines.append("confidence: " + ", ".join(f"{v:.0%} within {k} km" for k, v in sorted(pred.confidence.items())))
+        state = "" if pred.calibrated else " (uncalibrated model)"
+        lines.append(f"confidence{state}: "
+                     + ", ".join(f"{v:.0%} within {k} km" for k, v in sorted(pred.confidence.items())))
     if exif is not None:
         lines.append(f"EXIF GPS: {exif.lat:.5f}, {exif.lon:.5f} ({pred.exif_distance_km:,.0f} km from the best candidate)")
     return "\n".join(lines)
+
+
+def _neighbourhood(pred) -> str:
+    """What a candidate's probability is the mass of, in a few words for the table header."""
+    nb = pred.neighbourhood or {}
+    kind = nb.get("kind")
+    if kind == "disc" and nb.get("radius_km"):
+        return f"within {nb['radius_km']:g} km"
+    return f"of its {kind}" if kind else "score"
 
 
 def run(args) -> int:
@@ -79,9 +121,19 @@ def run(args) -> int:
     geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress)
     preds = geo.locate(paths, top_k=args.top_k, batch_size=args.batch_size,
                        progress=not args.no_progress and len(paths) > 1, exif=not args.no_exif)
+    skipped = [skip_reason(p, args.min_localizability) for p in preds]
+    if args.min_localizability is not None and any(p.ok and p.localizability is None for p in preds):
+        print("geoscope: warning: this model gives no localizability score, so --min-localizability skips nothing",
+              file=sys.stderr)
     if args.json:
-        print_json([p.to_dict(top_cells=10) for p in preds])
+        out = []
+        for p, why in zip(preds, skipped):
+            d = p.to_dict(top_cells=10)
+            if why:
+                d.update(candidates=[], top_cells=[], confidence={}, skipped=why)
+            out.append(d)
+        print_json(out)
     else:
-        print("\n\n".join(render(p) for p in preds))
+        print("\n\n".join(render(p, why) for p, why in zip(preds, skipped)))
     failed = sum(p.error is not None for p in preds)
     return 1 if failed == len(preds) else 0

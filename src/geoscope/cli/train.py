@@ -43,8 +43,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a geolocation head over an embedding store",
         description="Train a head (any registered head; see --head) on the embeddings and coordinates "
-        "of STORE and save a model directory MODEL (config.json, model.safetensors, cells.json, metrics.jsonl, "
-        "report.json). A checkpoint is written every epoch to MODEL.train/ beside it (not part of the model); the "
+        "of STORE and save a model directory MODEL (config.json, model.safetensors, cells.json, calibration.json, "
+        "metrics.jsonl, report.json). The calibration (what makes its probabilities mean what they say) is fitted "
+        "after training on held-out data: the validation split, or --calibration-store. A checkpoint is written every epoch to MODEL.train/ beside it (not part of the model); the "
         "same command resumes an interrupted run.",
     )
     p.add_argument("--store", required=True, metavar="STORE",
@@ -68,6 +69,11 @@ def register(subparsers) -> None:
                    "or a CSV / Parquet file of points")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--calibration-store", metavar="STORE", default=None,
+                   help="held-out embedding store (never trained on, drawn like the images the model will locate) "
+                        "to fit the model's calibration on (default: the validation split)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="do not fit a calibration: the model states its head's raw probabilities")
     add_no_progress(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -101,8 +107,15 @@ def _render(r: dict) -> str:
         f"trained a {r['head']} head on {r['n_train']} samples ({r['n_val']} for validation); "
         f"best epoch {r['best_epoch']} of {r['epochs_run']}" + (" (stopped early)" if r["stopped_early"] else ""),
         format_report({r["head"]: r["validation"], "training mean": r["baseline_training_mean"]}),
-        f"model written to {r['output']}",
     ]
+    cal = r.get("calibration") or {}
+    if cal.get("after"):
+        lines.append(f"calibration {cal['status']} (n={cal['n']}): expected calibration error within "
+                     + ", ".join(f"{k} km {v['ece']:.3f}" for k, v in cal["after"].items())
+                     + " (on the data it was fitted on; geoscope eval measures on other data)")
+    elif cal:
+        lines.append(f"calibration: {cal['status']}")
+    lines.append(f"model written to {r['output']}")
     return "\n".join(lines)
 
 
@@ -119,6 +132,7 @@ def run(args) -> int:
     _, result = train_from_store(
         args.store, args.head, args.output, cells=args.cells, config=cfg, head_options=dict(args.option),
         gallery=gallery, progress=not args.no_progress, resume=not args.no_resume,
+        calibrate=not args.no_calibration, calibration_store=args.calibration_store,
     )
     report = {**result.report, "output": str(args.output)}
     emit(report, args.json, _render)

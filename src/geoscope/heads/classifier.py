@@ -245,4 +245,5 @@ class ClassifierHead(Head):
                 extra["scene_labels"] = self.scene_labels
         probs = probs.numpy()
         return HeadOutput(probs, coords.numpy(), scores.numpy(), idx.numpy(), extra,
-                          self.fine_centroids.numpy(), probs)
+                          self.fine_centroids.numpy(), probs, support_cells=True,
+                          candidate_support=idx.numpy(), neighbourhood="cell")

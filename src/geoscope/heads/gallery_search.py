@@ -81,7 +81,7 @@ class GallerySearch:
             idx = np.take_along_axis(idx, order, 1)
             scores = np.take_along_axis(probs, idx, 1)
             return HeadOutput(None, coords[idx], scores.astype(np.float64), None, {"gallery_index": idx},
-                              coords, probs)
+                              coords, probs, candidate_support=idx, neighbourhood="gallery entry")
         m = min(max(k, ANN_SUPPORT), len(self.gallery))
         _, cand = self.index().search(feats, m)
         cand = np.where(cand < 0, cand.max(axis=1, keepdims=True), cand)  # fewer found than asked: repeat one
@@ -90,7 +90,9 @@ class GallerySearch:
         order = np.argsort(-probs, axis=1, kind="stable")
         cand, probs = np.take_along_axis(cand, order, 1), np.take_along_axis(probs, order, 1)
         return HeadOutput(None, coords[cand[:, :k]], probs[:, :k].astype(np.float64), None,
-                          {"gallery_index": cand[:, :k]}, coords[cand], probs)
+                          {"gallery_index": cand[:, :k]}, coords[cand], probs,
+                          candidate_support=np.broadcast_to(np.arange(k), (len(cand), k)).copy(),
+                          neighbourhood="gallery entry")
 
 
 class ServedRetrievalHead:

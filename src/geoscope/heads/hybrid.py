@@ -5,7 +5,8 @@ the head looks up the training embeddings of that cell most similar to the query
 standardised embeddings); cells are ranked by the classifier's probability together with the best
 match, and each candidate is refined to a similarity-weighted mean of its closest training locations,
 never beyond its cell (see ``HybridHead``). A cell with no training points keeps its centroid. The
-candidate's probability is the cell's probability.
+candidate's probability is the cell's probability under the hybrid's distribution (classifier and
+image match together, the order the candidates are ranked in).
 
 The neighbour bank (training embeddings sorted by cell, their locations, per-cell offsets) is stored
 with the head's weights; ``fit_data`` replaces it (e.g. with more data) without retraining.
@@ -34,8 +35,10 @@ class HybridHead(ClassifierHead):
     become the candidates, best first; each is refined to the similarity-weighted mean of its closest
     training locations (those within ``refine_radius_km`` of the best match), or to the best match
     itself where that mean would fall outside the cell, so a guess never leaves its chosen cell. A
-    candidate's probability is its cell's probability under the classifier (so with strong image
-    evidence a candidate can outrank a cell the classifier alone preferred).
+    candidate's probability is its cell's probability under the hybrid's own distribution
+    (:meth:`cell_distribution`): the considered cells share the classifier's mass on them in
+    proportion to ``exp(score)``, so candidates are in the order of the probabilities they show and a
+    cell the image matches closely gains the mass the classifier alone gave its rivals.
 
     Extra args:
         k_neighbors: neighbours used per chosen cell.
@@ -133,6 +136,16 @@ class HybridHead(ClassifierHead):
         checked against the cell borders; without it the head answers with real training locations."""
         self._assign = None if cells is None else as_hierarchy(cells).finest.assign
 
+    def cell_distribution(self, cell_probs: np.ndarray, considered: np.ndarray, joint: np.ndarray) -> np.ndarray:
+        """The hybrid's distribution over the finest cells for one image: the ``considered`` cells share
+        their classifier mass in proportion to ``exp(joint)`` (classifier belief and image match
+        together, as they are ranked); every other cell keeps its classifier probability."""
+        probs = np.array(cell_probs, dtype=np.float64)
+        mass = probs[considered].sum()
+        w = np.exp(joint - joint.max())
+        probs[considered] = mass * w / w.sum()
+        return probs
+
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
         out = super().predict(emb, max(int(top_k), self.refine_cells))
@@ -145,19 +158,24 @@ class HybridHead(ClassifierHead):
         coords = np.zeros((n_img, k, 2))
         scores = np.zeros((n_img, k))
         chosen = np.zeros((n_img, k), dtype=np.int64)
-        # per image, each considered cell's mass sits at its refined point (for confidence radii)
+        probs = np.array(out.cell_probs, dtype=np.float64)
+        # per image, each considered cell's mass sits around its refined point (for confidence radii)
         support = np.repeat(np.asarray(out.support)[None], n_img, axis=0)
+        refined = np.zeros(probs.shape, dtype=bool)
         for b in range(n_img):
             cand = out.cells[b]
             matches = [self._matches(queries[b], int(c)) for c in cand]
             best_sim = np.array([-1.0 if m is None else m[0][0] for m in matches])
             joint = best_sim / self.joint_temperature + self.prior_weight * np.log(out.cell_probs[b, cand] + 1e-12)
+            probs[b] = self.cell_distribution(out.cell_probs[b], cand, joint)
             order = np.argsort(-joint, kind="stable")
             for j, o in enumerate(order):
                 c = int(cand[o])
-                refined = self.refine(queries[b], c, matches[o])
-                point = refined if refined is not None else tuple(out.support[c])
-                support[b, c] = point
+                point = self.refine(queries[b], c, matches[o])
+                if point is not None:
+                    support[b, c] = point
+                    refined[b, c] = True
                 if j < k:
-                    coords[b, j], scores[b, j], chosen[b, j] = point, out.cell_probs[b, c], c
-        return HeadOutput(out.cell_probs, coords, scores, chosen, out.extra, support, out.support_probs)
+                    coords[b, j], scores[b, j], chosen[b, j] = support[b, c], probs[b, c], c
+        return HeadOutput(probs, coords, scores, chosen, out.extra, support, probs, support_cells=True,
+                          support_refined=refined, candidate_support=chosen, neighbourhood="cell")

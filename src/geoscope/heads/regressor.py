@@ -10,11 +10,14 @@ mapped to the answer:
 - ``mode="latlon"``: plain (lat/90, lon/180) regression with a mean-squared loss, kept to compare
   (it cannot wrap across the antimeridian and distorts distances near the poles).
 
-The head predicts one point, so its single candidate has probability 1 and it has no cell distribution.
+The head predicts one point and no cell distribution: its mixture is that one point, whose spread a
+fitted calibration supplies (``geoscope.calibration``); the candidate's probability is then the mass
+within ``CANDIDATE_DISC_KM`` of it (1 for a model without calibration, which says nothing about spread).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -125,4 +128,7 @@ class RegressorHead(Head):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
             coords = self.latlon(emb).double()
-        return HeadOutput(None, coords[:, None, :].numpy(), torch.ones(len(coords), 1).numpy().astype("float64"))
+        point = coords[:, None, :].numpy()
+        one = np.ones((len(coords), 1))
+        return HeadOutput(None, point, one, support=point, support_probs=one,
+                          candidate_support=np.zeros((len(coords), 1), dtype=np.int64), neighbourhood="disc")

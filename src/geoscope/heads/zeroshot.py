@@ -187,4 +187,6 @@ class ZeroShotHead(Head):
             extra={"top_countries": countries, "towns": towns},
             support=self.town_coords.numpy(),
             support_probs=p_town.numpy(),
+            candidate_support=idx.numpy(),
+            neighbourhood="town",
         )
