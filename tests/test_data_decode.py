@@ -62,3 +62,22 @@ def test_exif_rotation_is_applied_to_a_drafted_photo():
     assert full.size == (2000, 3000) and drafted.size[0] < drafted.size[1]  # portrait, like the full decode
     t = clip_transform(224)
     assert np.abs(t.to_uint8(full).astype(float) - t.to_uint8(drafted).astype(float)).mean() <= 2.0
+
+
+def test_embed_pipeline_decodes_large_jpegs_in_draft_mode(tmp_path):
+    """The store's decoding step asks loaders for the encoder's resize: big JPEGs decode reduced, the
+    pixels the model gets stay within the same tolerance, and a user's loader without the keyword works."""
+    from geoscope.store.decode import DraftLoader, _load_payload
+
+    path = tmp_path / "big.jpg"
+    path.write_bytes(_photo(3000, 2001))
+    t = clip_transform(224)
+    loader = DraftLoader(_load_payload, t.resize)
+    assert loader.draft_size == t.resize
+    drafted = loader(str(path))
+    assert max(drafted.size) <= 1500 and drafted.info[FULL_SIZE_KEY] == (3000, 2001)
+    full = load_image(str(path))
+    assert np.abs(t.to_uint8(full).astype(float) - t.to_uint8(drafted).astype(float)).mean() <= 2.0
+
+    plain = DraftLoader(lambda payload: load_image(payload), t.resize)  # no draft_size keyword
+    assert plain.draft_size is None and plain(str(path)).size == (3000, 2001)

@@ -108,8 +108,8 @@ class Dataset:
                        self.name if name is None else name)
 
     def load_image(self, sample: GeoSample, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                   max_bytes: int | None = DEFAULT_MAX_BYTES) -> Image.Image:
-        return load_sample_image(sample, max_pixels, max_bytes)
+                   max_bytes: int | None = DEFAULT_MAX_BYTES, draft_size: int | None = None) -> Image.Image:
+        return load_sample_image(sample, max_pixels, max_bytes, draft_size=draft_size)
 
     def read_bytes(self, sample: GeoSample, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
         return read_sample_bytes(sample, max_bytes)

@@ -85,10 +85,12 @@ def read_sample_bytes(sample: GeoSample, max_bytes: int | None = DEFAULT_MAX_BYT
 
 
 def load_sample_image(sample: GeoSample, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                      max_bytes: int | None = DEFAULT_MAX_BYTES) -> Image.Image:
-    """The decoded RGB image of ``sample`` (``data.images.load_image`` rules); picklable, worker-safe."""
+                      max_bytes: int | None = DEFAULT_MAX_BYTES, draft_size: int | None = None) -> Image.Image:
+    """The decoded RGB image of ``sample`` (``data.images.load_image`` rules); picklable, worker-safe.
+    ``draft_size``: the shortest side a model resizes it to (a large JPEG decodes at a reduced scale)."""
     container, member = split_source(sample.source)
     if member is None:
-        return load_image(container, max_pixels=max_pixels, max_bytes=max_bytes, name=sample.source)
+        return load_image(container, max_pixels=max_pixels, max_bytes=max_bytes, name=sample.source,
+                          draft_size=draft_size)
     return load_image(read_sample_bytes(sample, max_bytes), max_pixels=max_pixels, max_bytes=max_bytes,
-                      name=sample.source)
+                      name=sample.source, draft_size=draft_size)

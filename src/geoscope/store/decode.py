@@ -7,6 +7,7 @@ the forward pass, so decoding overlaps the model; the workers never import torch
 from __future__ import annotations
 
 import collections
+import inspect
 import math
 import multiprocessing
 import os
@@ -53,15 +54,34 @@ def _source_name(src) -> str:
     return MEMORY
 
 
-def _load_payload(payload):
+def _load_payload(payload, draft_size: int | None = None):
     """Default loader: a PIL image as is; a GeoSample, path, bytes or bytes-loader through the data layer."""
     if isinstance(payload, Image.Image):
         return payload
     if hasattr(payload, "source") and hasattr(payload, "id"):
-        return load_sample_image(payload)
+        return load_sample_image(payload, draft_size=draft_size)
     if callable(payload):  # a bytes-loader
         payload = payload()
-    return load_image(payload)
+    return load_image(payload, draft_size=draft_size)
+
+
+class DraftLoader:
+    """A loader that asks for JPEG draft-mode decoding at the encoder's resize (``data.decode``): a large
+    photo decodes at 1/2, 1/4 or 1/8 scale when the model sees it small. Loaders without a ``draft_size``
+    keyword (a user's own) are called as they are. Picklable, for the decoding workers."""
+
+    def __init__(self, loader: Callable, draft_size: int | None):
+        self.loader = loader
+        try:
+            takes = "draft_size" in inspect.signature(loader).parameters
+        except (TypeError, ValueError):
+            takes = False
+        self.draft_size = int(draft_size) if (takes and draft_size) else None
+
+    def __call__(self, payload):
+        if self.draft_size is None:
+            return self.loader(payload)
+        return self.loader(payload, draft_size=self.draft_size)
 
 
 def _samples(data) -> tuple[Iterator[_Item], int | None, Callable]:
@@ -129,6 +149,7 @@ def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
 
 def _prepared(items: Iterator[_Item], loader, transform, workers: int, chunk: int, ahead: int):
     """Yield (item, uint8 array or None, reason) in input order, decoding up to ``ahead`` chunks ahead."""
+    loader = DraftLoader(loader, getattr(transform, "resize", None))
     if workers <= 0:
         _WORKER.update(loader=loader, transform=transform)
         for c in _chunks(items, chunk):
