@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geoscope.data.decode import FULL_SIZE_KEY, draft_request, load_image_for
+from geoscope.data.decode import DRAFT_MARGIN, FULL_SIZE_KEY, draft_request, load_image_for
 from geoscope.data.images import load_image
 from geoscope.encoders.preprocess import clip_transform
 
@@ -24,11 +24,11 @@ def _photo(w, h, seed=0, fmt="JPEG") -> bytes:
     return buf.getvalue()
 
 
-def test_draft_request_keeps_twice_the_target():
+def test_draft_request_keeps_the_margin_over_the_target():
     w, h = draft_request((4000, 3000), 224)
-    assert h >= 2 * 224 and w <= 600 and abs(w / h - 4 / 3) < 0.01
-    assert draft_request((800, 600), 224) is None  # a 1/2 reduction would go under 2 x 224
-    assert draft_request((3000, 4000), 256)[0] >= 512
+    assert h >= DRAFT_MARGIN * 224 and w <= 600 and abs(w / h - 4 / 3) < 0.01
+    assert draft_request((800, 600), 224) is None  # a 1/2 reduction would go under the margin
+    assert draft_request((3000, 4000), 256)[0] >= DRAFT_MARGIN * 256
 
 
 @pytest.mark.parametrize("size", [(3000, 2001), (2001, 3000), (2600, 2600)])
