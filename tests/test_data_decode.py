@@ -81,3 +81,17 @@ def test_embed_pipeline_decodes_large_jpegs_in_draft_mode(tmp_path):
 
     plain = DraftLoader(lambda payload: load_image(payload), t.resize)  # no draft_size keyword
     assert plain.draft_size is None and plain(str(path)).size == (3000, 2001)
+
+
+def test_drafted_photo_gives_nearly_the_same_embedding():
+    """What the model computes from a drafted decode: cosine >= 0.999 to the full decode's embedding."""
+    from geoscope.encoders import create_encoder
+
+    enc = create_encoder("efficientnet-lite0", runtime="torch")
+    for size in [(3000, 2001), (2600, 2600)]:
+        data = _photo(*size, seed=size[0])
+        full, drafted = load_image(data), load_image_for(data, enc.transform.resize)
+        assert drafted.size[0] < size[0]
+        a, b = enc.encode_images([full, drafted], batch_size=2)
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
