@@ -36,8 +36,8 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Iterator
+from functools import lru_cache, cache
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -1035,7 +1035,7 @@ def metadata_inputs() -> Iterator[tuple[str, str, str, Callable[[], bytes]]]:
     yield "jpeg-baseline", "MPF APP2 with garbage offsets", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xE2, b"MPF\0" + exif_block([(0xB000, 7, b"0100"), (0xB001, 4, [5]), (0xB002, 7, b"\xff" * 80)]))])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _heif_with_exif(blk: bytes) -> bytes:
     try:
         return _save(_rgb(64, 48, 1), "HEIF", quality=60, exif=b"Exif\0\0" + blk)

@@ -4,7 +4,7 @@ country / region / city agreement (through :mod:`geoscope.geo.places`, computed 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

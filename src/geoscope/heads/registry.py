@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 from geoscope.errors import InputError
 

@@ -13,7 +13,7 @@ least one town), so a candidate always has a real location.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -18,7 +18,8 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 

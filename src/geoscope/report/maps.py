@@ -13,7 +13,8 @@ import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -14,7 +14,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from geoscope import settings
 from geoscope.errors import InputError

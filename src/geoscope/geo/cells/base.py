@@ -10,7 +10,8 @@ themselves by their ``kind``, which is what a cells file records.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
