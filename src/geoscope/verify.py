@@ -330,7 +330,8 @@ def _evidence(stats: dict[str, Any], radius_km: float) -> str:
     claimed = "" if stats.get("claimed_cell_share") is None else \
         f", {100 * stats['claimed_cell_share']:.0f}% of the claimed cell {stats['claimed_cell']} among them"
     return (f"no cell centre lies within {r} of the claimed point, so the measure is the area within {r}: "
-            f"{_cells(stats['measured_cells'])} {'overlaps' if stats['measured_cells'] == 1 else 'overlap'} it, each weighted by its share inside{claimed}; the pixels "
+            f"{_cells(stats['measured_cells'])} {'overlaps' if stats['measured_cells'] == 1 else 'overlap'} it, "
+            f"each weighted by its share inside{claimed}; the pixels "
             f"put {mass:.2f}% of the probability there against {prior:.2f}% a priori {lift}")
 
 

@@ -12,7 +12,7 @@ def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in degrees, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number in degrees, got {text!r}") from None
 
 
 def register(subparsers) -> None:

@@ -198,7 +198,7 @@ class Partition(ABC):
         except InputError:
             raise
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise InputError(f"{where}: not a valid geocells description ({type(exc).__name__}: {exc})")
+            raise InputError(f"{where}: not a valid geocells description ({type(exc).__name__}: {exc})") from exc
         return cells
 
     def summary(self) -> dict:
