@@ -147,7 +147,7 @@ class Geolocator:
         self.cells = cells
         if self.cells is not None and hasattr(head, "bind_cells"):
             head.bind_cells(self.cells)
-        self.name = name or getattr(head, "kind", "geolocator")
+        self.name: str = name or str(getattr(head, "kind", "geolocator"))
         self.meta = dict(meta or {})
         self.places = places
         n_cells = int(getattr(head, "n_cells", 0) or 0)
