@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from geoscope.errors import InputError
 
@@ -151,7 +151,7 @@ def read_limited(src: ImageSource, max_bytes: int | None = DEFAULT_MAX_BYTES, na
     return data
 
 
-def open_header(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_header(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageFile.ImageFile:
     """Open ``data`` lazily (header only) and check its claimed size against ``max_pixels``."""
     _register_heif()
     with warnings.catch_warnings():
@@ -246,7 +246,7 @@ def _jpeg_layout(data: bytes) -> tuple[bool, int]:
     return huffman, scans
 
 
-def check_data_budget(data: bytes, im: Image.Image, name: str) -> None:
+def check_data_budget(data: bytes, im: ImageFile.ImageFile, name: str) -> None:
     """Refuse a file whose format cannot hold its claimed pixels in so few bytes (truncated, or a
     decompression bomb), or a JPEG with more than ``MAX_JPEG_SCANS`` scans, before decoding it."""
     w, h = im.size
@@ -333,8 +333,9 @@ def load_image(
     """
     name = name or source_name(src)
     data = read_limited(src, max_bytes, name)
-    im = open_header(data, name, max_pixels)
-    check_data_budget(data, im, name)
+    header = open_header(data, name, max_pixels)
+    check_data_budget(data, header, name)
+    im: Image.Image = header
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
