@@ -23,8 +23,9 @@ LAYERS: dict[str, int] = {
     "errors": 0, "atomic": 0, "settings": 0, "optional": 0, "__main__": 9, "": 0,
     # pure geography: numpy / shapely, no torch
     "geo": 1,
-    # reading the world; the one result type is plain data over geo/ and data/exif
-    "data": 2, "prediction": 2,
+    # reading the world; the one result type is plain data over geo/ and data/exif, and the calibrated
+    # mixture it carries (numpy over geo/)
+    "data": 2, "prediction": 2, "calibration": 2,
     # pretrained backbones
     "encoders": 3,
     # embedding store
