@@ -45,7 +45,7 @@ def write_result(name: str, title: str, headers: list[str], rows: list[list], no
         "title": title,
         "command": command(),
         "machine": machine(),
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "headers": headers,
         "rows": [[_fmt(v) for v in r] for r in rows],
         "notes": notes,

@@ -50,7 +50,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from geoscope.calibration import (
-        Calibration,
         auroc,
         ece_noise_floor,
         entropy_score,

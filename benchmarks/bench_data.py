@@ -75,7 +75,7 @@ def main() -> None:
             im = Image.open(f)
             im.load()
             im.convert("RGB")
-        rows.append([f"plain Pillow open+load+convert (reference)", _rate(len(files), time.perf_counter() - t)])
+        rows.append(["plain Pillow open+load+convert (reference)", _rate(len(files), time.perf_counter() - t)])
 
         t = time.perf_counter()
         found = [read_exif(f) for f in files]
@@ -109,7 +109,8 @@ def main() -> None:
     n = 1_000_000
     lat = rng.uniform(-60, 70, n)
     lon = rng.uniform(-180, 180, n)
-    big = Dataset.from_samples(GeoSample(f"p{i}", "", float(a), float(o)) for i, (a, o) in enumerate(zip(lat[:200_000], lon[:200_000])))
+    big = Dataset.from_samples(GeoSample(f"p{i}", "", float(a), float(o))
+                               for i, (a, o) in enumerate(zip(lat[:200_000], lon[:200_000])))
     t = time.perf_counter()
     split_dataset(big, method="random")
     rows.append(["split_dataset random, 200k samples", f"{time.perf_counter() - t:.2f} s"])

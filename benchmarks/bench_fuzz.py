@@ -92,7 +92,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="corpus size (default: every systematic input + half again random)")
     ap.add_argument("--seed", type=int, default=fuzz_corpus.SEED)
     ap.add_argument("--workers", type=int, default=2, help="watched worker processes (default: %(default)s)")
-    ap.add_argument("--cli-sample", type=int, default=600, help="inputs run through geoscope embed / locate (default: %(default)s)")
+    ap.add_argument("--cli-sample", type=int, default=600,
+                    help="inputs run through geoscope embed / locate (default: %(default)s)")
     ap.add_argument("--cli-batch", type=int, default=200, help="inputs per embed / locate call (default: %(default)s)")
     ap.add_argument("--atheris-seconds", type=int, default=600, help="coverage-guided fuzzing time (default: %(default)s)")
     args = ap.parse_args()

@@ -55,7 +55,7 @@ def _target() -> None:  # runs in the child: the libFuzzer process
         except ImageError as exc:
             msg = str(exc)
             if "input" not in msg or "\n" in msg or "MemoryError" in msg:
-                raise AssertionError(f"load_image refused without a one-line message naming the file: {msg!r}")
+                raise AssertionError(f"load_image refused without a one-line message naming the file: {msg!r}") from exc
         try:
             f = read_exif(data)
         except ImageError:

@@ -149,11 +149,11 @@ def main() -> None:
         for path, pic in zip(paths, pics):
             for precision, geo in models.items():
                 r = results[precision]
-                r["locate"] += _time(lambda: geo.locate([path], top_k=5), 1)
-                r["backbone"] += _time(lambda: geo.encoder.encode_images([pic], batch_size=1), 1)
+                r["locate"] += _time(lambda geo=geo, path=path: geo.locate([path], top_k=5), 1)
+                r["backbone"] += _time(lambda geo=geo, pic=pic: geo.encoder.encode_images([pic], batch_size=1), 1)
         for precision, geo in models.items():
             results[precision]["batched"].append(
-                _time(lambda: geo.locate(paths[:batch], top_k=5, batch_size=batch), 1)[0] / batch)
+                _time(lambda geo=geo: geo.locate(paths[:batch], top_k=5, batch_size=batch), 1)[0] / batch)
     for precision, geo in models.items():
         r = results[precision]
         preds = geo.locate(paths, top_k=5)
@@ -196,10 +196,12 @@ def main() -> None:
                      r["batched_med"], agree, km_max, dp])
     notes = (
         f"Backbone: {backbone_kind} ({clip_dir}). {len(paths)} images (Kauai.png from the geoclip package + "
-        f"synthetic photos of 480-1600 px); geoscope: medians over {args.rounds} rounds over them, precisions interleaved, after one warm-up call, end to end as "
+        f"synthetic photos of 480-1600 px); geoscope: medians over {args.rounds} rounds over them, precisions interleaved, "
+        f"after one warm-up call, end to end as "
         f"`geoscope locate` runs them (decode, EXIF, preprocessing, backbone, head, place names), model loaded once; "
         f"reference: {len(ref_times)} `GeoCLIP.predict(path, 5)` calls (it re-embeds its 100K GPS gallery "
-        f"on every call), interleaved with geoscope's rounds. geoscope fp32 top-1 coordinates and probabilities equal the reference's on the reference's "
+        f"on every call), interleaved with geoscope's rounds. geoscope fp32 top-1 coordinates and probabilities equal the "
+        f"reference's on the reference's "
         f"images: {same_as_ref}. Load times: reference {ref_load:.1f} s; geoscope "
         + ", ".join(f"{k} {v['load_s']:.1f} s" for k, v in results.items())
         + " (the first load ever embeds the gallery once and caches it on disk). "

@@ -23,7 +23,7 @@ import struct
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import ExifTags, Image

@@ -126,7 +126,7 @@ def test_tiles_turn_to_the_photo_heading(tmp_path, raster):
     lat, lon = _ll(100.5, 100.5)
     photos = _manifest(tmp_path, [("h", lat, lon, "90")], extra=["heading"])
     north = build_pairs(photos, tmp_path / "n", raster=raster, size_m=60, px=60, progress=False)
-    east = build_pairs(photos, tmp_path / "e", raster=raster, size_m=60, px=60, rotate_to_heading=True, progress=False)
+    build_pairs(photos, tmp_path / "e", raster=raster, size_m=60, px=60, rotate_to_heading=True, progress=False)
     assert _rows(north.manifest)[0]["heading_deg"] == "90.00"
     a = np.asarray(Image.open(tmp_path / "n" / "raster" / "h.jpg")).astype(int)
     b = np.asarray(Image.open(tmp_path / "e" / "raster" / "h.jpg")).astype(int)

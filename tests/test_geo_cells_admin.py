@@ -91,7 +91,7 @@ def test_admin_cells_do_not_cross_borders(cells, borders, training):
 def test_admin_polygons_follow_the_regions(cells, training):
     lat, lon = training
     ids = cells.assign(lat, lon)
-    c_cell = int(ids[np.flatnonzero((lon < -20))[0]])
+    c_cell = int(ids[np.flatnonzero(lon < -20)[0]])
     geom = shape(cells.polygon(c_cell))
     assert geom.equals(box(-30, 0, -20, 10))
     for i in range(len(cells)):

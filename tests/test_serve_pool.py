@@ -135,8 +135,8 @@ def test_a_slow_client_gets_408_and_holds_nobody_else_up(models):
     app = create_app(Geolocator.from_pretrained(models["dirs"]["classifier"]), ServeConfig(read_timeout_s=1.0))
     with LiveServer(app) as srv:
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        head = ("POST /api/locate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
-                "Content-Length: 5000\r\n\r\n--zz\r\n").encode()
+        head = (b"POST /api/locate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
+                b"Content-Length: 5000\r\n\r\n--zz\r\n")
         sock.sendall(head)  # ... and then nothing more
         t0 = time.monotonic()
         others = [locate(srv.url, image_bytes()) for _ in range(2)]

@@ -66,7 +66,7 @@ def _log(script):
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_every_id_exactly_once(tmp_path):
-    pts = make_geotagged_folder(tmp_path / "img", N, size=(48, 40))
+    make_geotagged_folder(tmp_path / "img", N, size=(48, 40))
     (tmp_path / "img" / "bad.jpg").write_bytes(b"garbage")
     script = tmp_path / "run_embed.py"
     script.write_text(SCRIPT)

@@ -63,22 +63,36 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - seen by type checkers and editors only
-    from geoscope.data.datasets import open_dataset, split_dataset, validate_dataset
-    from geoscope.data.exif import read_exif
-    from geoscope.data.images import load_image
-    from geoscope.encoders import create_encoder, list_encoders
-    from geoscope.errors import GeoscopeError, InputError, WeightsUnavailableError
-    from geoscope.evaluate import evaluate_model
-    from geoscope.geo.cells import CellHierarchy, Geocells, load_cells, save_cells
-    from geoscope.geo.places import Place, place_at, reverse_geocode
-    from geoscope.geo.sphere import haversine_km
-    from geoscope.geolocator import Geolocator
-    from geoscope.heads import create_head
-    from geoscope.prediction import Candidate, Prediction
-    from geoscope.pretrained import list_models
-    from geoscope.store import EmbeddingStore, embed_dataset
-    from geoscope.train import TrainConfig, train_from_store
-    from geoscope.verify import verify_prediction
+    # `import X as X` marks each name as re-exported (PEP 484), since __all__ is computed from _LAZY
+    from geoscope.data.datasets import (
+        open_dataset as open_dataset,
+        split_dataset as split_dataset,
+        validate_dataset as validate_dataset,
+    )
+    from geoscope.data.exif import read_exif as read_exif
+    from geoscope.data.images import load_image as load_image
+    from geoscope.encoders import create_encoder as create_encoder, list_encoders as list_encoders
+    from geoscope.errors import (
+        GeoscopeError as GeoscopeError,
+        InputError as InputError,
+        WeightsUnavailableError as WeightsUnavailableError,
+    )
+    from geoscope.evaluate import evaluate_model as evaluate_model
+    from geoscope.geo.cells import (
+        CellHierarchy as CellHierarchy,
+        Geocells as Geocells,
+        load_cells as load_cells,
+        save_cells as save_cells,
+    )
+    from geoscope.geo.places import Place as Place, place_at as place_at, reverse_geocode as reverse_geocode
+    from geoscope.geo.sphere import haversine_km as haversine_km
+    from geoscope.geolocator import Geolocator as Geolocator
+    from geoscope.heads import create_head as create_head
+    from geoscope.prediction import Candidate as Candidate, Prediction as Prediction
+    from geoscope.pretrained import list_models as list_models
+    from geoscope.store import EmbeddingStore as EmbeddingStore, embed_dataset as embed_dataset
+    from geoscope.train import TrainConfig as TrainConfig, train_from_store as train_from_store
+    from geoscope.verify import verify_prediction as verify_prediction
 
 
 def __getattr__(name: str) -> Any:

@@ -48,7 +48,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -729,15 +730,15 @@ def fit_calibration(batch: MixtureBatch, cell_spread=None, radii_km: Sequence[fl
 
     med = float(np.median(err))
     scale_km = med if np.isfinite(med) and med > 0 else 100.0
-    x0 = [math.log(max(0.3 * scale_km, 1.0))] + ([0.0] if uses_cells else []) + ([0.0, math.log(t0)] if tempered else [])
-    x0 = np.array(x0)
+    x0 = np.array([math.log(max(0.3 * scale_km, 1.0))] + ([0.0] if uses_cells else [])
+                  + ([0.0, math.log(t0)] if tempered else []))
     steps = [1.5] + ([1.0] if uses_cells else []) + ([0.5, 0.4] if tempered else [])
     simplex = np.vstack([x0] + [x0 + np.eye(len(x0))[i] * steps[i] for i in range(len(x0))])
     res = minimize(loss, x0, method="Nelder-Mead",
                    options={"initial_simplex": simplex, "xatol": 1e-2, "fatol": 1e-5, "maxiter": 100 * len(x0)})
     point, scale, sharpening, temperature = unpack(res.x)
     cal = Calibration(temperature=temperature, point_sigma_km=point, cell_sigma_scale=scale,
-                      weight_sharpening=sharpening, cell_spread_km=spread.tolist() if uses_cells else None)
+                      weight_sharpening=sharpening, cell_spread_km=None if spread is None else spread.tolist())
     weights = _tempered_top(batch, temperature)
     all_cols = slice(0, weights.shape[1])
     after = weighted_disc_mass(dist, _kernel_widths(batch, all_cols, point, scale, spread, sharpening, weights), weights,

@@ -79,7 +79,8 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
         n_skipped = len(ds) - len(samples)
         samples = samples[:limit]
         step = batch_size or 16
-        rows, truth = [], []
+        located: list[tuple[float, float]] = []
+        truth: list[tuple[float | None, float | None]] = []  # never None: samples were filtered above
         bar = None
         if progress:
             bar = tqdm(total=len(samples), desc="evaluate", unit="image")
@@ -94,8 +95,9 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
             readable = [(s, b) for s, b in zip(chunk, blobs) if b is not None]
             preds = geo.locate([b for _, b in readable], top_k=1, batch_size=step, radii_km=radii) if readable else []
             for (s, _), p in zip(readable, preds):
-                if p.ok:
-                    rows.append((p.best.lat, p.best.lon))
+                best = p.best
+                if p.ok and best is not None:  # ok implies a best candidate
+                    located.append((best.lat, best.lon))
                     truth.append((s.lat, s.lon))
                     stated.append(np.array([[p.confidence.get(r, np.nan) for r in radii]]))
                     local.append(p.localizability)
@@ -104,7 +106,7 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
-        pred = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        pred = np.array(located, dtype=np.float64).reshape(-1, 2)
         t = np.array(truth, dtype=np.float64).reshape(-1, 2)
         lat, lon = t[:, 0], t[:, 1]
     if len(pred) == 0:

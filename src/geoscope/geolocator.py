@@ -8,11 +8,12 @@
 A model directory holds ``config.json`` (encoder name, head config, file hashes), ``model.safetensors``
 (the head's weights and data buffers, e.g. a GPS gallery or neighbour bank), ``cells.json`` when
 the model has geocells and ``calibration.json`` when it was calibrated (``geoscope.calibration``:
-fitted on held-out data by ``geoscope train``; models saved before have none and keep loading). Loading checks every file against the SHA-256 recorded in ``config.json``,
-so a missing, truncated or altered file is an error, not a silent wrong answer. Weights are read
-with ``safetensors`` only. The same folder is a Hugging Face hub repository: ``push_to_hub(repo_id)``
-(or ``save_pretrained(dir, push_to_hub=True)``) uploads it, ``from_pretrained("hf-hub:ORG/NAME")``
-reads it back (from a local copy or the hub cache; downloads only when allowed, see ``encoders.hub``).
+fitted on held-out data by ``geoscope train``; models saved before have none and keep loading). Loading
+checks every file against the SHA-256 recorded in ``config.json``, so a missing, truncated or altered file
+is an error, not a silent wrong answer. Weights are read with ``safetensors`` only. The same folder is a
+Hugging Face hub repository: ``push_to_hub(repo_id)`` (or ``save_pretrained(dir, push_to_hub=True)``)
+uploads it, ``from_pretrained("hf-hub:ORG/NAME")`` reads it back (from a local copy or the hub cache;
+downloads only when allowed, see ``encoders.hub``).
 
 ``from_pretrained`` takes the same keywords for a folder, a hub id and a named model (``encoder``,
 ``weights``, ``precision``, ``places``, ``progress``, ``gallery``, ``allow_download``); a keyword the
@@ -28,7 +29,8 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -145,7 +147,7 @@ class Geolocator:
         self.cells = cells
         if self.cells is not None and hasattr(head, "bind_cells"):
             head.bind_cells(self.cells)
-        self.name = name or getattr(head, "kind", "geolocator")
+        self.name: str = name or str(getattr(head, "kind", "geolocator"))
         self.meta = dict(meta or {})
         self.places = places
         n_cells = int(getattr(head, "n_cells", 0) or 0)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,8 @@ class OutdoorClassifier:
         if method not in METHODS:
             raise InputError(f"the outdoor method must be one of {', '.join(METHODS)}, got {method!r}")
         self.batch_size = int(batch_size)
-        self.encoder = None
+        # a CLIP encoder (encode_text, encode_pixels) or the ImageNet classifier (classify); set below
+        self.encoder: Any = None
         if method in ("auto", "clip"):
             name = clip or _available_clip()
             if name is None and method == "clip":
@@ -258,8 +260,8 @@ def filter_outdoor(photos, output: str | os.PathLike, method: str = "auto", clip
     with atomic_path(output) as tmp:
         kept.to_csv(tmp, index=False)
     drop_rows = []
-    for i in np.flatnonzero(~keep):
-        reason = reasons.get(int(i), f"indoor: outdoor score {scores[i]:.2f} < {threshold:.2f}")
+    for i in map(int, np.flatnonzero(~keep)):
+        reason = reasons.get(i, f"indoor: outdoor score {scores[i]:.2f} < {threshold:.2f}")
         drop_rows.append({"id": samples[i].id, "path": samples[i].source,
                           "outdoor_score": "" if not np.isfinite(scores[i]) else round(float(scores[i]), 4),
                           "reason": reason})

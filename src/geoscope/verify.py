@@ -41,9 +41,11 @@ import math
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from geoscope.atomic import write_json
 from geoscope.errors import InputError
@@ -329,7 +331,8 @@ def _evidence(stats: dict[str, Any], radius_km: float) -> str:
     claimed = "" if stats.get("claimed_cell_share") is None else \
         f", {100 * stats['claimed_cell_share']:.0f}% of the claimed cell {stats['claimed_cell']} among them"
     return (f"no cell centre lies within {r} of the claimed point, so the measure is the area within {r}: "
-            f"{_cells(stats['measured_cells'])} {'overlaps' if stats['measured_cells'] == 1 else 'overlap'} it, each weighted by its share inside{claimed}; the pixels "
+            f"{_cells(stats['measured_cells'])} {'overlaps' if stats['measured_cells'] == 1 else 'overlap'} it, "
+            f"each weighted by its share inside{claimed}; the pixels "
             f"put {mass:.2f}% of the probability there against {prior:.2f}% a priori {lift}")
 
 
@@ -340,7 +343,7 @@ def verify_prediction(
 ) -> Verification:
     """Compare ``pred`` with ``claim`` (lat, lon), by default the Prediction's EXIF GPS position."""
     thr = thresholds or DEFAULT_THRESHOLDS
-    common = {"source": str(pred.source), "thresholds": thr.to_dict(), "radius_km": thr.radius_km}
+    common: dict[str, Any] = {"source": str(pred.source), "thresholds": thr.to_dict(), "radius_km": thr.radius_km}
     claim_from = "argument"
     if claim is None and pred.exif is not None and pred.exif.has_gps:
         claim, claim_from = (float(pred.exif.lat), float(pred.exif.lon)), "exif"
@@ -366,7 +369,7 @@ def verify_prediction(
 
 
 # --------------------------------------------------------------------------------- calibration
-def forged_claims(true_lat: Sequence[float], true_lon: Sequence[float], min_km: float = 3000.0,
+def forged_claims(true_lat: npt.ArrayLike, true_lon: npt.ArrayLike, min_km: float = 3000.0,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """For each true position, a forged one at least ``min_km`` away (another continent): another
     sample's position where one is that far, else a point ``min_km``..10000 km away in a random direction."""
@@ -398,8 +401,8 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def calibrate_thresholds(
     predictions: Sequence[Any],
-    true_lat: Sequence[float],
-    true_lon: Sequence[float],
+    true_lat: npt.ArrayLike,
+    true_lon: npt.ArrayLike,
     radii_km: Sequence[float] = (200.0, 750.0, 2500.0),
     max_false_inconsistent: float = 0.05,
     max_false_consistent: float = 0.05,

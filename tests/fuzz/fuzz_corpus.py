@@ -36,8 +36,8 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Iterator
+from functools import lru_cache, cache
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -355,7 +355,9 @@ def riff_chunks(d: bytes) -> list[tuple[bytes, int, int]]:
     return out
 
 
-def tiff_structure(d: bytes, limit: int = 64) -> tuple[str, list[tuple[int, int, int, int, int]], list[int], list[tuple[int, int]]]:
+def tiff_structure(
+    d: bytes, limit: int = 64
+) -> tuple[str, list[tuple[int, int, int, int, int]], list[int], list[tuple[int, int]]]:
     """(endian, entries (offset of the entry, tag, type, count, value/offset), IFD offsets, data spans)."""
     if d[:2] not in (b"II", b"MM"):
         return "<", [], [], []
@@ -470,7 +472,7 @@ def boundaries(d: bytes, fmt: str) -> list[int]:
     """Offsets where one structure ends and another begins (and where payloads begin)."""
     cuts: set[int] = set()
     if fmt == "jpeg":
-        for m, s, e in jpeg_segments(d):
+        for _m, s, e in jpeg_segments(d):
             cuts.update((s, min(s + 4, e), e))
     elif fmt == "png":
         cuts.add(8)
@@ -581,7 +583,7 @@ def lying_variants(name: str, d: bytes) -> Iterator[tuple[str, Callable[[], byte
                 for v in (0x10, 0x0F, 0xFF):
                     yield f"DQT precision/id ->{v:#x}", lambda s=s, v=v: _put(d, s + 4, ">B", v)
     elif fmt == "png":
-        for kind, s, e in png_chunks(d):
+        for kind, s, _e in png_chunks(d):
             cur = struct.unpack(">I", d[s:s + 4])[0]
             for v in _lies(cur, ">I"):
                 yield f"{kind.decode('latin1')} length {cur}->{v}", lambda s=s, v=v: _put(d, s, ">I", v)
@@ -592,7 +594,10 @@ def lying_variants(name: str, d: bytes) -> Iterator[tuple[str, Callable[[], byte
                     cur = struct.unpack(f, d[s + off:s + off + struct.calcsize(f)])[0]
                     vals = _lies(cur, f) if f == ">I" else sorted({0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 255} - {cur})
                     for v in vals:
-                        yield f"IHDR {fld} {cur}->{v} (CRC fixed)", lambda s=s, off=off, f=f, v=v: _png_fix_crc(_put(d, s + off, f, v))
+                        yield (
+                            f"IHDR {fld} {cur}->{v} (CRC fixed)",
+                            lambda s=s, off=off, f=f, v=v: _png_fix_crc(_put(d, s + off, f, v)),
+                        )
             if kind == b"acTL":
                 for v in (0, 0xFFFFFFFF, 100000):
                     yield f"acTL num_frames ->{v} (CRC fixed)", lambda s=s, v=v: _png_fix_crc(_put(d, s + 8, ">I", v))
@@ -611,7 +616,10 @@ def lying_variants(name: str, d: bytes) -> Iterator[tuple[str, Callable[[], byte
             if kind == b"VP8X":
                 for off, fld in ((12, "canvas width"), (15, "canvas height")):
                     for v in (0, 0xFFFFFF, 16383, 65535):
-                        yield f"VP8X {fld} ->{v}", lambda s=s, off=off, v=v: d[:s + off] + struct.pack("<I", v)[:3] + d[s + off + 3:]
+                        yield (
+                            f"VP8X {fld} ->{v}",
+                            lambda s=s, off=off, v=v: d[: s + off] + struct.pack("<I", v)[:3] + d[s + off + 3 :],
+                        )
                 for v in (0xFF, 0x00, 0x10, 0x02):
                     yield f"VP8X flags ->{v:#x}", lambda s=s, v=v: _put(d, s + 8, "<B", v)
             if kind == b"VP8 " and e - s >= 20:
@@ -624,7 +632,10 @@ def lying_variants(name: str, d: bytes) -> Iterator[tuple[str, Callable[[], byte
             if kind == b"ANMF" and e - s >= 24:
                 for off, fld in ((8 + 6, "frame width"), (8 + 9, "frame height"), (8, "frame x")):
                     for v in (0, 0xFFFFFF):
-                        yield f"ANMF {fld} ->{v}", lambda s=s, off=off, v=v: d[:s + off] + struct.pack("<I", v)[:3] + d[s + off + 3:]
+                        yield (
+                            f"ANMF {fld} ->{v}",
+                            lambda s=s, off=off, v=v: d[: s + off] + struct.pack("<I", v)[:3] + d[s + off + 3 :],
+                        )
     elif fmt == "tiff":
         e, entries, ifds, _ = tiff_structure(d)
         for off in ifds:
@@ -642,7 +653,9 @@ def lying_variants(name: str, d: bytes) -> Iterator[tuple[str, Callable[[], byte
             fmtv = e + ("H" if typ == 3 else "I")
             vals = _lies(value & 0xFFFF if typ == 3 else value, fmtv)
             if tag in (256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325, 338, 339, 0x8769, 0x8825):
-                for v in vals + ([5, 6, 7, 8, 32773, 34712, 99] if tag == 259 else []) + (list(range(0, 12)) if tag == 262 else []):
+                for v in (
+                    vals + ([5, 6, 7, 8, 32773, 34712, 99] if tag == 259 else []) + (list(range(0, 12)) if tag == 262 else [])
+                ):
                     yield f"tag {tag} value {value}->{v}", lambda p=p, fmtv=fmtv, v=v: _put(d, p + 8, fmtv, v)
     elif fmt == "gif":
         for fld, off in (("screen width", 6), ("screen height", 8)):
@@ -650,7 +663,7 @@ def lying_variants(name: str, d: bytes) -> Iterator[tuple[str, Callable[[], byte
                 yield f"GIF {fld} ->{v}", lambda off=off, v=v: _put(d, off, "<H", v)
         for v in (0x00, 0xFF, 0x87):
             yield f"GIF screen flags ->{v:#x}", lambda v=v: _put(d, 10, "<B", v)
-        for name_, s, e in gif_blocks(d)[:60]:
+        for name_, s, _e in gif_blocks(d)[:60]:
             if name_ == "image":
                 for fld, off in (("left", 1), ("top", 3), ("width", 5), ("height", 7)):
                     for v in (0, 0xFFFF, 0x8000):
@@ -671,7 +684,7 @@ def lying_variants(name: str, d: bytes) -> Iterator[tuple[str, Callable[[], byte
             for v in vals:
                 yield f"BMP {fld} {cur}->{v}", lambda off=off, f=f, v=v: _put(d, off, f, v)
     elif fmt == "heif":
-        for typ, s, e in isobmff_boxes(d):
+        for typ, s, _e in isobmff_boxes(d):
             cur = struct.unpack(">I", d[s:s + 4])[0]
             for v in (0, 1, 7, 8, 0xFFFFFFFF, cur + 1, cur - 1):
                 yield f"box {typ.decode('latin1')} size {cur}->{v}", lambda s=s, v=v: _put(d, s, ">I", v)
@@ -700,9 +713,17 @@ def bombs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     yield "PNG 65535x65535 header only", ".png", lambda: png_zeros(65535, 65535, rows=1)
     yield "PNG 2^31-1 x 1", ".png", lambda: png_zeros(0x7FFFFFFF, 1, rows=0)
     yield "PNG 1 x 2^31-1", ".png", lambda: png_zeros(1, 0x7FFFFFFF, rows=1)
-    yield "PNG 10000x10000 RGBA zeros (100 MP, at the limit), data for 16 rows", ".png", lambda: png_zeros(10000, 10000, 8, 6, rows=16)
+    yield (
+        "PNG 10000x10000 RGBA zeros (100 MP, at the limit), data for 16 rows",
+        ".png",
+        lambda: png_zeros(10000, 10000, 8, 6, rows=16),
+    )
     yield "PNG 10000x10000 RGBA zeros (100 MP, at the limit), full data", ".png", lambda: png_zeros(10000, 10000, 8, 6)
-    yield "PNG 7000x7000 RGB zeros (49 MP, under the limit; data for 16 rows)", ".png", lambda: png_zeros(7000, 7000, 8, 2, rows=16)
+    yield (
+        "PNG 7000x7000 RGB zeros (49 MP, under the limit; data for 16 rows)",
+        ".png",
+        lambda: png_zeros(7000, 7000, 8, 2, rows=16),
+    )
     yield "PNG 4000x4000 RGBA 16-bit zeros, full data (16 MP)", ".png", lambda: png_zeros(4000, 4000, 16, 6)
     yield "PNG 12000x8000 grey 8-bit, full data (96 MP)", ".png", lambda: png_zeros(12000, 8000, 8, 0)
 
@@ -718,7 +739,11 @@ def bombs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     for kind, key in ((b"zTXt", b"Comment"), (b"iTXt", b"XML:com.adobe.xmp"), (b"iCCP", b"icc"),
                       (b"zTXt", b"Raw profile type exif")):
         for size in (2 << 20, 64 << 20):
-            yield f"PNG {kind.decode()} {key.decode()} expanding to {size >> 20} MiB", ".png", lambda k=kind, y=key, s=size: ztxt(k, y, s)
+            yield (
+                f"PNG {kind.decode()} {key.decode()} expanding to {size >> 20} MiB",
+                ".png",
+                lambda k=kind, y=key, s=size: ztxt(k, y, s),
+            )
     yield "PNG 20000 IDAT chunks of 1 byte", ".png", lambda: _many_idat(20000)
 
     def gif_screen(w, h):
@@ -766,7 +791,12 @@ def bombs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     yield "TIFF 2000x2000 with 2000 strips of one row", ".tif", lambda: _tiff_many_strips(2000, 2000)
 
     def webp_canvas(w, h):
-        return webp_with_chunks(seeds()["webp-lossy"][0], [], 0)[:24] + struct.pack("<I", w - 1)[:3] + struct.pack("<I", h - 1)[:3] + webp_with_chunks(seeds()["webp-lossy"][0], [], 0)[30:]
+        return (
+            webp_with_chunks(seeds()["webp-lossy"][0], [], 0)[:24]
+            + struct.pack("<I", w - 1)[:3]
+            + struct.pack("<I", h - 1)[:3]
+            + webp_with_chunks(seeds()["webp-lossy"][0], [], 0)[30:]
+        )
 
     yield "WebP VP8X canvas 16384x16384 over a 64x48 frame", ".webp", lambda: webp_canvas(16384, 16384)
     yield "WebP VP8X canvas 16777216x16777216", ".webp", lambda: webp_canvas(1 << 24, 1 << 24)
@@ -902,10 +932,19 @@ def bad_exif_blocks() -> Iterator[tuple[str, bytes]]:
     yield "GPS as SRATIONAL negatives", exif_block(base0, {0x8825: [(1, 2, b"S\0"), (2, 10, [(-48, 1), (-5, 1), (0, 1)]),
                                                                      (3, 2, b"W\0"), (4, 10, [(-2, 1), (1, -1), (0, 1)])]})
     yield "GPS out of range", exif_block(base0, {0x8825: _gps((400, 90, 90), (999, 0, 0), b"X\0", b"\xff\0")})
-    yield "GPS as DOUBLE and FLOAT", exif_block(base0, {0x8825: [(2, 12, [48.5, 1e308, float("nan")]), (4, 11, [2.0, float("inf"), 0.0])]})
-    yield "GPS refs as numbers", exif_block(base0, {0x8825: [(1, 3, [78]), (2, 5, [(1, 1)] * 3), (3, 4, [69]), (4, 5, [(1, 1)] * 3)]})
+    yield (
+        "GPS as DOUBLE and FLOAT",
+        exif_block(base0, {0x8825: [(2, 12, [48.5, 1e308, float("nan")]), (4, 11, [2.0, float("inf"), 0.0])]}),
+    )
+    yield (
+        "GPS refs as numbers",
+        exif_block(base0, {0x8825: [(1, 3, [78]), (2, 5, [(1, 1)] * 3), (3, 4, [69]), (4, 5, [(1, 1)] * 3)]}),
+    )
     yield "GPS with 3000 coordinate values", exif_block(base0, {0x8825: [(2, 5, [(1, 1)] * 3000), (4, 5, [(1, 1)] * 3000)]})
-    yield "invalid tag types 0, 13, 99, 0xFFFF", exif_block([(0x010F, 0, b"abcd"), (0x0110, 13, b"abcd"), (0x0112, 99, b"\0\6\0\0"), (0x0132, 0xFFFF, b"x")])
+    yield (
+        "invalid tag types 0, 13, 99, 0xFFFF",
+        exif_block([(0x010F, 0, b"abcd"), (0x0110, 13, b"abcd"), (0x0112, 99, b"\0\6\0\0"), (0x0132, 0xFFFF, b"x")]),
+    )
     yield "Orientation 9", exif_block([(0x0112, 3, [9])])
     yield "Orientation 0", exif_block([(0x0112, 3, [0])])
     yield "Orientation 65535", exif_block([(0x0112, 3, [65535])])
@@ -915,8 +954,14 @@ def bad_exif_blocks() -> Iterator[tuple[str, bytes]]:
     yield "3000 tags in IFD0", exif_block([(0x8000 + i, 3, [i]) for i in range(3000)])
     yield "3000 duplicate Make tags", exif_block([(0x010F, 2, f"cam{i}") for i in range(3000)])
     yield "60 KB Make string without NUL", exif_block([(0x010F, 2, b"M" * 60000)])
-    yield "DateTime garbage", exif_block([(0x0132, 2, "9999:99:99 99:99:99")], {0x8769: [(0x9003, 2, "\xff\xfe"), (0x9011, 2, "+99:99")]})
-    yield "MakerNote overlapping the IFD", exif_block(base0, {0x8769: [(0x927C, 7, b"\0" * 8)]}, count_override={0x927C: 0x7FFFFFFF})
+    yield (
+        "DateTime garbage",
+        exif_block([(0x0132, 2, "9999:99:99 99:99:99")], {0x8769: [(0x9003, 2, "\xff\xfe"), (0x9011, 2, "+99:99")]}),
+    )
+    yield (
+        "MakerNote overlapping the IFD",
+        exif_block(base0, {0x8769: [(0x927C, 7, b"\0" * 8)]}, count_override={0x927C: 0x7FFFFFFF}),
+    )
     yield "chain of 1000 IFDs", _ifd_chain(1000)
     yield "chain of 1000 nested Exif IFD pointers", _nested_ifds(1000)
     yield "bad magic II+", b"II+\0" + good_exif()[4:]
@@ -952,7 +997,11 @@ def _ifd_chain(n: int) -> bytes:
     out = bytearray(b"II*\0" + struct.pack("<I", 8))
     for i in range(n):
         here = len(out)
-        out += struct.pack("<H", 1) + struct.pack("<HHII", 0x010F, 2, 4, 0x00434241) + struct.pack("<I", here + 18 if i < n - 1 else 0)
+        out += (
+            struct.pack("<H", 1)
+            + struct.pack("<HHII", 0x010F, 2, 4, 0x00434241)
+            + struct.pack("<I", here + 18 if i < n - 1 else 0)
+        )
     return bytes(out)
 
 
@@ -971,15 +1020,42 @@ def metadata_inputs() -> Iterator[tuple[str, str, str, Callable[[], bytes]]]:
     webp = seeds()["webp-lossy"][0]
     heif = "heic-rgb" in seeds()
     for detail, blk in bad_exif_blocks():
-        yield "jpeg-baseline", f"APP1 Exif: {detail}", ".jpg", lambda b=blk: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"Exif\0\0" + b)])
+        yield (
+            "jpeg-baseline",
+            f"APP1 Exif: {detail}",
+            ".jpg",
+            lambda b=blk: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"Exif\0\0" + b)]),
+        )
         yield "png-rgb", f"eXIf: {detail}", ".png", lambda b=blk: png[:33] + png_chunk(b"eXIf", b) + png[33:]
         yield "webp-lossy", f"EXIF chunk: {detail}", ".webp", lambda b=blk: webp_with_chunks(webp, [riff_chunk(b"EXIF", b)], 0x08)
         if heif:
             yield "heic-rgb", f"HEIC exif: {detail}", ".heic", lambda b=blk: _heif_with_exif(b)
-    yield "png-rgb", "Raw profile type exif with garbage hex", ".png", lambda: png[:33] + png_chunk(b"tEXt", b"Raw profile type exif\0\nexif\n  20\nZZZZnothex") + png[33:]
-    yield "png-rgb", "Raw profile type exif with a huge length", ".png", lambda: png[:33] + png_chunk(b"tEXt", b"Raw profile type exif\0\nexif\n 99999999\n" + good_exif().hex().encode()) + png[33:]
-    yield "jpeg-baseline", "APP1 Exif of 65533 bytes of 0xFF", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"Exif\0\0" + b"\xff" * 65527)])
-    yield "jpeg-baseline", "50 APP1 Exif segments", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"Exif\0\0" + good_exif())] * 50)
+    yield (
+        "png-rgb",
+        "Raw profile type exif with garbage hex",
+        ".png",
+        lambda: png[:33] + png_chunk(b"tEXt", b"Raw profile type exif\0\nexif\n  20\nZZZZnothex") + png[33:],
+    )
+    yield (
+        "png-rgb",
+        "Raw profile type exif with a huge length",
+        ".png",
+        lambda: (
+            png[:33] + png_chunk(b"tEXt", b"Raw profile type exif\0\nexif\n 99999999\n" + good_exif().hex().encode()) + png[33:]
+        ),
+    )
+    yield (
+        "jpeg-baseline",
+        "APP1 Exif of 65533 bytes of 0xFF",
+        ".jpg",
+        lambda: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"Exif\0\0" + b"\xff" * 65527)]),
+    )
+    yield (
+        "jpeg-baseline",
+        "50 APP1 Exif segments",
+        ".jpg",
+        lambda: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"Exif\0\0" + good_exif())] * 50),
+    )
     yield "jpeg-baseline", "APP1 Exif header only", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"Exif\0\0")])
     yield "jpeg-baseline", "APP1 Exif, 1 byte", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"E")])
     # ICC
@@ -1001,16 +1077,33 @@ def metadata_inputs() -> Iterator[tuple[str, str, str, Callable[[], bytes]]]:
     yield "jpeg-baseline", "ICC chunk 1 of 255 only", ".jpg", lambda: icc_chunks(icc, [(1, 255)])
     yield "jpeg-baseline", "ICC garbage profile", ".jpg", lambda: icc_chunks(b"\xff" * 500, [(1, 1)])
     yield "jpeg-baseline", "ICC header only", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xE2, b"ICC_PROFILE\0")])
-    yield "png-rgb", "iCCP garbage profile", ".png", lambda: png[:33] + png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\xff" * 500)) + png[33:]
+    yield (
+        "png-rgb",
+        "iCCP garbage profile",
+        ".png",
+        lambda: png[:33] + png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\xff" * 500)) + png[33:],
+    )
     yield "png-rgb", "iCCP not zlib", ".png", lambda: png[:33] + png_chunk(b"iCCP", b"icc\0\0not zlib at all") + png[33:]
-    yield "png-rgb", "iCCP compression method 7", ".png", lambda: png[:33] + png_chunk(b"iCCP", b"icc\0\7" + zlib.compress(icc)) + png[33:]
+    yield (
+        "png-rgb",
+        "iCCP compression method 7",
+        ".png",
+        lambda: png[:33] + png_chunk(b"iCCP", b"icc\0\7" + zlib.compress(icc)) + png[33:],
+    )
     yield "webp-lossy", "ICCP garbage", ".webp", lambda: webp_with_chunks(webp, [riff_chunk(b"ICCP", b"\xff" * 500)], 0x20)
     yield "webp-lossy", "ICCP flag without chunk", ".webp", lambda: webp_with_chunks(webp, [], 0x20)
     yield "webp-lossy", "all flags, no chunks", ".webp", lambda: webp_with_chunks(webp, [], 0x3E)
     # XMP
-    laughs = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lollollollollollollollollollol">'
-              + "".join(f'<!ENTITY lol{i + 1} "{("&lol" + str(i) + ";") * 10}">' if i else '<!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">' for i in range(9))
-              + ']><x:xmpmeta xmlns:x="adobe:ns:meta/">&lol9;</x:xmpmeta>').encode()
+    laughs = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lollollollollollollollollollol">'
+        + "".join(
+            f'<!ENTITY lol{i + 1} "{("&lol" + str(i) + ";") * 10}">'
+            if i
+            else '<!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+            for i in range(9)
+        )
+        + ']><x:xmpmeta xmlns:x="adobe:ns:meta/">&lol9;</x:xmpmeta>'
+    ).encode()
     xmps = {
         "XMP of 60 KB": _xmp("<x>" + "y" * 60000 + "</x>"),
         "XMP billion laughs": laughs,
@@ -1022,20 +1115,60 @@ def metadata_inputs() -> Iterator[tuple[str, str, str, Callable[[], bytes]]]:
         "XMP unterminated": _xmp()[:-40],
     }
     for detail, x in xmps.items():
-        yield "jpeg-baseline", f"APP1 {detail}", ".jpg", lambda x=x: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0" + x)])
-        yield "jpeg-exif", f"APP1 {detail} + EXIF orientation 6", ".jpg", lambda x=x: jpeg_insert(seeds()["jpeg-exif"][0], [jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0" + x)])
-        yield "png-rgb", f"iTXt {detail}", ".png", lambda x=x: png[:33] + png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + x) + png[33:]
+        yield (
+            "jpeg-baseline",
+            f"APP1 {detail}",
+            ".jpg",
+            lambda x=x: jpeg_insert(jpeg, [jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0" + x)]),
+        )
+        yield (
+            "jpeg-exif",
+            f"APP1 {detail} + EXIF orientation 6",
+            ".jpg",
+            lambda x=x: jpeg_insert(seeds()["jpeg-exif"][0], [jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0" + x)]),
+        )
+        yield (
+            "png-rgb",
+            f"iTXt {detail}",
+            ".png",
+            lambda x=x: png[:33] + png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + x) + png[33:],
+        )
         yield "webp-lossy", f"XMP chunk {detail}", ".webp", lambda x=x: webp_with_chunks(webp, [riff_chunk(b"XMP ", x)], 0x04)
     yield "jpeg-baseline", "Extended XMP chunks out of order", ".jpg", lambda: jpeg_insert(jpeg, [
         jpeg_segment(0xE1, b"http://ns.adobe.com/xmp/extension/\0" + b"0" * 32 + struct.pack(">II", 100000, 90000) + b"x" * 100),
         jpeg_segment(0xE1, b"http://ns.adobe.com/xmp/extension/\0" + b"0" * 32 + struct.pack(">II", 5, 0xFFFFFFF0) + b"y")])
-    yield "jpeg-baseline", "APP14 Adobe with transform 99", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xEE, b"Adobe\0\x64\0\0\0\0\x63")])
-    yield "jpeg-cmyk", "APP14 Adobe removed from CMYK", ".jpg", lambda: b"".join(seeds()["jpeg-cmyk"][0][s:e] for m, s, e in jpeg_segments(seeds()["jpeg-cmyk"][0]) if m != 0xEE)
-    yield "jpeg-baseline", "JFIF with huge thumbnail dims", ".jpg", lambda: jpeg_insert(jpeg[:2] + b"".join(jpeg[s:e] for m, s, e in jpeg_segments(jpeg)[1:] if m != 0xE0), [jpeg_segment(0xE0, b"JFIF\0\1\2\0\0\1\0\1\xff\xff")])
-    yield "jpeg-baseline", "MPF APP2 with garbage offsets", ".jpg", lambda: jpeg_insert(jpeg, [jpeg_segment(0xE2, b"MPF\0" + exif_block([(0xB000, 7, b"0100"), (0xB001, 4, [5]), (0xB002, 7, b"\xff" * 80)]))])
+    yield (
+        "jpeg-baseline",
+        "APP14 Adobe with transform 99",
+        ".jpg",
+        lambda: jpeg_insert(jpeg, [jpeg_segment(0xEE, b"Adobe\0\x64\0\0\0\0\x63")]),
+    )
+    yield (
+        "jpeg-cmyk",
+        "APP14 Adobe removed from CMYK",
+        ".jpg",
+        lambda: b"".join(seeds()["jpeg-cmyk"][0][s:e] for m, s, e in jpeg_segments(seeds()["jpeg-cmyk"][0]) if m != 0xEE),
+    )
+    yield (
+        "jpeg-baseline",
+        "JFIF with huge thumbnail dims",
+        ".jpg",
+        lambda: jpeg_insert(
+            jpeg[:2] + b"".join(jpeg[s:e] for m, s, e in jpeg_segments(jpeg)[1:] if m != 0xE0),
+            [jpeg_segment(0xE0, b"JFIF\0\1\2\0\0\1\0\1\xff\xff")],
+        ),
+    )
+    yield (
+        "jpeg-baseline",
+        "MPF APP2 with garbage offsets",
+        ".jpg",
+        lambda: jpeg_insert(
+            jpeg, [jpeg_segment(0xE2, b"MPF\0" + exif_block([(0xB000, 7, b"0100"), (0xB001, 4, [5]), (0xB002, 7, b"\xff" * 80)]))]
+        ),
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _heif_with_exif(blk: bytes) -> bytes:
     try:
         return _save(_rgb(64, 48, 1), "HEIF", quality=60, exif=b"Exif\0\0" + blk)
@@ -1049,13 +1182,35 @@ def frame_inputs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         rng = np.random.default_rng(n)
         return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB") for _ in range(n)]
 
-    yield "GIF with 3000 frames", ".gif", lambda: _save(frames(1)[0], "GIF", save_all=True, append_images=frames(3000), duration=10)
-    yield "GIF with 5000 frames, first 64x48", ".gif", lambda: _save(_rgb(64, 48, 1), "GIF", save_all=True, append_images=frames(5000, (64, 48))[:1] + frames(4999), duration=10)
-    yield "APNG with 2000 frames", ".png", lambda: _save(frames(1)[0], "PNG", save_all=True, append_images=frames(2000), duration=10)
-    yield "animated WebP with 1000 frames", ".webp", lambda: _save(frames(1, (16, 16))[0], "WEBP", save_all=True, append_images=frames(1000, (16, 16)), duration=10)
+    yield (
+        "GIF with 3000 frames",
+        ".gif",
+        lambda: _save(frames(1)[0], "GIF", save_all=True, append_images=frames(3000), duration=10),
+    )
+    yield (
+        "GIF with 5000 frames, first 64x48",
+        ".gif",
+        lambda: _save(
+            _rgb(64, 48, 1), "GIF", save_all=True, append_images=frames(5000, (64, 48))[:1] + frames(4999), duration=10
+        ),
+    )
+    yield (
+        "APNG with 2000 frames",
+        ".png",
+        lambda: _save(frames(1)[0], "PNG", save_all=True, append_images=frames(2000), duration=10),
+    )
+    yield (
+        "animated WebP with 1000 frames",
+        ".webp",
+        lambda: _save(frames(1, (16, 16))[0], "WEBP", save_all=True, append_images=frames(1000, (16, 16)), duration=10),
+    )
     yield "TIFF with 2000 pages", ".tif", lambda: _save(frames(1)[0], "TIFF", save_all=True, append_images=frames(2000))
     yield "MPO with 50 images", ".jpg", lambda: _save(_rgb(32, 24, 1), "MPO", save_all=True, append_images=frames(50, (32, 24)))
-    yield "GIF with 3000 frames truncated in the middle", ".gif", lambda: (lambda d: d[: len(d) // 2])(_save(frames(1)[0], "GIF", save_all=True, append_images=frames(3000), duration=10))
+    yield (
+        "GIF with 3000 frames truncated in the middle",
+        ".gif",
+        lambda: (lambda d: d[: len(d) // 2])(_save(frames(1)[0], "GIF", save_all=True, append_images=frames(3000), duration=10)),
+    )
     yield "GIF with 20000 graphic control extensions", ".gif", lambda: _gif_many_gce(20000)
 
 
@@ -1069,10 +1224,31 @@ def _gif_many_gce(n: int) -> bytes:
 def mode_inputs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
     rgb = _rgb(48, 32, 20)
     arr = _picture(48, 32, 21)
-    for mode in ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16", "I;16B", "LA", "PA", "RGBX", "RGBa", "La"):
+    for mode in (
+        "1",
+        "L",
+        "P",
+        "RGB",
+        "RGBA",
+        "CMYK",
+        "YCbCr",
+        "LAB",
+        "HSV",
+        "I",
+        "F",
+        "I;16",
+        "I;16B",
+        "LA",
+        "PA",
+        "RGBX",
+        "RGBa",
+        "La",
+    ):
         try:
             if mode in ("I", "F"):
-                im = Image.fromarray((arr[..., 0].astype(np.int32) * 3) if mode == "I" else (arr[..., 0].astype(np.float32) / 255))
+                im = Image.fromarray(
+                    (arr[..., 0].astype(np.int32) * 3) if mode == "I" else (arr[..., 0].astype(np.float32) / 255)
+                )
             elif mode.startswith("I;16"):
                 im = Image.frombytes(mode, (48, 32), (arr[..., 0].astype(">u2" if mode.endswith("B") else "<u2") * 257).tobytes())
             else:
@@ -1090,7 +1266,11 @@ def mode_inputs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         yield f"PNG 16-bit colour type {ctype}", ".png", lambda rows=rows, ctype=ctype: png_raw(48, 32, 16, ctype, rows)
         if ctype in (0, 2):
             trns = struct.pack(">H", 257) if ctype == 0 else struct.pack(">HHH", 257, 514, 771)
-            yield f"PNG 16-bit colour type {ctype} with tRNS", ".png", lambda rows=rows, ctype=ctype, t=trns: png_raw(48, 32, 16, ctype, rows, [png_chunk(b"tRNS", t)])
+            yield (
+                f"PNG 16-bit colour type {ctype} with tRNS",
+                ".png",
+                lambda rows=rows, ctype=ctype, t=trns: png_raw(48, 32, 16, ctype, rows, [png_chunk(b"tRNS", t)]),
+            )
     w = 48
     for depth in (1, 2, 4):
         rowbytes = (w * depth + 7) // 8
@@ -1098,21 +1278,110 @@ def mode_inputs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         yield f"PNG grey {depth}-bit", ".png", lambda rows=rows, d=depth: png_raw(48, 32, d, 0, rows)
         pal = png_chunk(b"PLTE", bytes(range(3 * (1 << depth))))
         yield f"PNG palette {depth}-bit", ".png", lambda rows=rows, d=depth, p=pal: png_raw(48, 32, d, 3, rows, [p])
-        yield f"PNG palette {depth}-bit with a short PLTE", ".png", lambda rows=rows, d=depth: png_raw(48, 32, d, 3, rows, [png_chunk(b"PLTE", b"\0\0\0")])
+        yield (
+            f"PNG palette {depth}-bit with a short PLTE",
+            ".png",
+            lambda rows=rows, d=depth: png_raw(48, 32, d, 3, rows, [png_chunk(b"PLTE", b"\0\0\0")]),
+        )
     yield "PNG palette without PLTE", ".png", lambda: png_raw(48, 32, 8, 3, b"".join(b"\0" + bytes(48) for _ in range(32)))
     yield "PNG Adam7 interlaced RGB", ".png", lambda: _png_interlaced()
     # float and int TIFF extremes
-    for label, values in (("all NaN", np.full((16, 16), np.nan, np.float32)), ("all inf", np.full((16, 16), np.inf, np.float32)),
-                          ("constant 5", np.full((16, 16), 5, np.float32)), ("huge range", np.linspace(-3e38, 3e38, 256, dtype=np.float32).reshape(16, 16))):
+    for label, values in (
+        ("all NaN", np.full((16, 16), np.nan, np.float32)),
+        ("all inf", np.full((16, 16), np.inf, np.float32)),
+        ("constant 5", np.full((16, 16), 5, np.float32)),
+        ("huge range", np.linspace(-3e38, 3e38, 256, dtype=np.float32).reshape(16, 16)),
+    ):
         yield f"TIFF float {label}", ".tif", lambda v=values: _save(Image.fromarray(v), "TIFF")
     for label, values in (("negative", np.full((16, 16), -5, np.int32)), ("int32 max", np.full((16, 16), 2**31 - 1, np.int32))):
         yield f"TIFF int32 {label}", ".tif", lambda v=values: _save(Image.fromarray(v), "TIFF")
     yield "TIFF 16-bit RGB (raw samples)", ".tif", lambda: _tiff_rgb16()
-    yield "TIFF 2-bit grey", ".tif", lambda: _tiff_with_strip([(256, 4, [16]), (257, 4, [16]), (258, 3, [2]), (259, 3, [1]), (262, 3, [1]), (277, 3, [1]), (278, 4, [16]), (279, 4, [64])], bytes(range(64)))
-    yield "TIFF 12-bit grey", ".tif", lambda: _tiff_with_strip([(256, 4, [16]), (257, 4, [16]), (258, 3, [12]), (259, 3, [1]), (262, 3, [1]), (277, 3, [1]), (278, 4, [16]), (279, 4, [384])], bytes(384))
-    yield "TIFF 5 samples per pixel", ".tif", lambda: _tiff_with_strip([(256, 4, [16]), (257, 4, [16]), (258, 3, [8] * 5), (259, 3, [1]), (262, 3, [2]), (277, 3, [5]), (278, 4, [16]), (279, 4, [1280])], bytes(1280))
-    yield "TIFF 64-bit float", ".tif", lambda: _tiff_with_strip([(256, 4, [8]), (257, 4, [8]), (258, 3, [64]), (259, 3, [1]), (262, 3, [1]), (277, 3, [1]), (278, 4, [8]), (279, 4, [512]), (339, 3, [3])], np.linspace(0, 1, 64).tobytes())
-    yield "TIFF palette without ColorMap", ".tif", lambda: _tiff_with_strip([(256, 4, [16]), (257, 4, [16]), (258, 3, [8]), (259, 3, [1]), (262, 3, [3]), (277, 3, [1]), (278, 4, [16]), (279, 4, [256])], bytes(256))
+    yield (
+        "TIFF 2-bit grey",
+        ".tif",
+        lambda: _tiff_with_strip(
+            [
+                (256, 4, [16]),
+                (257, 4, [16]),
+                (258, 3, [2]),
+                (259, 3, [1]),
+                (262, 3, [1]),
+                (277, 3, [1]),
+                (278, 4, [16]),
+                (279, 4, [64]),
+            ],
+            bytes(range(64)),
+        ),
+    )
+    yield (
+        "TIFF 12-bit grey",
+        ".tif",
+        lambda: _tiff_with_strip(
+            [
+                (256, 4, [16]),
+                (257, 4, [16]),
+                (258, 3, [12]),
+                (259, 3, [1]),
+                (262, 3, [1]),
+                (277, 3, [1]),
+                (278, 4, [16]),
+                (279, 4, [384]),
+            ],
+            bytes(384),
+        ),
+    )
+    yield (
+        "TIFF 5 samples per pixel",
+        ".tif",
+        lambda: _tiff_with_strip(
+            [
+                (256, 4, [16]),
+                (257, 4, [16]),
+                (258, 3, [8] * 5),
+                (259, 3, [1]),
+                (262, 3, [2]),
+                (277, 3, [5]),
+                (278, 4, [16]),
+                (279, 4, [1280]),
+            ],
+            bytes(1280),
+        ),
+    )
+    yield (
+        "TIFF 64-bit float",
+        ".tif",
+        lambda: _tiff_with_strip(
+            [
+                (256, 4, [8]),
+                (257, 4, [8]),
+                (258, 3, [64]),
+                (259, 3, [1]),
+                (262, 3, [1]),
+                (277, 3, [1]),
+                (278, 4, [8]),
+                (279, 4, [512]),
+                (339, 3, [3]),
+            ],
+            np.linspace(0, 1, 64).tobytes(),
+        ),
+    )
+    yield (
+        "TIFF palette without ColorMap",
+        ".tif",
+        lambda: _tiff_with_strip(
+            [
+                (256, 4, [16]),
+                (257, 4, [16]),
+                (258, 3, [8]),
+                (259, 3, [1]),
+                (262, 3, [3]),
+                (277, 3, [1]),
+                (278, 4, [16]),
+                (279, 4, [256]),
+            ],
+            bytes(256),
+        ),
+    )
 
 
 def _save_or_empty(im: Image.Image, fmt: str) -> bytes:
@@ -1150,7 +1419,8 @@ def non_image_inputs() -> Iterator[tuple[str, str, Callable[[], bytes]]]:
         "one byte": b"\xff",
         "text": b"this is not a picture\n" * 20,
         "HTML": b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>",
-        "SVG": b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
+        "SVG": b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b'<rect width="10" height="10"/></svg>',
         "PDF": b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF",
         "ZIP": b"PK\x03\x04" + bytes(26) + b"PK\x05\x06" + bytes(18),
         "gzip": zlib.compress(b"x" * 1000)[:0] + b"\x1f\x8b\x08\0\0\0\0\0\0\3" + bytes(20),

@@ -36,7 +36,7 @@ import warnings
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 TIME_LIMIT_S = 5.0
 #: a worker still busy after this much wall-clock time is stopped whatever its CPU time (a wait

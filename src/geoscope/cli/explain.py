@@ -93,7 +93,7 @@ def _run(args) -> int:
         note = f"model {pred.model!r} gives no cell distribution, so there are no per-cell attributions"
         pred.extra["attribution_skipped"] = note
         print(f"geoscope: note: {note}", file=sys.stderr)
-    if pred.ok and not args.no_attribution and pred.cell_probs is not None:
+    if pred.ok and not args.no_attribution and pred.cell_probs is not None and small is not None:  # ok: image read
         f, target = score_function(geo, args.target, image=small)
         attribution = explain_image(f, np.asarray(small), method=args.method, max_evals=args.max_evals,
                                     grid=args.grid, batch_size=args.batch_size, target=target,

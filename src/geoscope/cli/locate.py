@@ -76,8 +76,7 @@ def expand_inputs(items: list[str]) -> list[str]:
             out += [m for m in matches if Path(m).is_file()] or [item]
         else:
             out.append(str(path))
-    seen: set[str] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
+    return list(dict.fromkeys(out))  # without repeats, in first-seen order
 
 
 def render(pred, skipped: str | None = None) -> str:

@@ -287,7 +287,7 @@ def bbox(text: str) -> BBox:
 
 
 for _t in (latlon, bbox, km_list):
-    _t.signed_list = True  # type: ignore[attr-defined]
+    _t.signed_list = True  # type: ignore[union-attr]  # a marker attribute on plain functions, read by _takes_signed_list
 
 
 def bounds_to_bbox(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from geoscope.cli._common import emit, format_table
 from geoscope.cli.options import add_json
@@ -12,7 +13,7 @@ def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in degrees, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number in degrees, got {text!r}") from None
 
 
 def register(subparsers) -> None:
@@ -47,6 +48,6 @@ def _render(r: dict) -> str:
     town = f"{r['town']} ({r['town_km']:.1f} km)" if r.get("town") else None
     country = f"{r['country']} ({r['country_code']})" if r.get("country") else ("at sea" if r["at_sea"] else None)
     region = f"{r['region']} ({r['region_code']})" if r.get("region") else None
-    rows = [["point", f"{r['lat']:.5f}, {r['lon']:.5f}"], ["country", country], ["region", region],
+    rows: list[list[Any]] = [["point", f"{r['lat']:.5f}, {r['lon']:.5f}"], ["country", country], ["region", region],
             ["nearest town", town]]
     return f"{r['label']}\n" + format_table(["", ""], rows).split("\n", 2)[2]

@@ -23,14 +23,14 @@ import re
 import struct
 import warnings
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from geoscope.errors import InputError
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
@@ -123,10 +123,10 @@ def read_limited(src: ImageSource, max_bytes: int | None = DEFAULT_MAX_BYTES, na
         path = Path(src)
         try:
             size = path.stat().st_size
-        except FileNotFoundError:
-            raise ImageError(f"{name}: file not found")
+        except FileNotFoundError as exc:
+            raise ImageError(f"{name}: file not found") from exc
         except OSError as exc:
-            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})")
+            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
         if path.is_dir():
             raise ImageError(f"{name}: is a directory, not an image")
         if max_bytes is not None and size > max_bytes:
@@ -135,7 +135,7 @@ def read_limited(src: ImageSource, max_bytes: int | None = DEFAULT_MAX_BYTES, na
             with open(path, "rb") as f:
                 data = _read_upto(f, limit)
         except OSError as exc:
-            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})")
+            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
     elif isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     elif hasattr(src, "read"):
@@ -151,7 +151,7 @@ def read_limited(src: ImageSource, max_bytes: int | None = DEFAULT_MAX_BYTES, na
     return data
 
 
-def open_header(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_header(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageFile.ImageFile:
     """Open ``data`` lazily (header only) and check its claimed size against ``max_pixels``."""
     _register_heif()
     with warnings.catch_warnings():
@@ -165,16 +165,16 @@ def open_header(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIX
             raise ImageError(
                 f"{name}: image claims {claimed}, more than the limit of "
                 f"{min(max_pixels or pillow_limit, pillow_limit):,} (possible decompression bomb)"
-            )
-        except UnidentifiedImageError:
+            ) from exc
+        except UnidentifiedImageError as exc:
             kind = sniff_format(data)
             if kind is not None:
                 raise ImageError(f"{name}: not a recognised image: it starts like a {kind} file but its header "
-                                 f"cannot be parsed (a corrupt {kind} file)")
-            raise ImageError(f"{name}: not a recognised image (supported: JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC)")
+                                 f"cannot be parsed (a corrupt {kind} file)") from exc
+            raise ImageError(f"{name}: not a recognised image (supported: JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC)") from exc
         except (OSError, ValueError, SyntaxError, struct.error, EOFError, RuntimeError) as exc:
             # RuntimeError: libheif's errors (pillow-heif), e.g. its own size limits
-            raise ImageError(f"{name}: corrupt image header ({_one_line(exc)})")
+            raise ImageError(f"{name}: corrupt image header ({_one_line(exc)})") from exc
     w, h = im.size
     if w <= 0 or h <= 0:
         raise ImageError(f"{name}: image has no pixels ({w} x {h})")
@@ -246,7 +246,7 @@ def _jpeg_layout(data: bytes) -> tuple[bool, int]:
     return huffman, scans
 
 
-def check_data_budget(data: bytes, im: Image.Image, name: str) -> None:
+def check_data_budget(data: bytes, im: ImageFile.ImageFile, name: str) -> None:
     """Refuse a file whose format cannot hold its claimed pixels in so few bytes (truncated, or a
     decompression bomb), or a JPEG with more than ``MAX_JPEG_SCANS`` scans, before decoding it."""
     w, h = im.size
@@ -333,8 +333,9 @@ def load_image(
     """
     name = name or source_name(src)
     data = read_limited(src, max_bytes, name)
-    im = open_header(data, name, max_pixels)
-    check_data_budget(data, im, name)
+    header = open_header(data, name, max_pixels)
+    check_data_budget(data, header, name)
+    im: Image.Image = header
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -358,13 +359,13 @@ def load_image(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image is too large to decode safely ({exc})")
+        raise ImageError(f"{name}: image is too large to decode safely ({exc})") from exc
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError, RuntimeError,
             struct.error) as exc:
         reason = _one_line(exc)
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
             reason = f"truncated image data ({reason})"
-        raise ImageError(f"{name}: cannot decode {im.format or 'image'}: {reason}")
+        raise ImageError(f"{name}: cannot decode {im.format or 'image'}: {reason}") from exc
     if out is im:
         out = im.copy()  # detach from the file buffer
     out.info.pop("exif", None)

@@ -76,12 +76,12 @@ def read_sample_bytes(sample: GeoSample, max_bytes: int | None = DEFAULT_MAX_BYT
             if handle is None:
                 raise ImageError(f"{sample.source}: not a regular file inside the shard")
             return read_limited(handle, max_bytes, sample.source)
-    except FileNotFoundError:
-        raise ImageError(f"{sample.source}: shard {container} not found")
-    except KeyError:
-        raise ImageError(f"{sample.source}: no member {member!r} in the shard")
+    except FileNotFoundError as exc:
+        raise ImageError(f"{sample.source}: shard {container} not found") from exc
+    except KeyError as exc:
+        raise ImageError(f"{sample.source}: no member {member!r} in the shard") from exc
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ImageError(f"{sample.source}: cannot read the shard ({exc})")
+        raise ImageError(f"{sample.source}: cannot read the shard ({exc})") from exc
 
 
 def load_sample_image(sample: GeoSample, max_pixels: int | None = DEFAULT_MAX_PIXELS,

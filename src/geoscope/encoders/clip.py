@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,8 @@ class CLIPEncoder(Encoder):
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"{self.path / 'config.json'} is not readable JSON: {exc}") from None
         model_type = config.get("model_type")
-        classes = {"clip": CLIPModel, "clip_vision_model": CLIPVisionModelWithProjection}
+        # transformers' model classes are built dynamically; their attributes are not typed
+        classes: dict[str, Any] = {"clip": CLIPModel, "clip_vision_model": CLIPVisionModelWithProjection}
         if model_type not in classes:
             raise InputError(f"{self.path / 'config.json'} describes a {model_type!r} model, not a CLIP model")
         self.model = classes[model_type].from_pretrained(self.path, dtype=parse_dtype(dtype), local_files_only=True)
@@ -61,7 +63,7 @@ class CLIPEncoder(Encoder):
         pre = self.path / "preprocessor_config.json"
         pre_cfg = json.loads(pre.read_text()) if pre.is_file() else {}
         self.transform = ImageTransform.from_hf_config(pre_cfg, default_size=int(vision_cfg.image_size))
-        self._tokenizer = None
+        self._tokenizer: Any = None  # a transformers tokenizer, loaded on first use
 
     def _vision(self, pixels: torch.Tensor):
         return self.model.vision_model(pixel_values=self._input(pixels))

@@ -12,7 +12,8 @@ import torch.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from geoscope.errors import InputError
 

@@ -12,6 +12,7 @@ then ``(x / 255 - mean) / std``), so a CLIP encoder here sees the same pixels as
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -65,9 +66,10 @@ class ImageTransform:
         resample = _RESAMPLE_BY_CODE.get(int(resample), "bicubic") if not isinstance(resample, str) else resample
         return cls(
             resize=int(size),
-            crop=tuple(int(c) for c in crop),
-            mean=tuple(float(v) for v in cfg.get("image_mean", CLIP_MEAN)),
-            std=tuple(float(v) for v in cfg.get("image_std", CLIP_STD)),
+            # as the config has them (a one-channel mean / std broadcasts over RGB, as before)
+            crop=cast(tuple[int, int], tuple(int(c) for c in crop)),
+            mean=cast(tuple[float, float, float], tuple(float(v) for v in cfg.get("image_mean", CLIP_MEAN))),
+            std=cast(tuple[float, float, float], tuple(float(v) for v in cfg.get("image_std", CLIP_STD))),
             resample=resample,
         )
 

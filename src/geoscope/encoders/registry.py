@@ -30,7 +30,8 @@ import importlib
 import pkgutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from geoscope.encoders.precision import PRECISIONS
 from geoscope.encoders.runtimes import choose_runtime

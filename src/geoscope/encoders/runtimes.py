@@ -31,7 +31,7 @@ photos and Blue Marble tiles), so its ``auto`` is fp32.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from geoscope.encoders.precision import resolve_precision
 from geoscope.errors import InputError

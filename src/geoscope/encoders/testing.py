@@ -24,7 +24,8 @@ def tiny_clip_tokenizer():
     tokens = ["<|startoftext|>", "<|endoftext|>"] + list(letters) + [c + "</w>" for c in letters]
     tokens += ["th", "the</w>", "in", "in</w>", "."]
     merges = [("t", "h"), ("th", "e</w>"), ("i", "n"), ("i", "n</w>")]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
+    # tokenizers' BPE takes (left, right) pairs; transformers annotates merges as list[str]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)  # type: ignore[arg-type]
 
 
 def save_tiny_clip(

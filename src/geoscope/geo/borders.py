@@ -201,7 +201,8 @@ class BorderSet:
 
     def _parent_tree(self, parent: str):
         if parent not in self._by_parent:
-            members = np.flatnonzero(np.asarray(self.parent_codes, dtype=object) == parent) if parent else np.array([], dtype=np.int64)
+            members = (np.flatnonzero(np.asarray(self.parent_codes, dtype=object) == parent) if parent
+                       else np.array([], dtype=np.int64))
             tree = shapely.STRtree(self.geometries[members]) if members.size else None
             self._by_parent[parent] = (members, tree)
         return self._by_parent[parent]

@@ -4,9 +4,10 @@ country / region / city agreement (through :mod:`geoscope.geo.places`, computed 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from geoscope.atomic import atomic_path
@@ -109,7 +110,7 @@ def format_report(results_by_name: Mapping[str, dict]) -> str:
     return pd.DataFrame(rows, columns=headers).to_string(index=False)
 
 
-def plot_cumulative_error(errors_by_name: Mapping[str, Sequence[float]], path: str | os.PathLike,
+def plot_cumulative_error(errors_by_name: Mapping[str, npt.ArrayLike], path: str | os.PathLike,
                           thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM) -> None:
     """Write a PNG: fraction of predictions within d km against d (log scale), one line per name."""
     import matplotlib

@@ -9,7 +9,7 @@ Pure numpy; similarities can be given whole or computed from embeddings in chunk
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -30,8 +30,8 @@ def validate_latlon(lat, lon, what: str = "coordinates") -> tuple[np.ndarray, np
     lon = np.asarray(lon, dtype=np.float64)
     try:
         lat, lon = np.broadcast_arrays(lat, lon)
-    except ValueError:
-        raise InputError(f"{what}: latitude and longitude have different shapes {lat.shape} and {lon.shape}")
+    except ValueError as exc:
+        raise InputError(f"{what}: latitude and longitude have different shapes {lat.shape} and {lon.shape}") from exc
     bad_lat = ~np.isfinite(lat) | (lat < -90.0) | (lat > 90.0)
     bad_lon = ~np.isfinite(lon)
     bad = bad_lat | bad_lon

@@ -28,16 +28,16 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
-    except pd.errors.ParserWarning:
-        raise InputError(f"{path}: not a well-formed CSV file (a row has more fields than the header)")
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty (expected a header line and rows)")
+    except pd.errors.ParserWarning as exc:
+        raise InputError(f"{path}: not a well-formed CSV file (a row has more fields than the header)") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{path}: the file is empty (expected a header line and rows)") from exc
     except pd.errors.ParserError as exc:
-        raise InputError(f"{path}: not a well-formed CSV file ({str(exc).strip().splitlines()[-1]})")
+        raise InputError(f"{path}: not a well-formed CSV file ({str(exc).strip().splitlines()[-1]})") from exc
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})")
+        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the table ({type(exc).__name__}: {exc})")
+        raise InputError(f"{path}: cannot read the table ({type(exc).__name__}: {exc})") from exc
 
 
 def row_label(path: str | os.PathLike, frame_row: int) -> str:

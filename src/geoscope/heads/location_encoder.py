@@ -13,8 +13,9 @@ Used by ``heads/retrieval.py`` (trainable retrieval head) and the pretrained ``g
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -51,6 +52,8 @@ def equal_earth(latlon: torch.Tensor) -> torch.Tensor:
 
 class _ScaleBranch(nn.Module):
     """Fourier features at one scale, then an MLP."""
+
+    freqs: torch.Tensor  # a buffer registered in __init__
 
     def __init__(self, sigma: float, n_freq: int, hidden: int, depth: int, out_dim: int):
         super().__init__()
@@ -107,7 +110,7 @@ class LocationEncoder(nn.Module):
         return cls(**config)
 
     def forward(self, latlon: torch.Tensor) -> torch.Tensor:
-        xy = equal_earth(latlon.to(self.branches[0].freqs.dtype))
+        xy = equal_earth(latlon.to(cast(_ScaleBranch, self.branches[0]).freqs.dtype))
         out = self.branches[0](xy)
         for branch in self.branches[1:]:
             out = out + branch(xy)

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from geoscope.errors import InputError
 
-T = TypeVar("T", bound=type)
+if TYPE_CHECKING:  # the registry stays importable without torch
+    from geoscope.heads.base import Head
 
-_HEADS: dict[str, type] = {}
+T = TypeVar("T", bound="type[Head]")
+
+_HEADS: dict[str, type[Head]] = {}
 _discovered = False
 
 
@@ -38,7 +42,7 @@ def register_head(name: str) -> Callable[[T], T]:
         old = _HEADS.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"a head named {name!r} is already registered ({old.__module__}.{old.__qualname__})")
-        cls.kind = name  # type: ignore[attr-defined]
+        cls.kind = name
         _HEADS[name] = cls
         return cls
 

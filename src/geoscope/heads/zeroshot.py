@@ -13,7 +13,7 @@ least one town), so a candidate always has a real location.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,9 @@ def build_hierarchy(
         raise InputError("zero-shot geolocation needs at least one town to choose from")
     countries: dict[str, int] = {}
     regions: dict[tuple[str, str], int] = {}
-    out_c, out_r, out_t = [], [], []
+    out_c: list[tuple[str, str]] = []
+    out_r: list[tuple[str, str, int]] = []
+    out_t: list[tuple[str, float, float, int]] = []
     for row, t in enumerate(towns):
         try:
             cc, rc = str(t["country_code"]), str(t.get("region_code") or "")
@@ -96,6 +98,15 @@ class ZeroShotHead(Head):
     """Hierarchical zero-shot head over CLIP image embeddings; weights are prompt embeddings."""
 
     trainable = False  # its weights are prompt embeddings (pretrained.zeroshot builds it)
+
+    # buffers registered in __init__ (declared so type checkers know they are tensors, not sub-modules)
+    logit_scale: torch.Tensor
+    country_emb: torch.Tensor
+    region_emb: torch.Tensor
+    town_emb: torch.Tensor
+    region_parent: torch.Tensor
+    town_parent: torch.Tensor
+    town_coords: torch.Tensor
 
     def __init__(self, in_dim: int, hierarchy: dict, templates: dict | None = None, logit_scale: float = 100.0):
         super().__init__()

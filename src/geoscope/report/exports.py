@@ -18,7 +18,8 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -52,7 +53,8 @@ def prediction_geojson(pred: Prediction, max_cells: int = 500, mass: float = 0.9
     as a Point with ``kind="exif_claim"``. The collection's ``properties`` hold source and model.
     """
     features = []
-    probs = None if pred.cell_probs is None else np.asarray(pred.cell_probs, dtype=np.float64)
+    # no cell probabilities -> _cells_to_show is empty
+    probs = np.asarray([] if pred.cell_probs is None else pred.cell_probs, dtype=np.float64)
     for rank, i in enumerate(_cells_to_show(pred, max_cells, mass), start=1):
         features.append({
             "type": "Feature",
@@ -66,12 +68,13 @@ def prediction_geojson(pred: Prediction, max_cells: int = 500, mass: float = 0.9
             "properties": {"kind": "candidate", "rank": rank, "probability": float(c.probability),
                            "cell": None if c.cell is None else int(c.cell), **_place_props(c)},
         })
-    if pred.exif is not None and pred.exif.has_gps:
+    exif = pred.exif
+    if exif is not None and exif.lat is not None and exif.lon is not None:  # exif.has_gps, spelled out for mypy
         features.append({
             "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [float(pred.exif.lon), float(pred.exif.lat)]},
+            "geometry": {"type": "Point", "coordinates": [float(exif.lon), float(exif.lat)]},
             "properties": {"kind": "exif_claim", "distance_to_best_km": pred.exif_distance_km,
-                           "time": pred.exif.time, "camera": " ".join(x for x in (pred.exif.make, pred.exif.model) if x)
+                           "time": exif.time, "camera": " ".join(x for x in (exif.make, exif.model) if x)
                            or None},
         })
     return {"type": "FeatureCollection",
@@ -198,8 +201,9 @@ def prediction_kml(pred: Prediction, max_cells: int = 300, mass: float = 0.99) -
         label = _place_props(c)["label"] or f"{c.lat:.4f}, {c.lon:.4f}"
         pt = cand_folder.newpoint(name=f"{rank}. {label}", coords=[(float(c.lon), float(c.lat))])
         pt.description = f"probability {100 * c.probability:.2f}%; lat {c.lat:.5f}, lon {c.lon:.5f}"
-    if pred.exif is not None and pred.exif.has_gps:
-        pt = kml.newpoint(name="EXIF claimed location", coords=[(float(pred.exif.lon), float(pred.exif.lat))])
+    exif = pred.exif
+    if exif is not None and exif.lat is not None and exif.lon is not None:  # exif.has_gps, spelled out for mypy
+        pt = kml.newpoint(name="EXIF claimed location", coords=[(float(exif.lon), float(exif.lat))])
         d = pred.exif_distance_km
         pt.description = "metadata GPS" + ("" if d is None else f"; {d:.0f} km from the best candidate")
         pt.style.iconstyle.color = _kml_colour((0.0, 0.74, 0.83), 1.0)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from geoscope.atomic import write_text
 

@@ -13,9 +13,11 @@ import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from collections.abc import Sequence
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from geoscope.atomic import atomic_path
 from geoscope.errors import GeoscopeError, InputError
@@ -40,9 +42,9 @@ def significant_cells(probs: np.ndarray, mass: float = 0.999, max_cells: int = 5
 
 
 def fit_extent(
-    lat: Sequence[float],
-    lon: Sequence[float],
-    weights: Sequence[float] | None = None,
+    lat: npt.ArrayLike,
+    lon: npt.ArrayLike,
+    weights: npt.ArrayLike | None = None,
     mass: float = 0.9,
     include: Sequence[tuple[float, float]] = (),
     pad: float = 0.2,
@@ -114,7 +116,7 @@ def _mass_outline(cells: Any, probs: Any, mass: float = 0.9, max_cells: int = 20
 def _rings(geometry: dict) -> list[np.ndarray]:
     """Exterior rings (as (n, 2) lon/lat arrays) of a GeoJSON Polygon or MultiPolygon dict."""
     kind = geometry.get("type")
-    coords = geometry.get("coordinates")
+    coords: Any = geometry.get("coordinates")  # nested lists of (lon, lat), as GeoJSON has them
     if kind == "Polygon":
         polys = [coords]
     elif kind == "MultiPolygon":
@@ -126,7 +128,7 @@ def _rings(geometry: dict) -> list[np.ndarray]:
 
 def plot_cell_probabilities(
     cells: Any,
-    probs: Sequence[float],
+    probs: npt.ArrayLike,
     ax: Any,
     *,
     cmap: str = "YlOrRd",
@@ -254,7 +256,7 @@ def plot_prediction(
     path: str | Path | BinaryIO,
     truth: tuple[float, float] | None = None,
     *,
-    claimed: tuple[float, float] | None | bool = None,
+    claimed: tuple[float, float] | Literal[False] | None = None,
     extent: tuple[float, float, float, float] | None = None,
     n_candidates: int = 5,
     title: str | None = None,
@@ -284,7 +286,7 @@ def plot_prediction(
         if has_cells:
             lat, lon = _mass_outline(pred.cells, pred.cell_probs)
         else:
-            lat, lon = [c.lat for c in cands], [c.lon for c in cands]
+            lat, lon = np.array([c.lat for c in cands]), np.array([c.lon for c in cands])
         keep = list(best)
         extent = fit_extent(lat, lon, include=keep)
         for point in others:  # the truth, then the claim, as long as the map stays on the mass

@@ -14,7 +14,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from geoscope import settings
 from geoscope.errors import InputError
@@ -41,7 +42,8 @@ def is_loopback(host: str) -> bool:
     return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
-def load_token(token_file: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+def load_token(token_file: str | os.PathLike | None = None,
+               env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
     """(token, where it came from): ``token_file``, else ``$GEOSCOPE_API_TOKEN_FILE``, else ``$GEOSCOPE_API_TOKEN``."""
     if env is None:
         env = {name: settings.get(name) or "" for name in (TOKEN_ENV, TOKEN_FILE_ENV)}

@@ -23,7 +23,8 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -146,7 +147,7 @@ class InferencePool:
         try:
             pred = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)),
                                           timeout=self.config.request_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             job.abandoned = True
             self.stats["timed_out"] += 1
             raise RequestError(504, f"{name}: no answer within {self.config.request_timeout_s:g} s (the server is "
@@ -271,6 +272,6 @@ class InferencePool:
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
                                           timeout=self.config.explain_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             future.cancel()
             raise RequestError(504, f"{what} did not finish within {self.config.explain_timeout_s:g} s") from None

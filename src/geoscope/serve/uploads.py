@@ -177,7 +177,7 @@ async def read_form(request: Any, max_file_bytes: int, max_files: int, read_time
 
     try:
         await asyncio.wait_for(consume(), timeout=read_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RequestError(408, f"the upload did not arrive within {read_timeout_s:g} s; send it again on a faster "
                                 "connection") from None
     except RequestError:

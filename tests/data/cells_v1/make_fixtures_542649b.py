@@ -49,4 +49,4 @@ expected = {"probe_lat": plat.tolist(), "probe_lon": plon.tolist(),
             "adaptive": [answers(lv) for lv in hier.levels],
             "grid_partition": answers(Geocells.grid((0, 0, 10, 20), 2, 4))}
 (out / "expected.json").write_text(json.dumps(expected))
-print(len(grid), [len(l) for l in hier.levels], len(admin))
+print(len(grid), [len(lv) for lv in hier.levels], len(admin))

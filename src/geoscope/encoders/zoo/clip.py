@@ -8,7 +8,8 @@ from the torch weights and cached; a cached export loads without importing torch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from geoscope.encoders.export import exported_model
 from geoscope.encoders.hub import checkpoint_files, find_local, model_dir

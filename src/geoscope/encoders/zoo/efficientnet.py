@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from geoscope import optional
 from geoscope.encoders.export import exported_model

@@ -10,7 +10,8 @@ themselves by their ``kind``, which is what a cells file records.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -197,7 +198,7 @@ class Partition(ABC):
         except InputError:
             raise
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise InputError(f"{where}: not a valid geocells description ({type(exc).__name__}: {exc})")
+            raise InputError(f"{where}: not a valid geocells description ({type(exc).__name__}: {exc})") from exc
         return cells
 
     def summary(self) -> dict:

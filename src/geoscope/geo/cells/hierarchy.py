@@ -11,7 +11,8 @@ predicts over the finest cells never needs to know how many levels there are.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, Union
+from typing import Any, Union
+from collections.abc import Sequence
 
 import numpy as np
 from shapely.geometry.base import BaseGeometry

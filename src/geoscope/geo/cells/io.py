@@ -48,14 +48,14 @@ def read_document(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: geocells file not found")
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: geocells file not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the geocells file ({exc})")
+        raise InputError(f"{path}: cannot read the geocells file ({exc})") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})")
+        raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
 
 
 def write_document(path: str | os.PathLike, d: dict) -> None:
