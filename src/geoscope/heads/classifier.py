@@ -84,6 +84,7 @@ class ClassifierHead(Head):
     needs_cells = True
     uses_scene_labels = True
     default_lr = 2e-3
+    streaming = True  # on_train_start streams the standardisation statistics
 
     def __init__(
         self,
