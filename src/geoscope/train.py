@@ -193,6 +193,27 @@ def _fingerprint(*parts) -> str:
     return h.hexdigest()[:16]
 
 
+def training_fingerprint(head, cfg: TrainConfig, targets: Targets, n: int, val_targets: Targets) -> str:
+    """What a checkpoint must have been made with to be resumed: head, settings, data (not the worker count)."""
+    return _fingerprint(head.config(), cfg.to_dict(), targets.lat[:4096], n, val_targets.lat[:4096])
+
+
+def read_checkpoint(ckpt: Path, fingerprint: str) -> dict | None:
+    """The training state in ``ckpt`` (None when there is none), refused when made by another run."""
+    if not ckpt.exists():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a half-written or foreign file
+        raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over") from None
+    if state.get("fingerprint") != fingerprint:
+        raise InputError(
+            f"the checkpoint {ckpt} was made with another head, data or settings; "
+            "delete it (geoscope train --no-resume) or write to another output directory"
+        )
+    return state
+
+
 class LocalSync:
     """How ``run_epochs`` works with other processes training the same head: here, none (one process).
 
@@ -285,21 +306,13 @@ def run_epochs(
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    fingerprint = _fingerprint(head.config(), cfg.to_dict(), targets.lat[:4096], n, val_targets.lat[:4096])
+    fingerprint = training_fingerprint(head, cfg, targets, n, val_targets)
 
     history: list[dict] = []
     best_median, best_state, best_epoch, bad_epochs, start_epoch = math.inf, None, -1, 0, 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a half-written or foreign file
-            raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over") from None
-        if state.get("fingerprint") != fingerprint:
-            raise InputError(
-                f"the checkpoint {ckpt} was made with another head, data or settings; "
-                "delete it (geoscope train --no-resume) or write to another output directory"
-            )
+    state = read_checkpoint(ckpt, fingerprint) if ckpt is not None else None
+    if state is not None:
         load_head_state(head, state["head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
