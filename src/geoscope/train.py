@@ -51,7 +51,7 @@ from geoscope.geo.sphere import spherical_mean, validate_latlon
 from geoscope.geolocator import Geolocator
 from geoscope.heads import create_head, head_class, list_heads
 from geoscope.heads.base import Targets, load_head_state
-from geoscope.heads.rows import EmbeddingRows, as_rows
+from geoscope.heads.rows import EmbeddingRows, as_rows, chunk_rows
 from geoscope.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def make_targets(lat, lon, cells=None, scene=None) -> Targets:
 def predict_coords(head, emb, chunk: int = 8192) -> np.ndarray:
     """Top-1 (lat, lon) for every embedding (a tensor, or an ``EmbeddingRows`` read a chunk at a time)."""
     if isinstance(emb, EmbeddingRows):
-        out = [head.predict(part, top_k=1).coords[:, 0] for part in emb.chunks(chunk)]
+        out = [head.predict(part, top_k=1).coords[:, 0] for part in emb.chunks(min(chunk, chunk_rows(emb.dim)))]
     else:
         out = [head.predict(emb[i : i + chunk], top_k=1).coords[:, 0] for i in range(0, len(emb), chunk)]
     return np.concatenate(out) if out else np.zeros((0, 2))

@@ -28,7 +28,7 @@ from torch import nn
 from geoscope.errors import InputError
 from geoscope.geo.sphere import EARTH_RADIUS_KM
 from geoscope.heads.output import HeadOutput  # noqa: F401  (its home is heads/output.py: no torch)
-from geoscope.heads.rows import EmbeddingRows
+from geoscope.heads.rows import CHUNK_ELEMENTS, EmbeddingRows, chunk_rows
 
 
 @dataclass
@@ -171,20 +171,19 @@ def check_dim(emb: torch.Tensor, dim: int, kind: str) -> None:
 
 #: A dimension whose spread is below this share of the median spread counts as constant (Standardize).
 CONSTANT_SPREAD = 1e-3
-#: rows per chunk of the streaming statistics pass (float64 copies of a chunk: 50 MB at 768-d)
-STATS_CHUNK = 8192
-
-
 @torch.no_grad()
-def streamed_mean_std(rows: EmbeddingRows, chunk: int = STATS_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def streamed_mean_std(rows: EmbeddingRows, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and standard deviation (n - 1) of every row, in one pass over chunks, in float64
-    (chunks merged as in Chan et al.'s parallel variance), so memory stays O(chunk x dim)."""
+    (chunks merged as in Chan et al.'s parallel variance), so memory stays O(chunk x dim): by default
+    chunks of 2M values (16 MB in float64)."""
+    chunk = chunk or chunk_rows(rows.dim, CHUNK_ELEMENTS // 2)
     n, mean, m2 = 0, torch.zeros(rows.dim, dtype=torch.float64), torch.zeros(rows.dim, dtype=torch.float64)
     for part in rows.chunks(chunk):
         x = part.double()
+        del part
         nb = len(x)
         mb = x.mean(0)
-        m2b = ((x - mb) ** 2).sum(0)
+        m2b = x.sub_(mb).square_().sum(0)
         delta = mb - mean
         total = n + nb
         mean += delta * (nb / total)

@@ -23,7 +23,7 @@ from geoscope.geo.sphere import from_unit, haversine_km, to_unit
 from geoscope.heads.base import HeadOutput, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.classifier import ClassifierHead
 from geoscope.heads.registry import register_head
-from geoscope.heads.rows import CHUNK_ROWS, as_rows
+from geoscope.heads.rows import as_rows, chunk_rows
 
 
 @register_head("hybrid")
@@ -100,7 +100,8 @@ class HybridHead(ClassifierHead):
         cell_sorted = fine[keep][order]
         picked = as_rows(emb).take(torch.nonzero(keep).squeeze(1)[order])
         bank = torch.empty(len(picked), self.in_dim, dtype=torch.float16)
-        for start, chunk in zip(range(0, len(picked), CHUNK_ROWS), picked.chunks(CHUNK_ROWS)):
+        step = chunk_rows(self.in_dim)
+        for start, chunk in zip(range(0, len(picked), step), picked.chunks(step)):
             bank[start: start + len(chunk)] = self._bank_vectors(chunk).to(torch.float16)
         self.bank_emb = bank
         self.bank_latlon = torch.stack([targets.lat[keep][order], targets.lon[keep][order]], 1).float()

@@ -19,8 +19,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-#: rows per chunk when a hook walks the whole training set
-CHUNK_ROWS = 65536
+#: values (rows x dim) per chunk when a hook walks the whole training set: 16 MB of float32
+CHUNK_ELEMENTS = 1 << 22
+#: rows per chunk at the usual widths (768-d: 5461 rows), kept for callers that give rows
+CHUNK_ROWS = 8192
+
+
+def chunk_rows(dim: int, elements: int = CHUNK_ELEMENTS) -> int:
+    """Rows per chunk of ``dim``-d embeddings so that a chunk holds about ``elements`` values."""
+    return max(1, min(CHUNK_ROWS, elements // max(1, dim)))
 
 
 class EmbeddingRows:
@@ -74,8 +81,9 @@ class EmbeddingRows:
         out[order] = np.asarray(data[rows[order]], dtype=np.float32)
         return torch.from_numpy(out)
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[torch.Tensor]:
-        """Every row of the view in order, ``size`` at a time, as float32 tensors."""
+    def chunks(self, size: int | None = None) -> Iterator[torch.Tensor]:
+        """Every row of the view in order, ``size`` at a time (default ``chunk_rows(dim)``), as float32 tensors."""
+        size = size or chunk_rows(self.dim)
         for start in range(0, len(self), size):
             yield self.read(slice(start, start + size))
 
