@@ -155,7 +155,8 @@ def main() -> None:
         float32_mb = args.n * args.dim * 4 / 2**20
         load0 = os.getloadavg()
         runs = []
-        for label, workers, threads in (("one process", None, cores), ("local Ray, 1 worker", 1, cores),
+        for label, workers, threads in (("one process", None, cores), ("one process, 1 thread", None, 1),
+                                        ("local Ray, 1 worker", 1, cores),
                                         ("local Ray, 2 workers", 2, max(1, cores // 2))):
             wall, cpu, rate, step_ms, median = _train(tmp, args.epochs, args.hidden, args.batch_size, workers, threads)
             runs.append((label, threads, wall, cpu, rate, step_ms, median))
@@ -184,24 +185,38 @@ def main() -> None:
                   "runs as ratios within this run, and trust the CPU column over the wall-clock ones (on a "
                   "contended machine Ray's several processes get a larger share of the cores than one process).",
         )
-        mem = {mode: _memory(tmp, mode, args.hidden, args.batch_size, cores) for mode in ("stream", "copy")}
+        half = tmp / "half"
+        half.mkdir()
+        make_store(half, args.n // 2, args.dim)
+        shutil.copy(tmp / "cells.json", half / "cells.json")  # the same cells: only the rows differ
+        mem = {(mode, n): _memory(root, mode, args.hidden, args.batch_size, cores)
+               for mode in ("stream", "copy") for n, root in ((args.n // 2, half), (args.n, tmp))}
+        rows = []
+        for mode, label in (("stream", "streaming (train_from_store today)"),
+                            ("copy", "float32 copy of the store (train_from_store before)")):
+            small, big = mem[(mode, args.n // 2)], mem[(mode, args.n)]
+            slope = (big["peak_mb"] - small["peak_mb"]) / (args.n - args.n // 2)  # MB per row
+            for n, m in ((args.n // 2, small), (args.n, big)):
+                rows.append([label, f"{n:,}", m["peak_mb"], m["peak_mb"] / (n * args.dim * 4 / 2**20), m["hwm_mb"],
+                             m["wall"]])
+            rows.append([label, "growth per 1,000 rows", f"{slope * 1000:.2f} MB", "", "", ""])
         write_result(
             "ray_train_memory", "Peak memory of training: streaming from the store vs a float32 copy",
-            ["training", "peak anonymous memory above baseline MB", "x the float32 size of the store",
+            ["training", "rows", "peak anonymous memory above baseline MB", "x the float32 size of the store",
              "peak resident MB (VmHWM, incl. mapped store pages)", "wall s"],
-            [["streaming (train_from_store today)", mem["stream"]["peak_mb"], mem["stream"]["peak_mb"] / float32_mb,
-              mem["stream"]["hwm_mb"], mem["stream"]["wall"]],
-             ["float32 copy of the store (train_from_store before)", mem["copy"]["peak_mb"],
-              mem["copy"]["peak_mb"] / float32_mb, mem["copy"]["hwm_mb"], mem["copy"]["wall"]]],
-            notes=f"The same store ({args.n:,} x {args.dim} float16: {float32_mb / 2:,.0f} MB on disk, "
-                  f"{float32_mb:,.0f} MB as float32), one epoch, each in a fresh process whose baseline is taken "
+            rows,
+            notes=f"Stores of {args.n // 2:,} and {args.n:,} rows x {args.dim} float16 ({float32_mb:,.0f} MB as "
+                  f"float32 at {args.n:,} rows; a float32 row is {args.dim * 4 / 1000:.2f} KB), the same cells, one "
+                  "epoch, each in a fresh process whose baseline is taken "
                   "after the same training on 1,000 rows (imports, torch's one-time set-up). Anonymous memory "
                   "(RssAnon) is sampled every millisecond; big freed blocks are returned to the system "
                   "(MALLOC_MMAP_THRESHOLD_=1 MiB) so the figure is what training holds. Streaming's peak is "
                   "its chunks (16 MB of float32), a batch, the head's per-row targets (O(N), without the "
                   "embedding width) and the model; the copy's is the store in float32 plus the training "
                   "and validation rows taken from it. VmHWM also counts the store's pages read through the "
-                  "memory map (page cache, given back under pressure). "
+                  "memory map (page cache, given back under pressure). The growth per 1,000 rows is what a "
+                  "bigger store adds: streaming's is its per-row targets, the copy's is the float32 rows "
+                  "(twice: the store and the training rows taken from it). "
                   f"Load average {os.getloadavg()[0]:.1f} on {cores} cores.",
         )
     finally:
