@@ -68,7 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("--gallery", default="train", metavar="SOURCE",
                    help="retrieval gallery: train (training coordinates), geoclip (GeoCLIP's 100K), grid:STEP_DEG, "
                    "or a CSV / Parquet file of points")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="torch CPU threads (with --ray: per worker, default 1; else default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch CPU threads (with --ray: per worker, default 1; else default: torch's choice)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--calibration-store", metavar="STORE", default=None,
                    help="held-out embedding store (never trained on, drawn like the images the model will locate) "
