@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "data": ["benchmarks/bench_data.py"],
     "embed": ["benchmarks/bench_embed.py", "--n", "192", "--repeats", "3"],
     "ray": ["benchmarks/bench_ray.py"],  # also writes ray_costs
+    "ray_train": ["benchmarks/bench_ray_train.py"],  # also writes ray_train_memory
     "embed_3000x2000": ["benchmarks/bench_embed.py", "--n", "64", "--repeats", "3", "--photo-size", "3000x2000"],
     "runtimes": ["benchmarks/bench_runtimes.py"],
     "ann": ["benchmarks/bench_ann.py"],

@@ -32,7 +32,7 @@ from geoscope.errors import InputError
 from geoscope.geo.metrics import DEFAULT_THRESHOLDS_KM, errors_km, evaluate, plot_cumulative_error
 from geoscope.geolocator import Geolocator
 from geoscope.store import STATE, EmbeddingStore
-from geoscope.train import store_arrays
+from geoscope.train import store_coords, store_rows
 
 
 def _is_store(spec) -> bool:
@@ -57,10 +57,11 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
     local: list[float | None] = []
     if _is_store(dataset):
         store = EmbeddingStore.open(dataset)
-        emb, lat, lon = store_arrays(store)
+        lat, lon = store_coords(store)
         keep = ~(np.isnan(lat) | np.isnan(lon))
         n_skipped = int((~keep).sum())
-        emb, lat, lon = emb[keep][:limit], lat[keep][:limit], lon[keep][:limit]
+        emb = store_rows(store).take(np.flatnonzero(keep)[:limit])  # read a batch at a time below
+        lat, lon = lat[keep][:limit], lon[keep][:limit]
         if geo.encoder_name and store.encoder and store.encoder != geo.encoder_name:
             raise InputError(
                 f"store {dataset} was embedded with {store.encoder!r} but the model uses {geo.encoder_name!r}"
@@ -68,7 +69,7 @@ def evaluate_model(model, dataset, thresholds=None, places: bool = False, plot=N
         step = batch_size or 1024
         rows = []
         for i in range(0, len(emb), step):
-            dist = geo.distribution(emb[i : i + step], top_k=1, radii_km=radii)
+            dist = geo.distribution(emb.read(slice(i, i + step)).numpy(), top_k=1, radii_km=radii)
             rows.append(dist.coords[:, 0])
             stated.append(dist.confidence)
             local += [None] * len(dist.coords) if dist.localizability is None else list(dist.localizability)

@@ -1,7 +1,11 @@
 """Train a head over an embedding store: ``geoscope train --store S --head KIND --cells C -o MODEL``.
 
-Training reads the store, never images. All embeddings sit in one float32 tensor; an epoch is a
-seeded permutation cut into large batches (no DataLoader). A validation split (seeded) gives the
+Training reads the store, never images, and streams it: an epoch is a seeded permutation cut into
+large batches (no DataLoader), each batch read as float32 from the store's memory-mapped float16
+shards when it is needed (``heads.rows.EmbeddingRows``), so memory holds one batch, not the store; the
+heads fit what they take from the whole training set (standardisation, a neighbour bank) in chunks.
+With ``ray=`` the epochs run data-parallel on Ray Train (``train_ray``), each worker reading its share
+of every batch; the model folder and checkpoint are the same. A validation split (seeded) gives the
 median error after each epoch; training stops early when it has not improved for ``patience``
 epochs. After every epoch a checkpoint (weights, optimiser, history, best weights so far) is written
 atomically to ``MODEL.train/checkpoint.pt``, beside the model folder rather than in it, so what
@@ -47,6 +51,7 @@ from geoscope.geo.sphere import spherical_mean, validate_latlon
 from geoscope.geolocator import Geolocator
 from geoscope.heads import create_head, head_class, list_heads
 from geoscope.heads.base import Targets, load_head_state
+from geoscope.heads.rows import EmbeddingRows, as_rows, chunk_rows
 from geoscope.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
@@ -129,11 +134,16 @@ def calibrate_head(head, cells, emb, lat, lon, train_lat=None, train_lon=None, c
     whose spread in each cell sets the cells' kernel width. At most ``max_images`` are used (a seeded
     sample). Raises ``InputError`` for a head without a distribution (a single point estimate with
     fewer than 10 held-out images is the other case)."""
-    emb = emb.numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb, dtype=np.float32)
     lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
-    if len(emb) > max_images:
-        pick = np.sort(np.random.default_rng(seed).choice(len(emb), max_images, replace=False))
-        emb, lat, lon = emb[pick], lat[pick], lon[pick]
+    pick = np.sort(np.random.default_rng(seed).choice(len(emb), max_images, replace=False)) \
+        if len(emb) > max_images else None
+    if isinstance(emb, EmbeddingRows):  # only the sampled rows are read
+        emb = emb.read(pick).numpy()
+    else:
+        emb = emb.numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb, dtype=np.float32)
+        emb = emb if pick is None else emb[pick]
+    if pick is not None:
+        lat, lon = lat[pick], lon[pick]
     geo = Geolocator(None, head, cells, places=False)  # uncalibrated: the head's own distribution
     finest = geo.finest_cells
     parts = []
@@ -162,9 +172,12 @@ def make_targets(lat, lon, cells=None, scene=None) -> Targets:
     )
 
 
-def predict_coords(head, emb: torch.Tensor, chunk: int = 8192) -> np.ndarray:
-    """Top-1 (lat, lon) for every embedding, in chunks."""
-    out = [head.predict(emb[i : i + chunk], top_k=1).coords[:, 0] for i in range(0, len(emb), chunk)]
+def predict_coords(head, emb, chunk: int = 8192) -> np.ndarray:
+    """Top-1 (lat, lon) for every embedding (a tensor, or an ``EmbeddingRows`` read a chunk at a time)."""
+    if isinstance(emb, EmbeddingRows):
+        out = [head.predict(part, top_k=1).coords[:, 0] for part in emb.chunks(min(chunk, chunk_rows(emb.dim)))]
+    else:
+        out = [head.predict(emb[i : i + chunk], top_k=1).coords[:, 0] for i in range(0, len(emb), chunk)]
     return np.concatenate(out) if out else np.zeros((0, 2))
 
 
@@ -180,31 +193,107 @@ def _fingerprint(*parts) -> str:
     return h.hexdigest()[:16]
 
 
+def training_fingerprint(head, cfg: TrainConfig, targets: Targets, n: int, val_targets: Targets) -> str:
+    """What a checkpoint must have been made with to be resumed: head, settings, data (not the worker count)."""
+    return _fingerprint(head.config(), cfg.to_dict(), targets.lat[:4096], n, val_targets.lat[:4096])
+
+
+def read_checkpoint(ckpt: Path, fingerprint: str) -> dict | None:
+    """The training state in ``ckpt`` (None when there is none), refused when made by another run."""
+    if not ckpt.exists():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a half-written or foreign file
+        raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over") from None
+    if state.get("fingerprint") != fingerprint:
+        raise InputError(
+            f"the checkpoint {ckpt} was made with another head, data or settings; "
+            "delete it (geoscope train --no-resume) or write to another output directory"
+        )
+    return state
+
+
+class LocalSync:
+    """How ``run_epochs`` works with other processes training the same head: here, none (one process).
+
+    A data-parallel run (``train_ray``) gives every worker an object with the same methods: ``rank`` /
+    ``world`` (this worker, how many), ``reduce_grads(head)`` after each backward pass (sum the gradients
+    of every worker), ``sum(tensor)`` (summed over the workers), ``agree(flag)`` (rank 0's decision, e.g.
+    to stop early, for every worker).
+    """
+
+    rank, world = 0, 1
+
+    def reduce_grads(self, head) -> None:
+        pass
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def agree(self, flag: bool) -> bool:
+        return flag
+
+
 def fit_head(
     head,
-    emb: torch.Tensor,
+    emb,
     targets: Targets,
-    val_emb: torch.Tensor,
+    val_emb,
     val_targets: Targets,
     config: TrainConfig | None = None,
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     log=None,
+    ray=None,
 ) -> TrainResult:
     """Train ``head`` on ``emb``/``targets``, early-stopping on the median error over the validation data.
 
+    ``emb`` / ``val_emb``: (N, dim) tensors, or ``EmbeddingRows`` (e.g. rows of a store): batches are then
+    read from the store's memory maps as they are needed, so no float32 copy of the training set is made.
     ``checkpoint``: a file written atomically after every epoch; if it exists (and was made by the
     same head, data and settings) training resumes from it. ``log(record)`` is called per epoch.
+    ``ray``: a ``train_ray.RayTrainOptions`` to train data-parallel on Ray Train (the rows must then be
+    rows of a store on storage every worker sees); the result, checkpoint and history are the same kind.
     """
     cfg = config or TrainConfig()
     lr = float(cfg.lr if cfg.lr is not None else getattr(head, "default_lr", 1e-3))
-    emb = emb.float().contiguous()
-    n = len(emb)
-    if n == 0:
+    emb, val_emb = as_rows(emb), as_rows(val_emb)
+    if len(emb) == 0:
         raise InputError("no training samples")
     torch.manual_seed(cfg.seed)
-    head.on_train_start(emb, targets)
+    head.on_train_start(emb if getattr(head, "streaming", False) else emb.to_tensor(), targets)
     targets = head.prepare_targets(targets)
+    if ray is not None:
+        from geoscope.train_ray import fit_head_ray
+
+        return fit_head_ray(head, emb, targets, val_emb, val_targets, cfg, lr, checkpoint, progress, log, ray)
+    return run_epochs(head, emb, targets, val_emb, val_targets, cfg, lr, checkpoint, progress, log)
+
+
+def run_epochs(
+    head,
+    emb: EmbeddingRows,
+    targets: Targets,
+    val_emb: EmbeddingRows,
+    val_targets: Targets,
+    cfg: TrainConfig,
+    lr: float,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    log=None,
+    sync=None,
+) -> TrainResult:
+    """The epochs of ``fit_head`` (after the head's ``on_train_start`` / ``prepare_targets``).
+
+    Each step reads one batch of ``cfg.batch_size`` rows of a seeded permutation from ``emb``; with
+    ``sync`` (a data-parallel worker, see ``LocalSync``) this worker reads and trains on its share of
+    that batch, its loss weighted by the share, and the summed gradients are the ones one process would
+    get on the whole batch. Rank 0 validates, logs and writes the checkpoint; the others follow its decisions.
+    """
+    sync = sync or LocalSync()
+    main = sync.rank == 0
+    n = len(emb)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
@@ -217,21 +306,13 @@ def fit_head(
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    fingerprint = _fingerprint(head.config(), cfg.to_dict(), targets.lat[:4096], len(emb), val_targets.lat[:4096])
+    fingerprint = training_fingerprint(head, cfg, targets, n, val_targets)
 
     history: list[dict] = []
     best_median, best_state, best_epoch, bad_epochs, start_epoch = math.inf, None, -1, 0, 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a half-written or foreign file
-            raise InputError(f"cannot read the training checkpoint {ckpt}: {exc}; delete it to start over") from None
-        if state.get("fingerprint") != fingerprint:
-            raise InputError(
-                f"the checkpoint {ckpt} was made with another head, data or settings; "
-                "delete it (geoscope train --no-resume) or write to another output directory"
-            )
+    state = read_checkpoint(ckpt, fingerprint) if ckpt is not None else None
+    if state is not None:
         load_head_state(head, state["head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -249,54 +330,62 @@ def fit_head(
         head.train()
         t0, c0 = time.perf_counter(), time.process_time()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        torch.manual_seed(cfg.seed * 7919 + epoch)
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
+        torch.manual_seed(cfg.seed * 7919 + epoch + 104_729 * sync.rank)
+        perm = torch.randperm(n, generator=gen)  # the same on every worker
+        total, count = torch.zeros(2, dtype=torch.float64), 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not progress, unit="batch")
+                   disable=not (progress and main), unit="batch")
         for step in bar:
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            loss = head.loss(emb.index_select(0, idx), targets.take(idx))
+            batch = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = batch.tensor_split(sync.world)[sync.rank] if sync.world > 1 else batch
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(idx):
+                loss = head.loss(emb.read(idx), targets.take(idx))
+                (loss * (len(idx) / len(batch)) if sync.world > 1 else loss).backward()
+                total += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=torch.float64)
+            sync.reduce_grads(head)
             optimizer.step()
             scheduler.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+            count += len(batch)
         train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+        total = sync.sum(total)
         head.eval()
-        pred = predict_coords(head, val_emb)
-        metrics = evaluate(pred[:, 0], pred[:, 1], val_targets.lat.numpy(), val_targets.lon.numpy())
-        record = {
-            "epoch": epoch + 1,
-            "loss": total / max(count, 1),
-            "val_median_km": metrics["median_km"],
-            "val_acc_25km": metrics["acc_25km"],
-            "val_acc_750km": metrics["acc_750km"],
-            "samples_per_s": count / max(train_s, 1e-9),
-            "seconds": train_s,
-            "cpu_seconds": train_cpu,
-        }
-        if metrics["median_km"] < best_median - 1e-9:
-            best_median, best_epoch, bad_epochs = metrics["median_km"], epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        else:
-            bad_epochs += 1
-        stopped_early = bad_epochs >= cfg.patience and epoch + 1 >= cfg.min_epochs and epoch + 1 < cfg.epochs
-        record["stopped_early"] = stopped_early
-        history.append(record)
-        if log is not None:
-            log(record)
-        if ckpt is not None:
-            state = {
-                "fingerprint": fingerprint, "epoch": epoch, "head": head.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "history": json.dumps(history), "best_median": best_median, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "best_head": best_state,
-                "finished": stopped_early or epoch + 1 == cfg.epochs,
+        if main:
+            pred = predict_coords(head, val_emb)
+            metrics = evaluate(pred[:, 0], pred[:, 1], val_targets.lat.numpy(), val_targets.lon.numpy())
+            record = {
+                "epoch": epoch + 1,
+                "loss": float(total[0] / max(float(total[1]), 1.0)),
+                "val_median_km": metrics["median_km"],
+                "val_acc_25km": metrics["acc_25km"],
+                "val_acc_750km": metrics["acc_750km"],
+                "samples_per_s": count / max(train_s, 1e-9),
+                "seconds": train_s,
+                "cpu_seconds": train_cpu,
             }
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
+            if sync.world > 1:
+                record["workers"] = sync.world
+            if metrics["median_km"] < best_median - 1e-9:
+                best_median, best_epoch, bad_epochs = metrics["median_km"], epoch + 1, 0
+                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            else:
+                bad_epochs += 1
+            stopped_early = bad_epochs >= cfg.patience and epoch + 1 >= cfg.min_epochs and epoch + 1 < cfg.epochs
+            record["stopped_early"] = stopped_early
+            history.append(record)
+            if log is not None:
+                log(record)
+            if ckpt is not None:
+                state = {
+                    "fingerprint": fingerprint, "epoch": epoch, "head": head.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "history": json.dumps(history), "best_median": best_median, "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs, "best_head": best_state,
+                    "finished": stopped_early or epoch + 1 == cfg.epochs,
+                }
+                with atomic_path(ckpt) as tmp:
+                    torch.save(state, tmp)
+        stopped_early = sync.agree(stopped_early)
 
     if best_state is not None:
         load_head_state(head, best_state)
@@ -326,17 +415,29 @@ def _scene_ids(store) -> tuple[np.ndarray | None, list[str]]:
     return (ids if labels else None), labels
 
 
-def store_arrays(store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(embeddings float32, lat, lon) of a store's rows, refusing stores without coordinates."""
-    emb = np.asarray(store.embeddings, dtype=np.float32)
+def store_coords(store) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) float64 of a store's rows, refusing stores without coordinates."""
     lat = np.asarray(store.lat, dtype=np.float64) if store.lat is not None else None
     lon = np.asarray(store.lon, dtype=np.float64) if store.lon is not None else None
     where = getattr(store, "path", "the store")
     if lat is None or lon is None or len(lat) == 0 or np.all(np.isnan(lat)):
         raise InputError(f"{where} has no coordinates (lat/lon), so it cannot be used to train or evaluate")
-    if len(lat) != len(emb):
-        raise InputError(f"{where}: {len(emb)} embeddings but {len(lat)} coordinates")
-    return emb, lat, lon
+    n = len(store.embeddings)
+    if len(lat) != n:
+        raise InputError(f"{where}: {n} embeddings but {len(lat)} coordinates")
+    return lat, lon
+
+
+def store_rows(store) -> EmbeddingRows:
+    """Every row of a store as an ``EmbeddingRows``: read from its memory-mapped shards as needed."""
+    return EmbeddingRows(store if hasattr(store, "read_rows") else store.embeddings)
+
+
+def store_arrays(store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings float32, lat, lon) of a store's rows, refusing stores without coordinates. This is the
+    whole store in float32 memory; training streams instead (``store_rows``)."""
+    lat, lon = store_coords(store)
+    return np.asarray(store.embeddings, dtype=np.float32), lat, lon
 
 
 def train_from_store(
@@ -351,6 +452,7 @@ def train_from_store(
     resume: bool = True,
     calibrate: bool = True,
     calibration_store=None,
+    ray=None,
 ):
     """Train a head of ``head_kind`` on a store and save a Geolocator to ``out_dir``.
 
@@ -363,6 +465,9 @@ def train_from_store(
     data (a store of the same encoder, never trained on) to fit the calibration on instead, drawn like
     the images the model will meet; the validation split cannot stand for them when the training data
     are laid out differently (a grid of positions, land only) from the images to be located.
+    Embeddings are read from the store's memory maps a batch at a time (never the whole store as
+    float32). ``ray``: a ``train_ray.RayTrainOptions`` to run the epochs data-parallel on Ray Train; the
+    model folder and the checkpoint are the same as a local run's.
     Returns ``(geolocator, TrainResult)``.
     """
     cls = head_class(head_kind)
@@ -371,8 +476,9 @@ def train_from_store(
     cfg = config or TrainConfig()
     out = Path(out_dir)
     store = _open_store(store)
-    emb, lat, lon = store_arrays(store)
-    held_out = _calibration_arrays(calibration_store, store, emb.shape[1]) if calibrate and calibration_store is not None \
+    lat, lon = store_coords(store)
+    rows = store_rows(store)
+    held_out = _calibration_rows(calibration_store, store, rows.dim) if calibrate and calibration_store is not None \
         else None  # checked before training, which can take hours
     keep = ~(np.isnan(lat) | np.isnan(lon))
     if keep.sum() < 2:
@@ -382,8 +488,8 @@ def train_from_store(
     if cells is None and cls.needs_cells:
         raise InputError(f"the {head_kind} head needs geocells: pass --cells CELLS (make them with `geoscope cells`)")
     scene, scene_labels = _scene_ids(store) if cls.uses_scene_labels else (None, [])
-    if not keep.all():  # (no copy of the embeddings when every row has coordinates)
-        emb, lat, lon = emb[keep], lat[keep], lon[keep]
+    if not keep.all():  # a view: nothing is read
+        rows, lat, lon = rows.take(keep), lat[keep], lon[keep]
         scene = None if scene is None else scene[keep]
     targets = make_targets(lat, lon, cells, scene)
     if cells is not None and cls.needs_cells:
@@ -392,14 +498,14 @@ def train_from_store(
             raise InputError(
                 f"{outside:.0%} of the training points lie outside the given cells; the cells do not cover this store"
             )
-    emb_t = torch.from_numpy(emb)
-    train_idx, val_idx = split_indices(len(emb_t), cfg.val_fraction, cfg.seed, groups=location_groups(lat, lon))
+    train_idx, val_idx = split_indices(len(rows), cfg.val_fraction, cfg.seed, groups=location_groups(lat, lon))
     tr, va = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    train_rows, val_rows = rows.take(train_idx), rows.take(val_idx)
     options = dict(head_options or {})
     if scene_labels:
         options.setdefault("scene_labels", scene_labels)
     torch.manual_seed(cfg.seed)
-    head = create_head(head_kind, emb.shape[1], cells, **options)
+    head = create_head(head_kind, rows.dim, cells, **options)
     if gallery is not None:
         if not cls.uses_gallery:
             raise InputError(f"the {head_kind} head searches no GPS gallery, so a gallery cannot be given to it")
@@ -425,12 +531,12 @@ def train_from_store(
                        f"{record['val_median_km']:,.1f} km, {record['samples_per_s']:,.0f} samples/s", file=sys.stderr)
 
     result = fit_head(
-        head, emb_t[tr], targets.take(tr), emb_t[va], targets.take(va), cfg, checkpoint=ckpt, progress=progress,
-        log=log,
+        head, train_rows, targets.take(tr), val_rows, targets.take(va), cfg, checkpoint=ckpt, progress=progress,
+        log=log, ray=ray,
     )
     write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in result.history))
-    head.fit_data(emb_t[tr], targets.take(tr))
-    pred = predict_coords(head, emb_t[va])
+    head.fit_data(train_rows if getattr(head, "streaming", False) else train_rows.to_tensor(), targets.take(tr))
+    pred = predict_coords(head, val_rows)
     report = evaluate(pred[:, 0], pred[:, 1], lat[val_idx], lon[val_idx])
     mean_lat, mean_lon = _training_mean(lat[train_idx], lon[train_idx])
     baseline = evaluate(np.full(len(val_idx), mean_lat), np.full(len(val_idx), mean_lon), lat[val_idx], lon[val_idx])
@@ -440,7 +546,7 @@ def train_from_store(
             if calibration_store is not None:
                 c_emb, c_lat, c_lon, where = held_out
             else:
-                c_emb, c_lat, c_lon = emb_t[va], lat[val_idx], lon[val_idx]
+                c_emb, c_lat, c_lon = val_rows, lat[val_idx], lon[val_idx]
                 where = "the validation split"
             calibration = calibrate_head(head, cells if cls.needs_cells else None, c_emb, c_lat, c_lon,
                                          lat[train_idx], lon[train_idx], seed=cfg.seed)
@@ -476,20 +582,21 @@ def train_from_store(
     return geo, result
 
 
-def _calibration_arrays(calibration_store, store, dim: int):
-    """(embeddings, lat, lon, description) of a calibration store, refused when it cannot serve."""
+def _calibration_rows(calibration_store, store, dim: int):
+    """(embeddings as ``EmbeddingRows``, lat, lon, description) of a calibration store, refused when it cannot serve."""
     cal_store = _open_store(calibration_store)
     where = f"the calibration store {getattr(cal_store, 'path', calibration_store)}"
     if getattr(store, "encoder", None) and getattr(cal_store, "encoder", None) != store.encoder:
         raise InputError(f"{where} was embedded with {getattr(cal_store, 'encoder', None)!r} but the training store "
                          f"with {store.encoder!r}; embed the calibration images with the same encoder")
-    c_emb, c_lat, c_lon = store_arrays(cal_store)
-    if c_emb.shape[1] != dim:
-        raise InputError(f"{where} holds {c_emb.shape[1]}-d embeddings but the training store {dim}-d ones")
+    c_lat, c_lon = store_coords(cal_store)
+    c_rows = store_rows(cal_store)
+    if c_rows.dim != dim:
+        raise InputError(f"{where} holds {c_rows.dim}-d embeddings but the training store {dim}-d ones")
     ok = ~(np.isnan(c_lat) | np.isnan(c_lon))
     if ok.sum() < 10:
         raise InputError(f"{where} has {int(ok.sum())} rows with coordinates; a calibration needs at least 10")
-    return c_emb[ok], c_lat[ok], c_lon[ok], where
+    return c_rows.take(ok), c_lat[ok], c_lon[ok], where
 
 
 def _training_mean(lat, lon) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from geoscope.cli.options import (
     add_no_progress,
     add_output,
     add_seed,
+    add_workers,
     positive_int,
 )
 from geoscope.heads import head_class, list_heads
@@ -67,13 +68,21 @@ def register(subparsers) -> None:
     p.add_argument("--gallery", default="train", metavar="SOURCE",
                    help="retrieval gallery: train (training coordinates), geoclip (GeoCLIP's 100K), grid:STEP_DEG, "
                    "or a CSV / Parquet file of points")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch CPU threads (with --ray: per worker, default 1; else default: torch's choice)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--calibration-store", metavar="STORE", default=None,
                    help="held-out embedding store (never trained on, drawn like the images the model will locate) "
                         "to fit the model's calibration on (default: the validation split)")
     p.add_argument("--no-calibration", action="store_true",
                    help="do not fit a calibration: the model states its head's raw probabilities")
+    r = p.add_argument_group("scale-out on Ray (pip install 'geoscope[ray]'; see docs/SCALE.md)")
+    r.add_argument("--ray", action="store_true", help="train data-parallel on Ray Train (gloo on CPU), each worker "
+                   "reading its share of every batch from STORE; the same model folder and checkpoint as a local "
+                   "run. Without --ray-address a local Ray instance is started")
+    r.add_argument("--ray-address", metavar="ADDR", help="join the running Ray cluster at ADDR (HOST:PORT, "
+                   "ray://HOST:PORT or auto); implies --ray. Every node must see STORE and MODEL at the same paths")
+    add_workers(r, default=None, help="with --ray: training workers (default 2)")
     add_no_progress(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -120,6 +129,23 @@ def _render(r: dict) -> str:
 
 
 def run(args) -> int:
+    from geoscope.errors import InputError
+    from geoscope.optional import require
+
+    ray_options = None
+    if args.ray or args.ray_address:
+        require("ray", "geoscope train --ray")  # before anything slow: one sentence naming the extra
+        from geoscope.train_ray import RayTrainOptions
+
+        if args.workers == 0:
+            raise InputError("--workers must be at least 1 with --ray (it counts the training workers)")
+        ray_options = RayTrainOptions(workers=args.workers or 2, address=args.ray_address, threads=args.threads)
+        if args.ray_address:
+            from geoscope.store.ray_embed import check_reachable
+
+            check_reachable(args.ray_address)  # fails within seconds, before the store is read
+    elif args.workers is not None:
+        raise InputError("--workers counts Ray training workers: it needs --ray")
     import torch
 
     from geoscope.train import TrainConfig, train_from_store
@@ -132,7 +158,7 @@ def run(args) -> int:
     _, result = train_from_store(
         args.store, args.head, args.output, cells=args.cells, config=cfg, head_options=dict(args.option),
         gallery=gallery, progress=not args.no_progress, resume=not args.no_resume,
-        calibrate=not args.no_calibration, calibration_store=args.calibration_store,
+        calibrate=not args.no_calibration, calibration_store=args.calibration_store, ray=ray_options,
     )
     report = {**result.report, "output": str(args.output)}
     emit(report, args.json, _render)

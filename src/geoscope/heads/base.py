@@ -7,6 +7,10 @@ knows this interface:
 - ``head.predict(emb, top_k) -> HeadOutput`` (no gradients, eval mode);
 - ``head.fit_data(emb, targets)`` once after training, for heads that keep training data at inference
   (the hybrid head's neighbour bank, the retrieval head's default gallery);
+- ``head.on_train_start(emb, targets)`` once before the first epoch (e.g. fit the input standardisation).
+  A head whose class says ``streaming = True`` gets the training embeddings in these two hooks as an
+  ``heads.rows.EmbeddingRows`` (read in chunks from the store's memory maps: the store may be larger
+  than memory); any other head gets one float32 tensor of them, as before;
 - ``head.config()`` a JSON-ready dict from which ``heads.build_head(config)`` rebuilds the module,
   after which ``load_state_dict`` restores its weights and buffers.
 """
@@ -24,6 +28,7 @@ from torch import nn
 from geoscope.errors import InputError
 from geoscope.geo.sphere import EARTH_RADIUS_KM
 from geoscope.heads.output import HeadOutput  # noqa: F401  (its home is heads/output.py: no torch)
+from geoscope.heads.rows import CHUNK_ELEMENTS, EmbeddingRows, chunk_rows
 
 
 @dataclass
@@ -100,6 +105,9 @@ class Head(nn.Module):
     uses_gallery: ClassVar[bool] = False
     #: peak learning rate when the training config gives none
     default_lr: ClassVar[float] = 1e-3
+    #: ``on_train_start`` / ``fit_data`` accept an ``EmbeddingRows`` (read in chunks), so training never
+    #: holds the store as float32; False: they get one float32 tensor of the training embeddings
+    streaming: ClassVar[bool] = False
     #: the number of finest cells this head predicts over (0 for heads without cells)
     n_cells: int = 0
 
@@ -122,11 +130,13 @@ class Head(nn.Module):
     def config(self) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def fit_data(self, emb: torch.Tensor, targets: Targets) -> None:
-        """Keep whatever training data the head needs at inference (default: nothing)."""
+    def fit_data(self, emb, targets: Targets) -> None:
+        """Keep whatever training data the head needs at inference (default: nothing). ``emb``: a tensor, or
+        an ``EmbeddingRows`` when the class is ``streaming``."""
 
-    def on_train_start(self, emb: torch.Tensor, targets: Targets) -> None:
-        """Called once before the first epoch with the training data (default: nothing)."""
+    def on_train_start(self, emb, targets: Targets) -> None:
+        """Called once before the first epoch with the training data (default: nothing). ``emb``: a tensor,
+        or an ``EmbeddingRows`` when the class is ``streaming``."""
 
     def prepare_targets(self, targets: Targets) -> Targets:
         """Precompute per-sample training targets once (default: none); returns the targets to train on."""
@@ -161,6 +171,26 @@ def check_dim(emb: torch.Tensor, dim: int, kind: str) -> None:
 
 #: A dimension whose spread is below this share of the median spread counts as constant (Standardize).
 CONSTANT_SPREAD = 1e-3
+@torch.no_grad()
+def streamed_mean_std(rows: EmbeddingRows, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation (n - 1) of every row, in one pass over chunks, in float64
+    (chunks merged as in Chan et al.'s parallel variance), so memory stays O(chunk x dim): by default
+    chunks of 2M values (16 MB in float64)."""
+    chunk = chunk or chunk_rows(rows.dim, CHUNK_ELEMENTS // 2)
+    n, mean, m2 = 0, torch.zeros(rows.dim, dtype=torch.float64), torch.zeros(rows.dim, dtype=torch.float64)
+    for part in rows.chunks(chunk):
+        x = part.double()
+        del part
+        nb = len(x)
+        mb = x.mean(0)
+        m2b = x.sub_(mb).square_().sum(0)
+        delta = mb - mean
+        total = n + nb
+        mean += delta * (nb / total)
+        m2 += m2b + delta**2 * (n * nb / total)
+        n = total
+    std = (m2 / (n - 1)).sqrt() if n > 1 else torch.zeros_like(m2)
+    return mean.float(), std.float()
 
 
 class Standardize(nn.Module):
@@ -172,16 +202,21 @@ class Standardize(nn.Module):
         self.register_buffer("inv_std", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, emb: torch.Tensor) -> None:
-        flat = emb.reshape(-1, emb.shape[-1])
-        sample = flat[torch.linspace(0, len(flat) - 1, min(len(flat), 65536)).long()].float()
-        std = sample.std(0)
+    def fit(self, emb) -> None:
+        """Statistics of ``emb``: a tensor (of 65,536 evenly spaced rows when it has more), or an
+        ``EmbeddingRows`` (every row, in one streaming pass)."""
+        if isinstance(emb, EmbeddingRows):
+            mean, std = streamed_mean_std(emb)
+        else:
+            flat = emb.reshape(-1, emb.shape[-1])
+            sample = flat[torch.linspace(0, len(flat) - 1, min(len(flat), 65536)).long()].float()
+            mean, std = sample.mean(0), sample.std(0)
         # A dimension (nearly) constant over the training data holds nothing a head can learn from, and
         # 1/std would blow up whatever it holds at inference: a dead feature of a CNN is 0 on every
         # training picture and 0.01 on a new one (z ~ 10^4, which outvotes every other feature). Such
         # dimensions get weight 0 instead.
         live = std > max(CONSTANT_SPREAD * float(std.median()), 1e-12)
-        self.mean.copy_(sample.mean(0))
+        self.mean.copy_(mean)
         self.inv_std.copy_(torch.where(live, 1.0 / std.clamp_min(1e-12), torch.zeros_like(std)))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:

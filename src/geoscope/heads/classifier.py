@@ -33,6 +33,7 @@ from geoscope.heads.base import (
     eval_mode,
 )
 from geoscope.heads.registry import register_head
+from geoscope.heads.rows import CHUNK_ELEMENTS
 
 #: cells per level kept in the precomputed sparse smoothed targets
 SPARSE_TARGETS = 32
@@ -84,6 +85,7 @@ class ClassifierHead(Head):
     needs_cells = True
     uses_scene_labels = True
     default_lr = 2e-3
+    streaming = True  # on_train_start streams the standardisation statistics
 
     def __init__(
         self,
@@ -182,7 +184,7 @@ class ClassifierHead(Head):
         return torch.softmax(-km / self.tau_km, dim=1)
 
     @torch.no_grad()
-    def prepare_targets(self, targets: Targets, k: int = SPARSE_TARGETS, chunk: int = 16384) -> Targets:
+    def prepare_targets(self, targets: Targets, k: int = SPARSE_TARGETS, chunk: int | None = None) -> Targets:
         """Precompute each sample's smoothed targets once, kept sparse: the ``k`` nearest cells per level.
 
         With the usual temperatures the cells beyond the nearest few dozen get a vanishing share
@@ -194,7 +196,8 @@ class ClassifierHead(Head):
         for lvl, n in enumerate(self.level_sizes):
             kk = min(k, n)
             idx_parts, w_parts = [], []
-            for part in unit.split(chunk):
+            # rows per chunk: the dense (rows x cells) distances and probabilities stay about 16 MB each
+            for part in unit.split(chunk or max(256, min(16384, CHUNK_ELEMENTS // max(1, n)))):
                 probs = self.soft_targets(lvl, part)
                 w, idx = probs.topk(kk, dim=1)
                 w_parts.append(w / w.sum(1, keepdim=True))

@@ -23,6 +23,7 @@ from geoscope.geo.sphere import from_unit, haversine_km, to_unit
 from geoscope.heads.base import HeadOutput, Targets, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.classifier import ClassifierHead
 from geoscope.heads.registry import register_head
+from geoscope.heads.rows import as_rows, chunk_rows
 
 
 @register_head("hybrid")
@@ -85,20 +86,24 @@ class HybridHead(ClassifierHead):
     def _bank_vectors(self, emb: torch.Tensor) -> torch.Tensor:
         return F.normalize(emb - self.norm.mean, dim=-1)  # centred: per-dimension scaling hurts matching
 
-    def on_train_start(self, emb: torch.Tensor, targets: Targets) -> None:
+    def on_train_start(self, emb, targets: Targets) -> None:
         super().on_train_start(emb, targets)
         self.fit_data(emb, targets)
 
     @torch.no_grad()
-    def fit_data(self, emb: torch.Tensor, targets: Targets) -> None:
-        """Build the neighbour bank from embeddings and targets (finest-level cell ids in ``targets.cells[-1]``)."""
+    def fit_data(self, emb, targets: Targets) -> None:
+        """Build the neighbour bank from embeddings (a tensor or ``EmbeddingRows``) and targets (finest-level
+        cell ids in ``targets.cells[-1]``). The bank is float16, filled a chunk at a time: no float32 copy."""
         fine = targets.cells[-1]
         keep = fine >= 0
         order = torch.argsort(fine[keep], stable=True)
         cell_sorted = fine[keep][order]
-        vectors = torch.cat([self._bank_vectors(as_float_tensor(chunk)) for chunk in emb[keep][order].split(65536)]) \
-            if int(keep.sum()) else torch.zeros(0, self.in_dim)
-        self.bank_emb = vectors.to(torch.float16)
+        picked = as_rows(emb).take(torch.nonzero(keep).squeeze(1)[order])
+        bank = torch.empty(len(picked), self.in_dim, dtype=torch.float16)
+        step = chunk_rows(self.in_dim)
+        for start, chunk in zip(range(0, len(picked), step), picked.chunks(step)):
+            bank[start: start + len(chunk)] = self._bank_vectors(chunk).to(torch.float16)
+        self.bank_emb = bank
         self.bank_latlon = torch.stack([targets.lat[keep][order], targets.lon[keep][order]], 1).float()
         counts = torch.bincount(cell_sorted, minlength=self.n_cells)
         self.bank_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])

@@ -53,6 +53,8 @@ class RegressorHead(Head):
         mode: "sphere" (unit-vector output, great-circle loss) or "latlon" (plain regression).
     """
 
+    streaming = True  # on_train_start streams the standardisation statistics
+
     def __init__(
         self,
         in_dim: int,

@@ -88,6 +88,7 @@ class RetrievalHead(Head):
     """
 
     uses_gallery = True
+    streaming = True  # on_train_start streams the standardisation statistics; fit_data reads coordinates only
 
     def __init__(
         self,
