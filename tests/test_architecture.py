@@ -23,7 +23,8 @@ LAYERS: dict[str, int] = {
     "errors": 0, "atomic": 0, "settings": 0, "optional": 0, "__main__": 9, "": 0,
     # pure geography: numpy / shapely, no torch
     "geo": 1,
-    # reading the world; the one result type is plain data over geo/ and data/exif
+    # reading the world; the one result type is plain data over geo/ and data/exif, and the calibrated
+    # mixture it carries (numpy over geo/)
     "data": 2, "prediction": 2, "calibration": 2,
     # pretrained backbones
     "encoders": 3,
@@ -32,7 +33,7 @@ LAYERS: dict[str, int] = {
     # small models over embeddings
     "heads": 5,
     # the object users hold
-    "pretrained": 6, "geolocator": 6, "calibration": 6,
+    "pretrained": 6, "geolocator": 6,
     # things done with a Geolocator
     "train": 7, "train_ray": 7, "evaluate": 7, "explain": 7, "verify": 7, "demo": 7, "report": 7, "outdoor": 7,
     # front doors
