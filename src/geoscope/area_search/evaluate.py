@@ -23,7 +23,7 @@ def node_of(grid: AreaGrid, lat: float, lon: float) -> tuple[int, int] | None:
     from pyproj import Transformer
 
     x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(float(lon), float(lat))
-    col, row = ~grid.transform * (x, y)
+    col, row = ~grid.transform @ (x, y)
     r, c = int(np.floor(row)), int(np.floor(col))
     if 0 <= r < grid.rows and 0 <= c < grid.cols:
         return r, c
