@@ -297,3 +297,31 @@ def test_area_search_over_an_openstreetmap_extract(tmp_path):
     view = source.read_tile(tile_grid(lat[r, c], lon[r, c], 0.3, 64, "auto", 0.0)).image()
     res = s.locate(view, heading=0.0)
     assert evaluate_placement(res.scores, s.grid, lat[r, c], lon[r, c]).rank == 1
+
+
+@needs_rmnp
+def test_the_cli_says_what_is_wrong_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from PIL import Image
+
+    from geoscope.cli import main
+
+    photo = tmp_path / "p.jpg"
+    Image.new("RGB", (64, 64), (90, 120, 80)).save(photo)
+    out = tmp_path / "out"
+    base = ["crossview", "search", str(photo), "--area", str(RMNP), "-o", str(out), "--cache", str(tmp_path / "c")]
+    cases = [
+        (["--bbox", "10,10,11,11"], "lies outside the raster rmnp-rgb.tif"),
+        (["--stride-m", "20"], "makes 9,"),  # the whole park at 20 m: millions of tiles, said before a model loads
+        (["--spacing-m", "100"], "--spacing-m applies to --sequence"),
+        (["--headings", "10", "20"], "--headings gives 2 heading(s) for 1 photo(s)"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("geoscope: error: ") and message in err[0], err
+    assert main(["crossview", "search", "--sequence", str(photo), str(photo), "--area", str(RMNP), "-o", str(out)]) == 1
+    assert "--sequence needs --spacing-m" in capsys.readouterr().err
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["crossview", "search", str(tmp_path / "broken.jpg"), "--area", str(RMNP), "-o", str(out)]) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "c").exists()

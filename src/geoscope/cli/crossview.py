@@ -141,6 +141,7 @@ def _register_search(commands) -> None:
 def run_search(args: argparse.Namespace) -> int:
     from geoscope.area_search import AreaSearch, evaluate_placement, load_matcher, open_area
     from geoscope.cli._common import print_json
+    from geoscope.data.area_grid import area_grid
     from geoscope.data.images import load_image
     from geoscope.errors import InputError
 
@@ -156,6 +157,8 @@ def run_search(args: argparse.Namespace) -> int:
     # everything that can be wrong with the input is found before anything is written
     images = [load_image(p) for p in photos]
     source, box = open_area(area=args.area, osm=args.osm, bbox=args.bbox, margin_m=args.size_m)
+    stride_m = args.stride_m if args.stride_m is not None else args.size_m / 2.0
+    area_grid(box, stride_m / 1000.0, max_tiles=args.max_tiles)  # too many tiles is said before a model loads
     matcher = load_matcher(args.model, args.weights, args.precision)
     search = AreaSearch.prepare(source, box, matcher, stride_m=args.stride_m, size_m=args.size_m, px=args.px,
                                 heading_steps=args.heading_steps, min_valid=args.min_valid, cache=args.cache,
