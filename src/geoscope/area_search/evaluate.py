@@ -9,7 +9,7 @@ localisation error in metres (from the best node to the truth). For many photos:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image

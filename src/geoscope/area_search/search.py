@@ -15,7 +15,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -52,6 +53,7 @@ def open_area(area: str | os.PathLike | None = None, osm: str | os.PathLike | No
     if (area is None) == (osm is None):
         raise InputError("area search needs one overhead source: --area R.tif or --osm F.osm.pbf")
     box = None if bbox is None else BBox.coerce(bbox)
+    source: Any
     if box is not None and box.crosses_antimeridian:
         raise InputError(f"the bounding box {box} crosses the antimeridian; search each side separately")
     if area is not None:
@@ -62,6 +64,7 @@ def open_area(area: str | os.PathLike | None = None, osm: str | os.PathLike | No
     else:
         from geoscope.data.osm_render import OsmMap
 
+        assert osm is not None
         load_box = None
         if box is not None:  # keep what reaches into the box and a tile beyond it
             pad = margin_m / 111_000.0 + 1e-3
