@@ -37,7 +37,7 @@ SIZE_M, STRIDE_M = 5000.0, 1000.0
 @pytest.fixture(scope="module")
 def area(tmp_path_factory):
     source, box = open_area(area=RMNP, bbox=BOX)
-    matcher = load_matcher("efficientnet-lite0", input_px=128)
+    matcher = load_matcher("efficientnet-lite0", input_px=128)  # torch: 128 px suits ~130 m imagery better than 224
     search = AreaSearch.prepare(source, box, matcher, stride_m=STRIDE_M, size_m=SIZE_M, px=128, heading_steps=8,
                                 cache=tmp_path_factory.mktemp("refs"), progress=False)
     inner = (box[0] + 0.025, box[1] + 0.035, box[2] - 0.025, box[3] - 0.035)  # views whole inside the area

@@ -161,6 +161,8 @@ def load_matcher(model: str, weights: str | None = None, precision: str | None =
     frozen-feature baseline, e.g. ``efficientnet-lite0``).
 
     This is the one function that turns ``--model`` into a matcher: a new kind of model is one branch here.
+    An encoder runs on the fastest installed runtime (``runtime="auto"``: OpenVINO, ONNX Runtime, else
+    torch) unless ``runtime`` is given; ``input_px`` other than the encoder's own size needs torch.
     """
     folder = Path(str(model)).expanduser()
     if folder.is_dir() and (folder / "config.json").is_file():
@@ -171,16 +173,20 @@ def load_matcher(model: str, weights: str | None = None, precision: str | None =
     if str(model) not in names and not str(model).startswith(("hf:", "hf-hub:")) and not folder.is_dir():
         raise InputError(f"--model {model!r} is neither a cross-view model folder nor an image encoder "
                          f"(known encoders: {', '.join(sorted(names))})")
-    kwargs: dict = {"precision": precision or "fp32"}
-    if runtime is not None:
-        kwargs["runtime"] = runtime
-    if weights is not None:
-        if not Path(weights).expanduser().is_dir():
-            raise InputError(f"--weights points to {weights}, which is not a folder")
-        encoder = create_encoder(str(Path(weights).expanduser()), name=str(model), **kwargs)
-    else:
-        encoder = create_encoder(str(model), **kwargs)
-    return FrozenEncoderMatcher(encoder.eval(), input_px=input_px)
+    if weights is not None and not Path(weights).expanduser().is_dir():
+        raise InputError(f"--weights points to {weights}, which is not a folder")
+
+    def build(run: str):
+        kwargs: dict = {"precision": precision or "fp32", "runtime": run}
+        if weights is not None:
+            return create_encoder(str(Path(weights).expanduser()), name=str(model), **kwargs).eval()
+        return create_encoder(str(model), **kwargs).eval()
+
+    # only embeddings are needed: the fastest installed runtime (exported runtimes take the native input size only)
+    encoder = build(runtime or "auto")
+    if runtime is None and input_px is not None and input_px != encoder.input_size and getattr(encoder, "runtime", "torch") != "torch":
+        encoder = build("torch")
+    return FrozenEncoderMatcher(encoder, input_px=input_px)
 
 
 def _load_crossview_folder(folder: Path, weights: str | None, precision: str | None) -> CrossViewMatcher:
