@@ -136,14 +136,22 @@ def write_heatmap_png(path: str | Path, grid: AreaGrid, values: np.ndarray, sour
     lon1, lat1 = to_ll.transform(corners_x[1], corners_y[1])
     x0, y0 = to_xy(lat0, lon0)
     x1, y1 = to_xy(lat1, lon1)
-    v = np.ma.masked_invalid(np.asarray(values, np.float64))
-    im = ax.imshow(v, extent=(float(x0), float(x1), float(y1), float(y0)) if bg is not None else
-                   (float(x0), float(x1), float(y1), float(y0)), cmap="inferno", alpha=0.55 if bg is not None else 1.0,
-                   interpolation="nearest", origin="upper")
+    vals = np.asarray(values, np.float64)
+    finite = np.isfinite(vals)
+    lo, hi = (float(vals[finite].min()), float(vals[finite].max())) if finite.any() else (0.0, 1.0)
+    norm = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1.0)
+    cmap = matplotlib.colormaps["inferno"]
+    rgba = cmap(norm(np.where(finite, vals, lo)))
+    if bg is not None:  # the imagery shows through where the heatmap is low
+        rgba[..., 3] = np.where(finite, 0.15 + 0.7 * np.sqrt(np.clip(norm(np.where(finite, vals, lo)), 0, 1)), 0.0)
+    else:
+        rgba[..., 3] = finite.astype(float)
+    extent = (float(x0), float(x1), float(y1), float(y0))
+    ax.imshow(rgba, extent=extent, interpolation="nearest", origin="upper")
     if bg is None:
         ax.set_xlim(float(x0), float(x1))
         ax.set_ylim(float(y1), float(y0))
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.046, pad=0.04, label=label)
     if route:
         rx, ry = to_xy(np.array([p["lat"] for p in route]), np.array([p["lon"] for p in route]))
         ax.plot(rx, ry, "-o", color="cyan", lw=1.5, ms=3, label="best route")
