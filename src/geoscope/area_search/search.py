@@ -65,16 +65,41 @@ def open_area(area: str | os.PathLike | None = None, osm: str | os.PathLike | No
         from geoscope.data.osm_render import OsmMap
 
         assert osm is not None
+        what = f"the OpenStreetMap extract {Path(osm).name}"
         load_box = None
-        if box is not None:  # keep what reaches into the box and a tile beyond it
+        if box is not None:
+            header = _osm_header_bounds(osm)
+            if header is not None:  # a box outside the extract is said as such, before reading it
+                clip_bbox(box.to_latlon(), header, what)
+            # keep what reaches into the box and a tile beyond it
             pad = margin_m / 111_000.0 + 1e-3
             load_box = (box.south - pad, box.west - pad * 2, box.north + pad, box.east + pad * 2)
         source = OsmMap.load(osm, bbox=load_box)
-        what = f"the OpenStreetMap extract {Path(osm).name}"
+        source.path = Path(osm)  # what the reference cache is keyed by (with the bounds read)
     bounds = source.bounds_latlon  # west, south, east, north
     if box is None:
         return source, (bounds[1], bounds[0], bounds[3], bounds[2])
     return source, clip_bbox(box.to_latlon(), bounds, what)
+
+
+def _osm_header_bounds(path) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) from an extract's header, or None when it has none or cannot be read
+    (reading the extract then says what is wrong)."""
+    try:
+        import osmium
+    except ImportError:
+        return None  # OsmMap.load says what to install
+    try:
+        reader = osmium.io.Reader(str(path), osmium.osm.osm_entity_bits.NOTHING)
+        try:
+            b = reader.header().box()
+        finally:
+            reader.close()
+        if not b.valid():
+            return None
+        return (b.bottom_left.lon, b.bottom_left.lat, b.top_right.lon, b.top_right.lat)
+    except (RuntimeError, OSError, ValueError):  # an unreadable extract: OsmMap.load says what is wrong
+        return None
 
 
 @dataclass
