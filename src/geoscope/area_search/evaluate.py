@@ -96,7 +96,7 @@ def evaluate_pairs(matcher, pairs, batch_size: int = 32, ks: Sequence[int] = (1,
 
     df = read_pairs(pairs)
     folder = Path(pairs) if Path(pairs).is_dir() else Path(pairs).parent
-    settings = {}
+    settings: dict = {}
     if (folder / "crossview.json").is_file():
         settings = (json.loads((folder / "crossview.json").read_text(encoding="utf-8")) or {}).get("settings", {}) or {}
     turned = bool(settings.get("rotate_to_heading", False))

@@ -190,14 +190,40 @@ def load_matcher(model: str, weights: str | None = None, precision: str | None =
     return FrozenEncoderMatcher(encoder, input_px=input_px)
 
 
+class NamedMatcher:
+    """A matcher object given the ``name`` and ``cache_key`` area search records (e.g. a cross-view model)."""
+
+    heading_mode = "query"
+
+    def __init__(self, model: Any, name: str, cache_key: str):
+        self.model, self.name, self.cache_key = model, name, cache_key
+        self.dim = int(model.dim)
+        self.heading_mode = getattr(model, "heading_mode", "query")
+
+    def embed_queries(self, images: Sequence[Any], headings: Sequence[float | None] | None = None) -> np.ndarray:
+        return self.model.embed_queries([as_pil(im) for im in images], headings=headings)
+
+    def embed_references(self, images: Sequence[Any]) -> np.ndarray:
+        return self.model.embed_references([as_pil(im) for im in images])
+
+
 def _load_crossview_folder(folder: Path, weights: str | None, precision: str | None) -> CrossViewMatcher:
-    """A trained cross-view model folder (the cross-view model's own loader plugs in here)."""
-    import json
+    """A trained cross-view model folder (``geoscope crossview train``): query embeddings turn photos back to
+    north up by their heading (or pool rotations when it is unknown), references are north-up tiles."""
+    import hashlib
+    import importlib
 
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        config_bytes = (folder / "config.json").read_bytes()
+    except OSError as exc:
         raise InputError(f"{folder / 'config.json'} cannot be read ({exc})") from None
-    kind = config.get("format") if isinstance(config, dict) else None
-    raise InputError(f"{folder} is a model folder of format {kind!r}, not a cross-view model this geoscope can load; "
-                     "give an image encoder name (e.g. efficientnet-lite0) for the frozen-feature baseline")
+    try:
+        module = importlib.import_module("geoscope.crossview.model")
+    except ModuleNotFoundError:
+        raise InputError(f"{folder} is a model folder, but this geoscope has no cross-view models to load it with; "
+                         "give an image encoder name (e.g. efficientnet-lite0) for the frozen-feature baseline") from None
+    options = {k: v for k, v in {"weights": weights, "precision": precision}.items() if v is not None}
+    model = module.CrossViewModel.from_pretrained(folder, **options)
+    # config.json records the SHA-256 of every model file: its own digest identifies the weights
+    key = hashlib.sha256(config_bytes).hexdigest()[:16]
+    return NamedMatcher(model, f"crossview:{folder.name}", f"crossview:{key}|{precision or 'fp32'}")
