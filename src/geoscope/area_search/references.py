@@ -202,9 +202,23 @@ def _fill(source: Any, spec: ReferenceSpec, matcher: Any, writer: ShardWriter, d
     return count
 
 
+#: reference sets up to this many float32 bytes are held in memory after the first search
+IN_MEMORY_BYTES = 512 * 2**20
+
+
 def reference_matrix(refs: ReferenceSet, chunk: int = 65536):
-    """Yield (start, float32 unit rows) chunks of the reference embeddings (memory bounded by ``chunk``)."""
+    """Yield (start, float32 unit rows) chunks of the reference embeddings: the whole set held in memory
+    once read when it fits :data:`IN_MEMORY_BYTES`, else read in chunks of ``chunk`` rows from the store."""
+    cached = refs.extra.get("float32")
+    if cached is not None:
+        yield 0, cached
+        return
     emb = refs.store.embeddings
+    if len(refs) * refs.store.dim * 4 <= IN_MEMORY_BYTES:
+        whole = np.asarray(emb, dtype=np.float32)
+        refs.extra["float32"] = whole
+        yield 0, whole
+        return
     for a in range(0, len(refs), chunk):
         yield a, np.asarray(emb[a:a + chunk], dtype=np.float32)
 

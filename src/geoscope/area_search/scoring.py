@@ -74,7 +74,10 @@ def score_photo(refs: ReferenceSet, matcher: Any, image: Any, heading: float | N
         s = np.where(ok, s, -np.inf).astype(np.float32)
         h = np.array(ref_headings, np.float32)[hk] if mode == "reference" else np.array(
             [0.0 if v is None else v for v in qh], np.float32)[a]
-        # several rows can share a node (reference headings): keep the best of them
+        if len(ref_headings) == 1:  # one row per node
+            best[node], best_h[node] = s, h
+            continue
+        # several rows share a node (reference headings): keep the best of them
         order = np.argsort(s, kind="stable")  # ascending, so the best write lands last
         node_o, s_o, h_o = node[order], s[order], h[order]
         better = s_o > best[node_o]
