@@ -76,7 +76,7 @@ def scoring_only(n_positions: int, dim: int, tmp: Path, repeats: int = 5) -> tup
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--routes", type=int, default=12)
+    ap.add_argument("--routes", type=int, default=20)
     ap.add_argument("--route-len", type=int, default=5)
     ap.add_argument("--spacing-m", type=float, default=1500.0)
     ap.add_argument("--size-m", type=float, default=5000.0)
@@ -108,6 +108,7 @@ def main() -> int:
         res = {k: [] for k in ("single_known", "route_known", "single_unknown", "route_unknown")}
         t_known = t_unknown = 0.0
         n_photos = 0
+        all_views = []
         for _ in range(args.routes):
             pts = random_route(inner, args.route_len, args.spacing_m, rng)
             views = [synthetic_view(source, la, lo, rng.uniform(0, 360), args.size_m, 256, rng) for la, lo in pts]
@@ -123,7 +124,22 @@ def main() -> int:
                 res[f"single_{tag}"].append(evaluate_placement(per[-1].scores, search.grid, *truth))
                 routed = search.combine_route(per, args.spacing_m)
                 res[f"route_{tag}"].append(evaluate_placement(routed.scores, search.grid, *truth))
+            all_views.extend(views)
         n_big, big_per_s = scoring_only(args.big, matcher.dim, tmp)
+        # the CLI's default: the encoder at its own 224 px on the fastest installed runtime
+        native = load_matcher("efficientnet-lite0")
+        s224 = AreaSearch.prepare(source, box, native, stride_m=args.stride_m, size_m=args.size_m, px=128,
+                                  heading_steps=8, cache=tmp / "refs224", progress=False)
+        n224, t224 = s224.refs.embedded_now, s224.refs.seconds
+        some = all_views[:20]
+        t = time.perf_counter()
+        for v in some:
+            s224.score(v.image, v.heading_deg)
+        k224 = len(some) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for v in some[:10]:
+            s224.score(v.image)
+        u224 = 10 / (time.perf_counter() - t)
     load1 = os.getloadavg()
 
     s = {k: summarize(v) for k, v in res.items()}
@@ -146,6 +162,10 @@ def main() -> int:
     rows.append([f"throughput: scoring alone per second over {n_big:,} positions ({matcher.dim}-d float16)",
                  big_per_s, "", "", "", "", "", "", ""])
     rows.append(["reopening the cached references (s)", t_reopen, "", "", "", "", "", "", ""])
+    rt = native.encoder.runtime
+    rows.append([f"224 px on {rt}: reference tiles embedded per second", n224 / t224, "", "", "", "", "", "", ""])
+    rows.append([f"224 px on {rt}: searches per second, heading known", k224, "", "", "", "", "", "", ""])
+    rows.append([f"224 px on {rt}: searches per second, 8 headings tried", u224, "", "", "", "", "", "", ""])
     notes = (
         f"{args.routes} routes of {args.route_len} synthetic views {args.spacing_m:g} m apart, over a "
         f"{search.grid.rows} x {search.grid.cols} grid ({len(search.grid)} positions, {args.stride_m:g} m apart) of "
