@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "serve": ["benchmarks/bench_serve.py"],
     "fuzz": ["benchmarks/bench_fuzz.py"],
     "calibration": ["benchmarks/bench_calibration.py"],  # reuses the demo's cache (runs/demo)
+    "area_search": ["benchmarks/bench_area_search.py"],
 }
 
 
