@@ -1,4 +1,10 @@
-"""Atomic file output: a file is either fully written or not there at all."""
+"""Atomic file output: a file is either fully written or not there at all.
+
+A write the storage refuses (disk full, quota, read-only filesystem, no permission) raises
+``geoscope.errors.StorageError``: one sentence naming the file and what to do, whichever library was
+writing (numpy, pandas / Arrow, safetensors, torch). ``writing(path)`` does the same for code that
+writes a file in place.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from geoscope.errors import storage_error
 
 
 def _read_umask() -> int:
@@ -20,6 +28,33 @@ _UMASK = _read_umask()
 
 
 @contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, an error that means the storage refused a write (``ENOSPC``, ``EDQUOT``,
+    ``EROFS``, ``EACCES``, ``EPERM``, also when a library only says so in its message) becomes a
+    ``StorageError`` naming ``path``; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        err = storage_error(exc, path)
+        if err is None or err is exc:
+            raise
+        raise err from exc
+
+
+def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of ``data`` to ``fd`` (at ``offset`` with ``pwrite``): a short write, which is how a
+    filling disk first shows, is continued until the rest fails with its ``OSError``."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(28, "No space left on device")
+        view = view[n:]
+        if offset is not None:
+            offset += n
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
@@ -27,17 +62,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     raises, the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     mode = 0o666 & ~_UMASK  # what any new file gets; mkstemp makes 0600
-    os.chmod(tmp_path, mode)
     try:
-        yield tmp_path
-        # again after writing: some writers replace the file (safetensors' save_file writes 0600)
-        os.chmod(tmp_path, mode)
-        os.replace(tmp_path, path)
+        with writing(path):
+            os.chmod(tmp_path, mode)
+            yield tmp_path
+            # again after writing: some writers replace the file (safetensors' save_file writes 0600)
+            os.chmod(tmp_path, mode)
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -55,3 +92,35 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+class _Sink:
+    """A file object that remembers the first ``OSError`` of its writes (torch.save reports a failed
+    write as "[enforce fail at inline_container.cc] unexpected pos", without the reason)."""
+
+    def __init__(self, f) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def write_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically; a write the disk refuses is a ``StorageError``."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        sink = _Sink(f)
+        try:
+            torch.save(obj, sink)
+        except Exception:
+            if sink.error is not None:
+                raise sink.error from None
+            raise

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geoscope.atomic import atomic_path, write_json, write_text
+from geoscope.atomic import write_json, write_text, write_torch
 from geoscope.calibration import (
     Calibration,
     MixtureBatch,
@@ -295,8 +295,7 @@ def fit_head(
                 "bad_epochs": bad_epochs, "best_head": best_state,
                 "finished": stopped_early or epoch + 1 == cfg.epochs,
             }
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
+            write_torch(ckpt, state)  # atomic; a full disk is a StorageError naming the file
 
     if best_state is not None:
         load_head_state(head, best_state)
