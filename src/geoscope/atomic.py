@@ -1,5 +1,10 @@
 """Atomic file output: a file is either fully written or not there at all.
 
+The temporary file beside the target is named ``.NAME.HOST-PID.XXXXXXXX.tmp...``: a writer killed
+mid-write (SIGKILL, power loss) leaves it behind, and the next atomic write of the same file on the
+same host removes it once that process is gone, so kills do not pile up half-written copies (a
+checkpoint can be gigabytes).
+
 A write the storage refuses (disk full, quota, read-only filesystem, no permission) raises
 ``geoscope.errors.StorageError``: one sentence naming the file and what to do, whichever library was
 writing (numpy, pandas / Arrow, safetensors, torch). ``writing(path)`` does the same for code that
@@ -10,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +32,39 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname() or "localhost")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process (or no such pid number): leave it
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``path`` that writers on this host left when they were killed
+    (their process is gone); returns them. Temporaries of live writers, of this process and of
+    other hosts (a shared filesystem) are left alone."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?P<host>.+)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
+    removed = []
+    try:
+        names = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.")]
+    except OSError:
+        return removed
+    for p in names:
+        m = pattern.match(p.name)
+        if m and m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 @contextmanager
@@ -64,7 +104,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp" + path.suffix,
+                                   dir=path.parent)
         os.close(fd)
     tmp_path = Path(tmp)
     mode = 0o666 & ~_UMASK  # what any new file gets; mkstemp makes 0600
