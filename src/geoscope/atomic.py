@@ -45,6 +45,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def temporary_prefix(path: str | os.PathLike) -> str:
+    """The name a temporary file for ``path`` starts with (``mkstemp``'s prefix; add ``.tmp`` to its suffix)."""
+    return f".{Path(path).name}.{_HOST}-{os.getpid()}."
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files of ``path`` that writers on this host left when they were killed
     (their process is gone); returns them. Temporaries of live writers, of this process and of
@@ -105,8 +110,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp" + path.suffix,
-                                   dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent)
         os.close(fd)
     tmp_path = Path(tmp)
     mode = 0o666 & ~_UMASK  # what any new file gets; mkstemp makes 0600

@@ -59,3 +59,15 @@ def test_temporaries_of_live_writers_and_other_files_are_left_alone(tmp_path):
     assert atomic.remove_stale_temporaries(target) == []
     atomic.write_bytes(target, b"weights")
     assert _temporaries(tmp_path) == sorted(p.name for p in (live, other_host, other_file))
+
+
+def test_the_store_lock_clears_the_temporary_of_a_writer_killed_while_taking_it(tmp_path):
+    from geoscope.store.lock import StoreLock
+
+    _killed_write_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                       text=True).stdout.strip()  # a pid that is gone now
+    stale = tmp_path / f".store.lock.{atomic._HOST}-{_killed_write_pid}.k1ll3d00.tmp"
+    stale.write_text("{}")
+    with StoreLock(tmp_path):
+        assert (tmp_path / "store.lock").exists()
+    assert _temporaries(tmp_path) == []

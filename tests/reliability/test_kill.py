@@ -2,7 +2,7 @@
 seeded random moments, run the same command again and get what an uninterrupted run gets.
 
 ``benchmarks/bench_kill.py`` runs the full schedule (20 kills per command); these use the same
-harness (``kill.py``) with fewer kills and smaller inputs. Each kill starts from an empty output
+harness (``kill.py``) with one kill per command and smaller inputs. Each kill starts from an empty output
 folder; the moments are drawn in the reference run's working window (first output file to end)."""
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
-    w = kill.make_world(root / "world", 300)
+    w = kill.make_world(root / "world", 200)
     w["root"], w["log"] = root, root / "stderr.log"
+    w["embed"] = kill.embed_job(w["images"], w["clip"], root / "ref-embed", batch_size=4)
+    w["embed_window"] = kill.reference_run(w["embed"].args(root / "ref-embed"), root / "ref-embed", w["log"])
     return w
 
 
@@ -41,20 +43,14 @@ def _assert_survived(records, log):
 
 
 def test_embed_killed_then_rerun_equals_an_uninterrupted_run(world):
-    root, log = world["root"], world["log"]
-    job = kill.embed_job(world["images"], world["clip"], root / "ref-embed", batch_size=4)
-    window = kill.reference_run(job.args(root / "ref-embed"), root / "ref-embed", log)
-    _assert_survived(_kills(job, root, window, 2, 1, log), log)
+    _assert_survived(_kills(world["embed"], world["root"], world["embed_window"], 1, 1, world["log"]), world["log"])
 
 
 def test_train_killed_then_rerun_equals_an_uninterrupted_run(world):
     root, log = world["root"], world["log"]
-    store = root / "store"
-    rc, _ = kill.run_to_end(kill.embed_job(world["images"], world["clip"], store).args(store), log)
-    assert rc == 0, kill.tail(log)
-    job = kill.train_job(store, world["cells"], root / "ref-train", epochs=6, batch_size=32)
+    job = kill.train_job(root / "ref-embed", world["cells"], root / "ref-train", epochs=6, batch_size=32)
     window = kill.reference_run(job.args(root / "ref-train"), root / "ref-train", log)
-    _assert_survived(_kills(job, root, window, 2, 2, log), log)
+    _assert_survived(_kills(job, root, window, 1, 2, log), log)
 
 
 def test_demo_killed_then_rerun_equals_an_uninterrupted_run(world):

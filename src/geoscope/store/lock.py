@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from geoscope.atomic import writing
+from geoscope.atomic import remove_stale_temporaries, temporary_prefix, writing
 from geoscope.errors import InputError
 from geoscope.store.layout import LOCK, host, writer_info
 
@@ -41,7 +41,8 @@ class StoreLock:
 
     def _create(self, info: dict) -> bool:
         with writing(self.path):
-            fd, tmp = tempfile.mkstemp(prefix=".store.lock.", dir=self.path.parent)
+            remove_stale_temporaries(self.path)  # a writer killed between these two lines left its own
+            fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(self.path), suffix=".tmp", dir=self.path.parent)
         try:
             with writing(self.path), os.fdopen(fd, "w") as f:
                 json.dump(info, f)
