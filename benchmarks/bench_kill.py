@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +61,7 @@ def main() -> None:
             specs["demo"] = dj
         print("reference runs (first output, end) s:", windows, file=sys.stderr, flush=True)
 
-        rows, records = [], []
+        records = []
         for n, job in enumerate(jobs):
             first, total = windows[job]
             moments = iter(kill.schedule(a.seed + n, 10 * a.kills, first, total))
@@ -77,32 +76,83 @@ def main() -> None:
                         f.write(json.dumps(rec) + "\n")
                 if rec["killed"]:
                     done += 1
-            killed = [r for r in records if r["job"] == job and r["killed"]]
-            ok = [r for r in killed if r["ok"]]
-            bad = [r for r in killed if not r["ok"]]
-            problems = "; ".join(f"at {r['at_s']} s: " + ", ".join(r["after_kill"] + r["differences"] + r["stray_files"])
-                                 for r in bad[:3])
-            rows.append([job, f"{first:.1f} - {total:.1f}", len(killed), tries - len(killed), len(ok),
-                         sum(bool(r["after_kill"]) for r in killed), sum(bool(r["differences"]) for r in killed),
-                         sum(bool(r["stray_files"]) for r in killed),
-                         f"{max((r['rerun_s'] for r in killed), default=0):.1f}", problems or "none"])
-        survived = sum(r[4] for r in rows)
-        kills = sum(r[2] for r in rows)
-        load = os.getloadavg()
-        notes = (f"{survived} of {kills} kills survived (every check held). embed: {a.images} tiny JPEGs (48x36, two "
-                 "unreadable files among them), a tiny random CLIP, batch 4, no workers; train: the hybrid head on that "
-                 "store over 6x12 world geocells, 10 epochs of batches of 32, calibrated on the validation split; demo: "
-                 "`geoscope demo --quick --train 40 --test 10 --epochs 4` (Blue Marble tiles, efficientnet-lite0). "
-                 "'window': the reference run's first output file and end, seconds after its start: the kill moments "
-                 f"are drawn (seed {a.seed} + job number) uniformly in it. 'finished first': moments the run had "
-                 "already finished by (not counted as kills). Processes ran with one torch thread. Load average "
-                 f"at the end {load[0]:.1f} (2 cores shared with other jobs): timings are noisy.")
-        write_result("kill", "Reliability: SIGKILL at random moments, then the same command again",
-                     ["command", "window s", "kills", "finished first", "survived", "opened wrong after the kill",
-                      "result differs", "stray files", "slowest re-run s", "problems"], rows, notes)
-        if a.keep is None:
-            time.sleep(0)  # the temporary folder goes with the context
+        report(records, jobs, windows, a)
+
+
+def report(records: list[dict], jobs: list[str], windows: dict, a) -> None:
+    rows = []
+    for job in jobs:
+        first, total = windows[job]
+        mine = [r for r in records if r["job"] == job]
+        killed = [r for r in mine if r["killed"]]
+        ok = [r for r in killed if r["ok"]]
+        bad = [r for r in killed if not r["ok"]]
+        problems = "; ".join(f"at {r['at_s']} s: " + ", ".join(r["after_kill"] + r["differences"] + r["stray_files"])
+                             for r in bad[:3])
+        left = {}
+        for r in killed:
+            where = _stage(r.get("left", ""))
+            left[where] = left.get(where, 0) + 1
+        rows.append([job, f"{first:.1f} - {total:.1f}", len(killed), len(mine) - len(killed), len(ok),
+                     sum(bool(r["after_kill"]) for r in killed), sum(bool(r["differences"]) for r in killed),
+                     sum(bool(r["stray_files"]) for r in killed),
+                     ", ".join(f"{k} {v}" for k, v in sorted(left.items(), key=lambda kv: -kv[1])),
+                     f"{max((r['rerun_s'] for r in killed), default=0):.1f}", problems or "none"])
+    survived = sum(r[4] for r in rows)
+    kills = sum(r[2] for r in rows)
+    load = os.getloadavg()
+    notes = (f"{survived} of {kills} kills survived (every check held). embed: {a.images} tiny JPEGs (48x36, two "
+             "unreadable files among them), a tiny random CLIP, batch 4, no workers; train: the hybrid head on that "
+             "store over 6x12 world geocells, 10 epochs of batches of 32, calibrated on the validation split; demo: "
+             "`geoscope demo --quick --train 40 --test 10 --epochs 4` (Blue Marble tiles, efficientnet-lite0). "
+             "'window': the reference run's first output file and end, seconds after its start: the kill moments "
+             f"are drawn (seed {a.seed} + job number) uniformly in it. 'finished first': moments the run had "
+             "already finished by (not counted as kills). 'where the kills landed': what each kill left (an embed: "
+             "no store yet, rows committed, or complete; a train: the last checkpointed epoch and whether the model "
+             "was saved; the demo: the stage it was in). Each kill starts from an empty output folder; after it, "
+             "what is there must either refuse to open (saying it is unfinished) or open and equal the reference "
+             "('opened wrong' counts the others); the same command is run again and its result compared with the "
+             "reference run's: store rows, order, embeddings bit for bit (float16), coordinates and errors; model "
+             "weights bit for bit, config, cells, calibration, report and per-epoch metrics less timings; the demo's "
+             "report (less timings), cached stores, thumbnails and model ('result differs'); 'stray files': "
+             "temporary files or a lock left in the finished output. Processes ran with one torch thread. Load "
+             f"average at the end {load[0]:.1f} (2 cores shared with other jobs): timings are noisy.")
+    write_result("kill", "Reliability: SIGKILL at random moments, then the same command again",
+                 ["command", "window s", "kills", "finished first", "survived", "opened wrong after the kill",
+                  "result differs", "stray files", "where the kills landed", "slowest re-run s", "problems"], rows, notes)
+
+
+def _stage(left: str) -> str:
+    """A kill's ``left`` description reduced to a stage, for counting."""
+    if not left:
+        return "?"
+    if "rows committed" in left and ";" not in left:
+        return "mid-store"
+    if left.startswith("checkpoint") or left.startswith("no checkpoint"):
+        return left.split(",")[0].replace("checkpoint after epoch", "after epoch") + (
+            ", model saved" if "model saved" in left else "")
+    if left in ("no store", "complete", "finished", "nothing written"):
+        return left
+    # the demo: the last stage it had reached
+    if "checkpoint" in left or "model" in left:
+        return "training" if "model saved" not in left else "model saved"
+    if "rows committed" in left:
+        return "embedding tiles"
+    return "stores done"
+
+
+def from_log() -> None:
+    """Render kill.json from a --log file of an interrupted run: ``--from-log FILE --windows JSON``."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--from-log", required=True)
+    ap.add_argument("--windows", required=True, help='{"embed": [first, end], ...}')
+    ap.add_argument("--images", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=14)
+    a = ap.parse_args()
+    records = [json.loads(x) for x in Path(a.from_log).read_text().splitlines() if x.strip()]
+    windows = json.loads(a.windows)
+    report(records, [j for j in ("embed", "train", "demo") if any(r["job"] == j for r in records)], windows, a)
 
 
 if __name__ == "__main__":
-    main()
+    from_log() if "--from-log" in sys.argv else main()

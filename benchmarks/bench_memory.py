@@ -40,13 +40,17 @@ sys.path.insert(0, sys.argv[3])
 import fuzz_corpus
 from fuzz_harness import check_exif, check_load
 
-def rss_mb():
+def status_mb(key):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
+
+def rss_mb():
+    return status_mb("VmRSS:")
 n, every = int(sys.argv[1]), int(sys.argv[2])
 t0, slowest, outcomes = time.perf_counter(), (0.0, 0.0, ""), {}
 samples = [(0, rss_mb())]
+peak, peak_at = status_mb("VmHWM:"), "start-up"
 for i, item in enumerate(fuzz_corpus.corpus(n)):
     t, c = time.perf_counter(), time.process_time()
     a, _ = check_load(item.data, item.name)
@@ -54,6 +58,9 @@ for i, item in enumerate(fuzz_corpus.corpus(n)):
     dc, dt = time.process_time() - c, time.perf_counter() - t
     if dc > slowest[0]:
         slowest = (dc, dt, f"#{item.index} {item.kind}: {item.detail}")
+    hwm = status_mb("VmHWM:")
+    if hwm > peak:
+        peak, peak_at = hwm, f"#{item.index} {item.kind}: {item.detail}"
     outcomes[a] = outcomes.get(a, 0) + 1
     if b not in ("ok", "error"):
         outcomes["exif " + b] = outcomes.get("exif " + b, 0) + 1
@@ -61,7 +68,8 @@ for i, item in enumerate(fuzz_corpus.corpus(n)):
         samples.append((i + 1, rss_mb()))
 samples.append((n, rss_mb()))
 print(json.dumps({"samples": samples, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "seconds": time.perf_counter() - t0, "slowest": slowest, "outcomes": outcomes}))
+                  "seconds": time.perf_counter() - t0, "slowest": slowest, "outcomes": outcomes,
+                  "peak_at": peak_at}))
 """
 
 
@@ -211,19 +219,21 @@ def main() -> None:
          f"{folder['peak_tree_pss_mb']:.0f}", ""],
     ]
     peak = max(corpus["peak_mb"], folder["peak_main_rss_mb"], folder["peak_tree_pss_mb"])
-    notes = (f"Highest peak {peak:,.0f} MB: {'under' if peak < 2048 else 'OVER'} the 2 GB bound. Corpus: seed 14 (`tests/fuzz/fuzz_corpus.py`), every input one after "
-             f"another in one process (no fresh worker per input, so a leak would accumulate); outcomes "
-             f"{corpus['outcomes']}; slowest input {corpus['slowest'][0]:.2f} s of CPU, {corpus['slowest'][1]:.2f} s wall-clock ({corpus['slowest'][2][:100]}). Its peak "
-             "comes from the decompression bombs at the limit (the fuzz benchmark's 100 MP PNG), not from growth: "
-             "compare the RSS after the first and the last thousand inputs. Folder: "
-             f"{a.images:,} JPEGs of 32x24 px (one in ten with an EXIF GPS position), made in {made_s:.0f} s; embed "
-             f"with a tiny random CLIP, batch {a.batch_size}, {a.workers} DataLoader worker: {folder['rows']:,} rows, "
-             f"{folder['errors']} errors, {folder['with_gps']:,} with coordinates. RSS of the main process and PSS "
-             "(proportional set size: shared pages split among the processes mapping them) of it with its "
-             "DataLoader workers, sampled every 0.5 s with the rows committed at that moment; the peak in "
-             "the RSS row is the kernel's ru_maxrss of the largest process (main or worker), in the PSS row the "
-             "highest sample. Load average {load:.1f} at the end (2 cores shared "
-             "with other jobs): the seconds are noisy, the megabytes are not.")
+    slow_cpu, slow_wall, slow_what = corpus["slowest"]
+    notes = (f"Highest peak {peak:,.0f} MB: {'under' if peak < 2048 else 'OVER'} the 2 GB bound. Corpus: seed 14 "
+             "(`tests/fuzz/fuzz_corpus.py`), every input one after another in one process (no fresh worker per "
+             f"input, so a leak would accumulate); outcomes {corpus['outcomes']}; slowest input {slow_cpu:.2f} s of "
+             f"CPU, {slow_wall:.2f} s wall-clock ({slow_what[:100]}). The peak was reached at {corpus['peak_at'][:100]} "
+             "(the kernel's high-water mark, read after every input); growth shows in the RSS after the first, "
+             f"middle and last thousands of inputs. Folder: {a.images:,} JPEGs of 32x24 px (one in ten with an EXIF "
+             f"GPS position), made in {made_s:.0f} s; embed with a tiny random CLIP, batch {a.batch_size}, "
+             f"{a.workers} DataLoader worker: {folder['rows']:,} rows, {folder['errors']} errors, "
+             f"{folder['with_gps']:,} with coordinates. RSS of the main process and PSS (proportional set size: "
+             "shared pages split among the processes mapping them) of it with its DataLoader workers, sampled every "
+             "0.5 s with the rows committed at that moment (the last sample after the store is finished); the peak "
+             "in the RSS row is the kernel's ru_maxrss of the largest process (main or worker), in the PSS row the "
+             f"highest sample. Load average {load:.1f} at the end (2 cores shared with other jobs): the seconds are "
+             "noisy, the megabytes are not.")
     write_result("memory", "Reliability: peak memory over the fuzz corpus and a 50,000-image folder",
                  ["run", "RSS MB early", "RSS MB midway", "RSS MB at the end", "peak RSS MB", "seconds"], rows, notes)
 
