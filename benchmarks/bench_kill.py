@@ -148,10 +148,19 @@ def from_log() -> None:
     ap.add_argument("--windows", required=True, help='{"embed": [first, end], ...}')
     ap.add_argument("--images", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--command", default=None, help="the command of the run that wrote the log (recorded as the result's)")
     a = ap.parse_args()
     records = [json.loads(x) for x in Path(a.from_log).read_text().splitlines() if x.strip()]
     windows = json.loads(a.windows)
     report(records, [j for j in ("embed", "train", "demo") if any(r["job"] == j for r in records)], windows, a)
+    if a.command:
+        from _common import RESULTS
+
+        path = RESULTS / "kill.json"
+        doc = json.loads(path.read_text())
+        doc["command"] = a.command
+        doc["notes"] += " (Table rendered from that run's --log with `--from-log`.)"
+        path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,24 @@ def test_embedding_rows_cut_short_raise_instead_of_counting(tmp_path, monkeypatc
     assert np.array_equal(np.load(tmp_path / "embeddings.npy"), rows)
 
 
+def test_a_new_embeddings_file_the_disk_refuses_leaves_nothing_half_made(tmp_path, monkeypatch):
+    # bench_disk_full found it: with 12 KB free, embed's new embeddings.npy got its size (a sparse
+    # ftruncate needs no space) but not its header, and the re-run stopped on "the magic string is
+    # not correct"; a SIGKILL between the two left the same file. It is now made whole, then renamed.
+    path = tmp_path / "embeddings.npy"
+    with monkeypatch.context() as m:
+        _stingy_write(m, 60)  # part of the 128-byte header fits
+        with pytest.raises(StorageError, match="disk is full") as info:
+            shard.EmbeddingFile(path, 4, 8)
+    assert str(path) in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no half-made file, no temporary
+    rows = np.arange(12, dtype=np.float16).reshape(3, 4)
+    f = shard.EmbeddingFile(path, 4, 8)  # once there is room, the same job goes on
+    f.write(0, rows)
+    f.finish(3)
+    assert np.array_equal(np.load(path), rows)
+
+
 def test_cli_turns_an_os_error_into_one_sentence(monkeypatch, capsys):
     from geoscope.cli import cells, main
 

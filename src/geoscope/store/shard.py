@@ -69,11 +69,17 @@ class EmbeddingFile:
                     raise InputError(f"{path} is not an embeddings file of this store (shape {shape}, {dtype})")
             self.capacity = shape[0]
             self.fd = os.open(path, os.O_RDWR)
-        else:
-            self.capacity = 0
-            with writing(path):
-                self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._resize(max(capacity, 1))
+        else:  # made whole (header, then size) under a temporary name, then renamed: a full disk or a kill
+            # in between leaves no embeddings.npy without its header (a sparse ftruncate needs no space)
+            self.capacity = max(capacity, 1)
+            with atomic_path(path) as tmp:
+                fd = os.open(tmp, os.O_RDWR)
+                try:
+                    write_all(fd, npy_header(self.capacity, dim), 0)
+                    os.ftruncate(fd, HEADER_BYTES + self.capacity * self.row_bytes)
+                finally:
+                    os.close(fd)
+            self.fd = os.open(path, os.O_RDWR)
 
     def _resize(self, rows: int) -> None:
         with writing(self.path):
