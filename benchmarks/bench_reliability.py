@@ -68,12 +68,15 @@ def main() -> None:
                      f"{ok} of {total} ({per})", _when(kill)])
     if disk:
         runs = disk["rows"]
-        ok = [r for r in runs if all(c == "yes" for c in r[3:6]) and r[7] == "yes" and r[8] == "yes"
+        out = [r for r in runs if r[2] != "0"]  # the runs that did run out of space (exit 0: there was room)
+        ok = [r for r in out if all(c == "yes" for c in r[3:6]) and r[7] == "yes" and r[8] == "yes"
               and not str(r[6]).startswith("CORRUPT")]
-        per = ", ".join(f"{job} {sum(1 for r in ok if r[0] == job)} of {sum(1 for r in runs if r[0] == job)}"
-                        for job in dict.fromkeys(r[0] for r in runs))
-        rows.append(["disk-full runs recovered (one error naming the path, nothing corrupt, resumed to the same result)",
-                     f"{len(ok)} of {len(runs)} ({per})", _when(disk)])
+        per = ", ".join(f"{job} {sum(1 for r in ok if r[0] == job)} of {sum(1 for r in out if r[0] == job)}"
+                        for job in dict.fromkeys(r[0] for r in out))
+        rows.append(["disk-full runs recovered (one error saying the disk is full and naming the path, nothing "
+                     "corrupt, the same command resumed to the result of a run with room)",
+                     f"{len(ok)} of {len(out)} runs that ran out of space ({per}; {len(runs) - len(out)} more had room "
+                     "and finished)", _when(disk)])
     write_result("reliability", "Reliability: summary", ["measure", "result", "measured by"], rows,
                  "Collected from the four reliability sections above (they give the details and the "
                  "machine load when they ran). Re-render with `python3 benchmarks/bench_reliability.py`.")
