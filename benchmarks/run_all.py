@@ -42,6 +42,10 @@ BENCHMARKS: dict[str, list[str]] = {
     "demo": ["benchmarks/bench_demo.py"],
     "serve": ["benchmarks/bench_serve.py"],
     "fuzz": ["benchmarks/bench_fuzz.py"],
+    "disk_full": ["benchmarks/bench_disk_full.py"],  # needs root (mounts a tmpfs)
+    "kill": ["benchmarks/bench_kill.py"],
+    "memory": ["benchmarks/bench_memory.py"],
+    "reliability": ["benchmarks/bench_reliability.py"],  # the summary of the four above; runs nothing
     "calibration": ["benchmarks/bench_calibration.py"],  # reuses the demo's cache (runs/demo)
     "area_search": ["benchmarks/bench_area_search.py"],
 }

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geoscope.atomic import atomic_path, write_json, write_text
+from geoscope.atomic import write_json, write_text, write_torch
 from geoscope.calibration import (
     Calibration,
     MixtureBatch,
@@ -383,8 +383,7 @@ def run_epochs(
                     "bad_epochs": bad_epochs, "best_head": best_state,
                     "finished": stopped_early or epoch + 1 == cfg.epochs,
                 }
-                with atomic_path(ckpt) as tmp:
-                    torch.save(state, tmp)
+                write_torch(ckpt, state)  # atomic; a full disk is a StorageError naming the file
         stopped_early = sync.agree(stopped_early)
 
     if best_state is not None:

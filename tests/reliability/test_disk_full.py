@@ -53,42 +53,23 @@ def _train(world, free_kb, point):
         disk_full.inspect_model, lambda out: disk_full.same_model(out, world / "refmodel", world / "ref"), in_process=True)
 
 
-@pytest.mark.parametrize("free_kb", [0, 8])
+# Each run must meet the whole bar (``rec["ok"]``): exit 1 with one line that says the disk is full and
+# names the path it could not write, nothing that opens wrong, and the same command finishing with the
+# result of a run that had room once the space is freed. The first harness run found that the errors
+# named no path, that train said "RuntimeError: [enforce fail at inline_container.cc:672] unexpected
+# pos" (torch.save), and that the 4 KB embed run could not resume; a later run that the 12 KB one could not
+# resume either (a new embeddings.npy with its size but not its header); these cases keep them fixed.
+@pytest.mark.parametrize("free_kb", [0, 4, 8, 12, 16])
 def test_embed_out_of_space_stops_cleanly_and_resumes(world, free_kb):
     with disk_full.small_filesystem(4096) as (point, _):
         rec = _embed(world, free_kb, point)
-    assert rec["exit"] == 1 and rec["one_line_error"] and rec["says_disk_full"], rec
-    assert not rec["state_after_failure"].startswith("CORRUPT"), rec
-    assert rec["resumed"] and rec["equal_to_reference"], rec
+    assert rec["exit"] == 1, rec
+    assert rec["ok"], rec
 
 
-def test_train_out_of_space_stops_and_resumes(world):
+@pytest.mark.parametrize("free_kb", [0, 64, 512])
+def test_train_out_of_space_stops_cleanly_and_resumes(world, free_kb):
     with disk_full.small_filesystem(8192) as (point, _):
-        rec = _train(world, 64, point)
-    assert rec["exit"] == 1 and rec["one_line_error"], rec
-    assert not rec["state_after_failure"].startswith("CORRUPT"), rec
-    assert rec["resumed"], rec
-
-
-# Defects this harness found (issue 14 item 4, for the code that owns the store and training): each is a
-# strict xfail, so the test fails (XPASS) the day it is fixed and the mark can go.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="ENOSPC errors do not name the path (\"OSError: [Errno 28] No space left "
-                   "on device\": the write has no file name)")
-def test_out_of_space_error_names_the_path(world):
-    with disk_full.small_filesystem(4096) as (point, _):
-        rec = _embed(world, 8, point)
-    assert rec["names_path"], rec
-
-
-def test_embed_out_of_space_at_4_kb_resumes(world):
-    with disk_full.small_filesystem(4096) as (point, _):
-        rec = _embed(world, 4, point)
-    assert rec["resumed"] and rec["equal_to_reference"], rec
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="train out of space says \"RuntimeError: [enforce fail at "
-                   "inline_container.cc:672] . unexpected pos ...\" (torch.save), not that the disk is full")
-def test_train_out_of_space_says_the_disk_is_full(world):
-    with disk_full.small_filesystem(8192) as (point, _):
-        rec = _train(world, 512, point)
-    assert rec["says_disk_full"], rec
+        rec = _train(world, free_kb, point)
+    assert rec["exit"] == 1, rec
+    assert rec["ok"], rec

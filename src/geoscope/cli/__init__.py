@@ -17,7 +17,7 @@ import sys
 
 from geoscope import __version__, settings
 from geoscope.cli.options import GeoscopeParser
-from geoscope.errors import GeoscopeError
+from geoscope.errors import GeoscopeError, storage_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,12 +55,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become one line
-        if settings.flag("GEOSCOPE_DEBUG"):
-            raise
-        print(
-            f"geoscope: error: {type(exc).__name__}: {exc} (set GEOSCOPE_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
+    except OSError as exc:  # a full disk, a quota, a read-only folder, no permission: one sentence naming the path
+        err = storage_error(exc, writing=False)
+        if err is None or settings.flag("GEOSCOPE_DEBUG"):
+            return _unexpected(exc)
+        print(f"geoscope: error: {err}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become one line
+        return _unexpected(exc)
     return int(rc or 0)
+
+
+def _unexpected(exc: Exception) -> int:
+    """An error no layer turned into a sentence: one line (a traceback with GEOSCOPE_DEBUG=1)."""
+    if settings.flag("GEOSCOPE_DEBUG"):
+        raise exc
+    print(f"geoscope: error: {type(exc).__name__}: {exc} (set GEOSCOPE_DEBUG=1 for a traceback)", file=sys.stderr)
+    return 1

@@ -15,6 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from geoscope.atomic import remove_stale_temporaries, temporary_prefix, writing
 from geoscope.errors import InputError
 from geoscope.store.layout import LOCK, host, writer_info
 
@@ -39,9 +40,11 @@ class StoreLock:
         self.held = False
 
     def _create(self, info: dict) -> bool:
-        fd, tmp = tempfile.mkstemp(prefix=".store.lock.", dir=self.path.parent)
+        with writing(self.path):
+            remove_stale_temporaries(self.path)  # a writer killed between these two lines left its own
+            fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(self.path), suffix=".tmp", dir=self.path.parent)
         try:
-            with os.fdopen(fd, "w") as f:
+            with writing(self.path), os.fdopen(fd, "w") as f:
                 json.dump(info, f)
             try:
                 os.link(tmp, self.path)
@@ -49,11 +52,16 @@ class StoreLock:
                 return False
             except OSError:  # a filesystem without hard links: exclusive create instead
                 try:
-                    lfd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    with writing(self.path):
+                        lfd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 except FileExistsError:
                     return False
-                with os.fdopen(lfd, "w") as f:
-                    json.dump(info, f)
+                try:
+                    with writing(self.path), os.fdopen(lfd, "w") as f:
+                        json.dump(info, f)
+                except BaseException:  # an empty lock would refuse every later job
+                    self.path.unlink(missing_ok=True)
+                    raise
             return True
         finally:
             os.unlink(tmp)
@@ -68,7 +76,8 @@ class StoreLock:
             return {}
 
     def acquire(self) -> "StoreLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         info = writer_info()
         for _ in range(3):
             if self._create(info):

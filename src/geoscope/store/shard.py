@@ -15,6 +15,7 @@ manifest ``store.json`` listing the shards. A shard becomes complete at one atom
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geoscope.atomic import atomic_path, write_json
+from geoscope.atomic import atomic_path, write_all, write_json, writing
 from geoscope.errors import InputError
 from geoscope.store.layout import (
     EMBEDDINGS,
@@ -54,10 +55,12 @@ _META_COLUMNS = ["id", "lat", "lon", "source", "status", "pos"]
 
 
 class EmbeddingFile:
-    """``embeddings.npy`` written in place with ``pwrite``; capacity grows, the header is rewritten."""
+    """``embeddings.npy`` written in place with ``pwrite``; capacity grows, the header is rewritten.
+    A write the disk refuses is a ``StorageError`` naming the file."""
 
     def __init__(self, path: Path, dim: int, capacity: int):
         self.path, self.dim, self.row_bytes = path, dim, dim * 2
+        self.fd = -1
         if path.is_file():
             with open(path, "rb") as f:
                 np.lib.format.read_magic(f)
@@ -66,30 +69,40 @@ class EmbeddingFile:
                     raise InputError(f"{path} is not an embeddings file of this store (shape {shape}, {dtype})")
             self.capacity = shape[0]
             self.fd = os.open(path, os.O_RDWR)
-        else:
-            self.capacity = 0
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._resize(max(capacity, 1))
+        else:  # made whole (header, then size) under a temporary name, then renamed: a full disk or a kill
+            # in between leaves no embeddings.npy without its header (a sparse ftruncate needs no space)
+            self.capacity = max(capacity, 1)
+            with atomic_path(path) as tmp:
+                fd = os.open(tmp, os.O_RDWR)
+                try:
+                    write_all(fd, npy_header(self.capacity, dim), 0)
+                    os.ftruncate(fd, HEADER_BYTES + self.capacity * self.row_bytes)
+                finally:
+                    os.close(fd)
+            self.fd = os.open(path, os.O_RDWR)
 
     def _resize(self, rows: int) -> None:
-        if rows > self.capacity:  # grow the file first, then the header: a crash in between is harmless
-            os.ftruncate(self.fd, HEADER_BYTES + rows * self.row_bytes)
-            os.pwrite(self.fd, npy_header(rows, self.dim), 0)
-        else:  # shrink the header first, then the file
-            os.pwrite(self.fd, npy_header(rows, self.dim), 0)
-            os.ftruncate(self.fd, HEADER_BYTES + rows * self.row_bytes)
+        with writing(self.path):
+            if rows > self.capacity:  # grow the file first, then the header: a crash in between is harmless
+                os.ftruncate(self.fd, HEADER_BYTES + rows * self.row_bytes)
+                write_all(self.fd, npy_header(rows, self.dim), 0)
+            else:  # shrink the header first, then the file
+                write_all(self.fd, npy_header(rows, self.dim), 0)
+                os.ftruncate(self.fd, HEADER_BYTES + rows * self.row_bytes)
         self.capacity = rows
 
     def write(self, row: int, emb: np.ndarray) -> None:
         if row + len(emb) > self.capacity:
             self._resize(max(2 * self.capacity, row + len(emb)))
-        os.pwrite(self.fd, np.ascontiguousarray(emb, dtype="<f2").tobytes(), HEADER_BYTES + row * self.row_bytes)
-        os.fdatasync(self.fd)
+        with writing(self.path):  # every byte, or an error: a short write would leave rows half written
+            write_all(self.fd, np.ascontiguousarray(emb, dtype="<f2").tobytes(), HEADER_BYTES + row * self.row_bytes)
+            os.fdatasync(self.fd)
 
     def finish(self, rows: int) -> None:
         """Trim the file to ``rows`` rows, sync it and close it."""
         self._resize(rows)
-        os.fsync(self.fd)
+        with writing(self.path):
+            os.fsync(self.fd)
         self.close()
 
     def close(self) -> None:
@@ -101,7 +114,7 @@ class EmbeddingFile:
 def write_embeddings(path: Path, emb: np.ndarray) -> None:
     """A complete embeddings file in the store's format (fixed-length header, float16), synced."""
     emb = np.asarray(emb)
-    with open(path, "wb") as f:
+    with writing(path), open(path, "wb") as f:
         f.write(npy_header(len(emb), emb.shape[1]))
         f.write(np.ascontiguousarray(emb, dtype="<f2").tobytes())
         f.flush()
@@ -138,17 +151,28 @@ class Journal:
             data = path.read_bytes()
             end = data.rfind(b"\n") + 1
             if end < len(data):  # drop the torn last line before appending after it
-                with open(path, "r+b") as f:
+                with writing(path), open(path, "r+b") as f:
                     f.truncate(end)
         rows = [r["row"] for r in records if r["status"] == "ok"]
         if rows != list(range(len(rows))):
             raise InputError(f"{path} does not list embedding rows in order; delete the store directory and embed again")
         self.n_rows = len(rows)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with writing(path):
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, records: list[dict]) -> None:
-        os.write(self.fd, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
-        os.fdatasync(self.fd)
+        """Append the lines and sync them. A failed write (a full disk) is undone (the journal is cut
+        back to where it was, so no torn line stays in the middle) and raised as a ``StorageError``."""
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        with writing(self.path):
+            start = os.fstat(self.fd).st_size
+            try:
+                write_all(self.fd, data)
+                os.fdatasync(self.fd)
+            except OSError:
+                with contextlib.suppress(OSError):  # shrinking needs no space; a kill here leaves a torn last line
+                    os.ftruncate(self.fd, start)
+                raise
         self.n_rows += sum(r["status"] == "ok" for r in records)
 
     def close(self) -> None:
