@@ -64,7 +64,7 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             for sub in ast.walk(node):
                 top_level.discard(id(sub))
-                setattr(sub, "_type_checking", True)
+                sub._type_checking = True
     found = []
     for node in ast.walk(tree):
         if getattr(node, "_type_checking", False):

@@ -70,7 +70,8 @@ def test_soft_targets_follow_pigeon_haversine_smoothing():
         true_cell = int(np.argmin(d))
         ref = np.exp(-(d - d[true_cell]) / 300.0)
         np.testing.assert_allclose(got[i], ref / ref.sum(), rtol=2e-3, atol=1e-6)
-    sharper = ClassifierHead(4, [centroids], tau_km=30.0).soft_targets(0, latlon_to_unit(torch.tensor(lat), torch.tensor(lon)).float())
+    units = latlon_to_unit(torch.tensor(lat), torch.tensor(lon)).float()
+    sharper = ClassifierHead(4, [centroids], tau_km=30.0).soft_targets(0, units)
     assert sharper.max(1).values.min() > torch.as_tensor(got).max(1).values.min()
 
 

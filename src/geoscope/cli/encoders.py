@@ -17,7 +17,8 @@ def _render(rows: list[dict]) -> str:
         ["name", "dim", "input", "offline", "licence", "source"],
         [[r["name"], r["dim"], r["input_size"], "yes" if r["offline"] else "no", r["licence"], r["source"]] for r in rows],
     )
-    return table + "\n\nAlso: hf-hub:ORG/NAME (alias hf:ORG/NAME; any CLIP model on the Hugging Face hub) or a local model directory."
+    return table + ("\n\nAlso: hf-hub:ORG/NAME (alias hf:ORG/NAME; any CLIP model on the Hugging Face hub) "
+                    "or a local model directory.")
 
 
 def run(args) -> int:

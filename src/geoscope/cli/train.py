@@ -46,7 +46,8 @@ def register(subparsers) -> None:
         description="Train a head (any registered head; see --head) on the embeddings and coordinates "
         "of STORE and save a model directory MODEL (config.json, model.safetensors, cells.json, calibration.json, "
         "metrics.jsonl, report.json). The calibration (what makes its probabilities mean what they say) is fitted "
-        "after training on held-out data: the validation split, or --calibration-store. A checkpoint is written every epoch to MODEL.train/ beside it (not part of the model); the "
+        "after training on held-out data: the validation split, or --calibration-store. A checkpoint is written "
+        "every epoch to MODEL.train/ beside it (not part of the model); the "
         "same command resumes an interrupted run.",
     )
     p.add_argument("--store", required=True, metavar="STORE",

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import logging
 import math
 import os
@@ -40,7 +39,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from affine import Affine
