@@ -15,9 +15,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _torch_one_thread():
-    """One torch thread per test process: the suite runs two processes on two cores."""
+    """One torch thread in every test (the suite runs two processes on two cores); set again for each test,
+    so a test that changes it (a runtime, a Ray worker in-process) cannot slow the ones after it."""
     import torch
 
     before = torch.get_num_threads()
@@ -55,3 +56,4 @@ def ray_local():
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(path)}})
     yield ray
     ray.shutdown()
+

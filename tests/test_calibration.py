@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.special import chndtr
 
 from geoscope.calibration import (
@@ -203,14 +202,6 @@ def test_reliability_plot_is_written(tmp_path):
     table = reliability_at_radii(np.array([[0.5, 0.9]] * 4), errors, radii_km=[50, 500])
     out = plot_reliability({"a": table}, tmp_path / "r.png", title="t")
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out == tmp_path / "r.png"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_geoclip_head_gets_the_same_calibration_report(tmp_path):

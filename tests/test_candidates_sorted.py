@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 from geoscope.calibration import Calibration
 from geoscope.cli.locate import render, skip_reason
 from geoscope.geo.cells import CellHierarchy

@@ -12,7 +12,6 @@ import pytest
 import torch
 from _imagefixtures import synthetic_image
 from _tiny_geoclip_backbone import save_tiny_geoclip_backbone
-from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 
 from geoscope.encoders import create_encoder
 from geoscope.encoders.testing import save_tiny_clip

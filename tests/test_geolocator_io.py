@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 from _imagefixtures import make_geotagged_jpeg, synthetic_image
 from geoscope.calibration import disc_mass
 from geoscope.errors import GeoscopeError, InputError

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
+from _features import location_features
 from torch import nn
 
 from geoscope.cli import main

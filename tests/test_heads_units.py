@@ -11,7 +11,7 @@ import torch
 from geoscope.errors import InputError
 from geoscope.geo.cells import CellHierarchy, Geocells
 from geoscope.geo.metrics import evaluate
-from geoscope.geo.sphere import EARTH_RADIUS_KM, haversine_km, to_unit
+from geoscope.geo.sphere import EARTH_RADIUS_KM, haversine_km
 from geoscope.heads import build_head, create_head
 from geoscope.heads.base import great_circle_km, latlon_to_unit, load_head_state
 from geoscope.heads.classifier import ClassifierHead, ancestors_from_parents
@@ -20,13 +20,7 @@ from geoscope.heads.regressor import RegressorHead
 from geoscope.heads.retrieval import RetrievalHead, grid_gallery
 from geoscope.train import TrainConfig, fit_head, make_targets, predict_coords
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from _features import location_features
 
 
 def assert_keeps_best_epoch(result, head, emb, lat, lon):
@@ -39,15 +33,6 @@ def assert_keeps_best_epoch(result, head, emb, lat, lon):
     now = evaluate(pred[:, 0], pred[:, 1], np.float32(lat), np.float32(lon))["median_km"]
     assert now == pytest.approx(medians[result.best_epoch - 1], rel=1e-9), (now, medians)
     return now
-
-
-def location_features(lat, lon, dim=48, seed=0, noise=0.05):
-    """Embeddings that are a smooth function of the location (random Fourier features of the unit vector)."""
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(3, dim // 2)) * 2.5
-    u = to_unit(lat, lon) @ w
-    e = np.concatenate([np.sin(u), np.cos(u)], 1)
-    return (e + np.random.default_rng(seed + 1).normal(0, noise, e.shape)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from _servefixtures import KINDS, image_bytes, load_model, serve_models  # noqa:
 from geoscope.report.exports import geojson_problems  # noqa: E402
 from geoscope.serve import ServeConfig, create_app  # noqa: E402
 from geoscope.verify import VERDICTS  # noqa: E402
-from test_heads_units import _one_thread  # noqa: E402,F401 - autouse fixture: one torch thread
 
 LIMITS = dict(max_upload_bytes=300_000, max_pixels=4_000_000, max_top_k=50)
 

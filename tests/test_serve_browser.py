@@ -29,7 +29,6 @@ from _servefixtures import LiveServer, image_bytes, load_model, serve_models  # 
 from geoscope.report.exports import geojson_problems  # noqa: E402
 from geoscope.serve import ServeConfig, create_app  # noqa: E402
 from geoscope.verify import VERDICTS  # noqa: E402
-from test_heads_units import _one_thread  # noqa: E402,F401 - autouse fixture: one torch thread
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]

@@ -17,7 +17,6 @@ import httpx  # noqa: E402
 from _servefixtures import GatedEncoder, LiveServer, image_bytes, serve_models  # noqa: E402
 from geoscope.geolocator import Geolocator  # noqa: E402
 from geoscope.serve import ServeConfig, create_app  # noqa: E402
-from test_heads_units import _one_thread  # noqa: E402,F401 - autouse fixture: one torch thread
 
 POINTS = [(48.85, 2.35), (-33.9, 151.2), (35.7, 139.7), (40.7, -74.0), (-23.5, -46.6), (55.75, 37.6),
           (1.35, 103.8), (-1.3, 36.8), (64.1, -21.9), (19.4, -99.1), (30.0, 31.2), (-34.6, -58.4)]

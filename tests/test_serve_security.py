@@ -19,7 +19,6 @@ from _servefixtures import image_bytes, load_model, serve_models  # noqa: E402
 from geoscope.errors import InputError  # noqa: E402
 from geoscope.serve import ServeConfig, create_app  # noqa: E402
 from geoscope.serve.config import is_loopback, load_token  # noqa: E402
-from test_heads_units import _one_thread  # noqa: E402,F401 - autouse fixture: one torch thread
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 

@@ -14,7 +14,6 @@ import json
 import numpy as np
 import pytest
 
-from test_heads_units import _one_thread  # noqa: F401 - autouse fixture: one torch thread
 from _imagefixtures import make_geotagged_folder, random_points, synthetic_image
 from geoscope.cli import main
 from geoscope.data.images import load_image

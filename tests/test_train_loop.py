@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
+from _features import location_features
 
 from geoscope.errors import InputError
 from geoscope.geo.cells import CellHierarchy, Geocells, save_cells

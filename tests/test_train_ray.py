@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_heads_units import location_features
+from _features import location_features
 
 from geoscope.cli import main
 from geoscope.geo.cells import CellHierarchy, save_cells

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from test_heads_units import _one_thread, location_features  # noqa: F401 - autouse fixture
+from _features import location_features
 
 from geoscope.geo.cells import CellHierarchy, save_cells
 from geoscope.heads.base import Standardize
