@@ -24,7 +24,7 @@ from PIL import Image
 
 from geoscope.data.images import load_image
 from geoscope.errors import InputError
-from geoscope.geo.sphere import validate_latlon
+from geoscope.geo.sphere import destination, validate_latlon
 
 
 @dataclass
@@ -65,9 +65,12 @@ def pairs_from_manifest(path: str | os.PathLike, modality: str | None = None) ->
 
 
 def pairs_from_rasters(query_raster, reference_raster, lat, lon, size_km: float, pixels: int = 160,
-                       ids: list[str] | None = None) -> Pairs:
+                       ids: list[str] | None = None, jitter_km: float = 0.0, seed: int = 0) -> Pairs:
     """Pairs cut from two rasters (``open_raster`` sources or ``Raster`` objects) at positions lat / lon:
-    square ``size_km`` tiles of ``pixels`` px, north up, in the position's local projection."""
+    square ``size_km`` tiles of ``pixels`` px, north up, in the position's local projection.
+
+    ``jitter_km``: each query tile is centred up to this far from its reference (a seeded random bearing and
+    distance per pair), so the model learns to match queries that do not sit on a reference's centre."""
     from geoscope.data.overhead import Raster, cut_tile_array, open_raster
 
     q = query_raster if isinstance(query_raster, Raster) else open_raster(query_raster)
@@ -81,11 +84,19 @@ def pairs_from_rasters(query_raster, reference_raster, lat, lon, size_km: float,
             raise InputError(f"position {i} ({lat[i]:.4f}, {lon[i]:.4f}) lies outside the {what} raster {raster.name} "
                              f"(lat {s:.2f}..{n:.2f}, lon {w:.2f}..{e:.2f}); drop it or use a raster that covers it")
     ids = ids if ids is not None else [f"p{i:06d}" for i in range(len(lat))]
+    q_lat, q_lon = lat, lon
+    if jitter_km > 0:
+        rng = np.random.default_rng([seed, 41])
+        bearing = rng.uniform(0.0, 360.0, len(lat))
+        dist = jitter_km * np.sqrt(rng.uniform(0.0, 1.0, len(lat)))  # uniform over the disc
+        q_lat, q_lon = destination(lat, lon, bearing, dist)
+        q_lat, q_lon = np.asarray(q_lat, dtype=np.float64), np.asarray(q_lon, dtype=np.float64)
 
-    def cut(raster, i: int) -> Image.Image:
-        arr, _ = cut_tile_array(raster, float(lat[i]), float(lon[i]), size_km, pixels)
+    def cut(raster, la, lo, i: int) -> Image.Image:
+        arr, _ = cut_tile_array(raster, float(la[i]), float(lo[i]), size_km, pixels)
         return Image.fromarray(arr, "RGB")
 
-    return Pairs(list(ids), lat, lon, lambda i: cut(q, i), lambda i: cut(r, i),
+    return Pairs(list(ids), lat, lon, lambda i: cut(q, q_lat, q_lon, i), lambda i: cut(r, lat, lon, i),
                  {"kind": "rasters", "query": str(q.name), "reference": str(r.name), "size_km": float(size_km),
-                  "pixels": int(pixels), "n": len(ids), "first": [float(lat[0]), float(lon[0])] if len(lat) else None})
+                  "pixels": int(pixels), "n": len(ids), "jitter_km": float(jitter_km), "seed": int(seed),
+                  "first": [float(lat[0]), float(lon[0])] if len(lat) else None})
