@@ -252,14 +252,22 @@ def _pairs_from_args(args: argparse.Namespace):
         return pairs_from_manifest(args.pairs, args.modality)
     if any(v is None for v in rasters):
         raise InputError("crossview train needs --pairs DIR, or all of --query-raster, --reference-raster and --positions")
-    from geoscope.data.overhead import open_raster
-    from geoscope.geo.table import read_points
+    import pandas as pd
 
-    points = read_points(args.positions)
-    ids = [str(i) for i in points["id"]] if "id" in points.columns else None
-    return pairs_from_rasters(open_raster(args.query_raster), open_raster(args.reference_raster),
-                              points["lat"].to_numpy(float), points["lon"].to_numpy(float), args.size_km, args.px,
-                              ids=ids, jitter_km=args.jitter_km, seed=args.seed)
+    from geoscope.data.overhead import open_raster
+    from geoscope.data.sources.columns import ID_COLUMNS, LAT_COLUMNS, LON_COLUMNS, pick_column
+    from geoscope.geo.table import read_table
+
+    points = read_table(args.positions)
+    cols = list(points.columns)
+    lat_col = pick_column(cols, None, LAT_COLUMNS, "latitude", str(args.positions))
+    lon_col = pick_column(cols, None, LON_COLUMNS, "longitude", str(args.positions))
+    id_col = pick_column(cols, None, ID_COLUMNS, "id", str(args.positions), required=False)
+    lat, lon = (pd.to_numeric(points[c], errors="coerce").to_numpy(float) for c in (lat_col, lon_col))
+    ids = [str(i) for i in points[id_col]] if id_col else None
+    query, reference = open_raster(args.query_raster), open_raster(args.reference_raster)
+    return pairs_from_rasters(query, reference, lat, lon, args.size_km, args.px, ids=ids, jitter_km=args.jitter_km,
+                              seed=args.seed)
 
 
 def _encoder(name: str, weights, precision):
