@@ -231,7 +231,7 @@ def _register_train(commands) -> None:
                    help="test-time rotation pooling: query views at N turns when the heading is unknown")
     t.add_argument("--epochs", type=positive_int, default=30, metavar="N", help="training epochs")
     add_batch_size(t, 256, help="pairs per training batch")
-    t.add_argument("--lr", type=positive_float, default=1e-3, metavar="LR", help="peak learning rate")
+    t.add_argument("--lr", type=float, default=1e-3, metavar="RATE", help="peak learning rate")
     t.add_argument("--hard-negatives", type=non_negative_int, default=1, metavar="N",
                    help="references mined by similarity per query each epoch (0: none)")
     add_seed(t)
