@@ -177,7 +177,7 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
                                jitter_km=cfg.jitter_km, seed=cfg.seed)
     xcfg = CrossViewConfig(encoder=encoder.name, views=cfg.views, rotation=180.0 / max(cfg.rotations, 1) if cfg.rotations > 1 else 180.0,
                            rotations=cfg.rotations, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                           val_fraction=0.1)
+                           val_fraction=0.1, threads=1)
     model_dir = out / "model"
     model_key = _key(MODEL_FORMAT, pairs.describe, xcfg.to_dict())
     stamp = model_dir / "demo_key.txt"

@@ -87,6 +87,9 @@ class CrossViewConfig:
     same_km: float = 1.0
     loss_weights: dict = field(default_factory=lambda: {"infonce": 1.0, "triplet": 0.5, "same_place": 0.5})
     batch_embed: int = 32
+    #: torch threads while fitting (None: torch's default). The branches are small MLPs: on a busy CPU, one
+    #: thread is several times faster than two that wait on each other (measured 6x at load 30 on 2 cores)
+    threads: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -330,7 +333,13 @@ def train_crossview(pairs: Pairs, out_dir: str | os.PathLike, config: CrossViewC
             log(record)
 
     t1 = time.perf_counter()
-    history, best_epoch = fit_crossview(head, qf, rf, lat, lon, train_idx, val_idx, cfg, ckpt, progress, log_epoch)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        history, best_epoch = fit_crossview(head, qf, rf, lat, lon, train_idx, val_idx, cfg, ckpt, progress, log_epoch)
+    finally:
+        torch.set_num_threads(threads)
     fit_s = time.perf_counter() - t1
     write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))  # resumed epochs included
     va = torch.from_numpy(val_idx)
