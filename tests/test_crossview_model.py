@@ -155,3 +155,23 @@ def test_headings_turn_queries_back_to_north_up(trained):
     assert float((north @ back.T)[0, 0]) > 0.999 > float((north @ wrong.T)[0, 0])
     with pytest.raises(InputError, match="one per image"):
         model.embed_queries([img, img], headings=[0.0])
+
+
+def test_consistency_prefers_a_patch_of_similar_references_over_a_lone_match(trained):
+    _, geo, _ = trained
+    head = CrossViewHead.from_config({**geo.head.config(), "consistency": 0.5})
+    # a row of 30 gallery entries 1 degree apart; the query resembles entries 2-6, and entry 20 alone a bit more
+    lat = np.zeros(30)
+    lon = np.arange(30, dtype=float)
+    head.set_gallery_embeddings(torch.nn.functional.normalize(torch.randn(30, 32), dim=1), np.stack([lat, lon], 1))
+    sim = torch.zeros(1, 30)
+    sim[0, 1:8] = torch.tensor([0.1, 0.6, 0.65, 0.7, 0.65, 0.6, 0.1])
+    sim[0, 20] = 0.8
+    head.query_similarity = lambda feats: sim  # the branches are not what this test is about
+    assert int(torch.argmax(sim)) == 20
+    scores = head.gallery_scores(np.zeros((1, 48), np.float32))
+    # entry 4: 0.5 x 0.7 + 0.5 x mean(0.65, 0.65, 0.6, 0.6, 0.1, 0.1, 0, 0) = 0.51875; entry 20: 0.5 x 0.8 = 0.4
+    assert int(torch.argmax(scores)) == 4 and float(scores[0, 4]) == pytest.approx(0.51875, abs=1e-6)
+    assert int(head.predict(np.zeros((1, 48), np.float32), top_k=1).extra["gallery_index"][0, 0]) == 4
+    with pytest.raises(InputError, match="consistency is a share"):
+        CrossViewHead(48, consistency=1.0)

@@ -229,6 +229,9 @@ def _register_train(commands) -> None:
                    "for photo pairs)")
     t.add_argument("--rotations", type=positive_int, default=1, metavar="N",
                    help="test-time rotation pooling: query views at N turns when the heading is unknown")
+    t.add_argument("--consistency", type=unit_fraction, default=0.0, metavar="SHARE",
+                   help="share of a reference's score taken from its neighbours' similarities (for galleries of "
+                   "overlapping tiles; 0: none)")
     t.add_argument("--epochs", type=positive_int, default=30, metavar="N", help="training epochs")
     add_batch_size(t, 256, help="pairs per training batch")
     t.add_argument("--lr", type=float, default=1e-3, metavar="RATE", help="peak learning rate")
@@ -288,7 +291,8 @@ def run_train(args: argparse.Namespace) -> int:
     ref = enc if not args.reference_encoder or args.reference_encoder == args.encoder else \
         _encoder(args.reference_encoder, None, args.precision)
     cfg = CrossViewConfig(encoder=enc.name, reference_encoder=None if ref is enc else ref.name, shared=args.shared,
-                          views=args.views, rotation=args.rotation, rotations=args.rotations, epochs=args.epochs,
+                          views=args.views, rotation=args.rotation, rotations=args.rotations,
+                          consistency=args.consistency, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, hard_negatives=args.hard_negatives, seed=args.seed)
     _, result = train_crossview(pairs, args.output, cfg, progress=not args.no_progress, resume=not args.no_resume,
                                 encoders=(enc, ref))

@@ -52,6 +52,8 @@ class CrossViewDemoConfig:
     n_test: int = 200
     views: int = 2
     rotations: int = 4
+    #: share of a gallery entry's score from its neighbours' similarities (CrossViewHead.consistency)
+    consistency: float = 0.3
     epochs: int = 40
     batch_size: int = 256
     encoder: str = "efficientnet-lite0"
@@ -177,7 +179,7 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
                                jitter_km=cfg.jitter_km, seed=cfg.seed)
     xcfg = CrossViewConfig(encoder=encoder.name, views=cfg.views, rotation=180.0 / max(cfg.rotations, 1) if cfg.rotations > 1 else 180.0,
                            rotations=cfg.rotations, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                           val_fraction=0.1, threads=1)
+                           val_fraction=0.1, threads=1, consistency=cfg.consistency)
     model_dir = out / "model"
     model_key = _key(MODEL_FORMAT, pairs.describe, xcfg.to_dict())
     stamp = model_dir / "demo_key.txt"
@@ -226,7 +228,7 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
 
     # rank the gallery
     out_model = st.run("rank the gallery with the model", head.predict, qf, 10)
-    sim_model = head.query_similarity(qf).numpy()
+    sim_model = head.gallery_scores(qf).numpy()
     pred_refined = out_model.coords[:, 0]
     pred_entry = gallery[out_model.extra["gallery_index"][:, 0]]
     # frozen-feature baseline over the same gallery, views and pooling

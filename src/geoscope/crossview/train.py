@@ -72,6 +72,8 @@ class CrossViewConfig:
     ref_strength: float = 0.0
     #: query views pooled at test time when the heading is unknown (1: none)
     rotations: int = 1
+    #: share of a gallery entry's score taken from its neighbours (``CrossViewHead.consistency``)
+    consistency: float = 0.0
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
@@ -322,7 +324,8 @@ def train_crossview(pairs: Pairs, out_dir: str | os.PathLike, config: CrossViewC
     train_idx, val_idx = split_indices(len(keep), cfg.val_fraction, cfg.seed, groups=location_groups(lat, lon))
     torch.manual_seed(cfg.seed)
     head = CrossViewHead(enc.dim, ref.dim, cfg.out_dim, cfg.hidden, cfg.dropout, cfg.shared,
-                         reference_encoder=ref.name if ref is not enc else None, rotations=cfg.rotations)
+                         reference_encoder=ref.name if ref is not enc else None, rotations=cfg.rotations,
+                         consistency=cfg.consistency)
     out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
 

@@ -51,6 +51,10 @@ class CrossViewHead(Head):
             median spacing, set with the gallery). rotations: query views (turns of 360 / R degrees)
             pooled at test time when the heading is unknown (1: none).
         temperature: initial softmax temperature (learnable).
+        consistency: share of an entry's score taken from its gallery neighbours' similarities (0: none). Where
+            reference tiles overlap, the true place shows as a patch of similar entries while a chance match
+            stands alone; 0.3 over 8 neighbours added 2 points of recall@1 and 5 of recall@10 in the cross-view
+            demo (200 queries, within noise for recall@1) and cut the median error from 1,166 to 687 km.
     """
 
     trainable = False  # trained over pairs by `geoscope crossview train`
@@ -59,7 +63,7 @@ class CrossViewHead(Head):
     def __init__(self, in_dim: int, ref_dim: int | None = None, out_dim: int = 256, hidden: int = 512,
                  dropout: float = 0.1, shared: bool = False, reference_encoder: str | None = None,
                  refine_km: float | None = None, rotations: int = 1, temperature: float = 0.07,
-                 same_place_hidden: int = 64):
+                 same_place_hidden: int = 64, consistency: float = 0.0):
         super().__init__()
         self.in_dim = int(in_dim)
         self.ref_dim = int(ref_dim if ref_dim is not None else in_dim)
@@ -70,6 +74,9 @@ class CrossViewHead(Head):
         self.refine_km = None if refine_km is None else float(refine_km)
         self.rotations = max(1, int(rotations))
         self.temperature = float(temperature)
+        if not 0.0 <= float(consistency) < 1.0:
+            raise InputError(f"consistency is a share in [0, 1), got {consistency}")
+        self.consistency = float(consistency)
         self.query = ViewBranch(self.in_dim, self.out_dim, self.hidden, self.dropout)
         self.reference = self.query if self.shared else ViewBranch(self.ref_dim, self.out_dim, self.hidden, self.dropout)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / self.temperature)))
@@ -85,7 +92,7 @@ class CrossViewHead(Head):
                 "hidden": self.hidden, "dropout": self.dropout, "shared": self.shared,
                 "reference_encoder": self.reference_encoder, "refine_km": self.refine_km,
                 "rotations": self.rotations, "temperature": self.temperature,
-                "same_place_hidden": self.same_place.hidden}
+                "same_place_hidden": self.same_place.hidden, "consistency": self.consistency}
 
     @classmethod
     def from_config(cls, config: dict) -> "CrossViewHead":
@@ -187,11 +194,19 @@ class CrossViewHead(Head):
             return self.embed_query(x) @ self.gallery_emb.T
 
     @torch.no_grad()
-    def predict(self, emb, top_k: int = 5) -> HeadOutput:
+    def gallery_scores(self, feats) -> torch.Tensor:
+        """(B, N) the score of each gallery entry: its similarity, mixed with its neighbours' (``consistency``)."""
         if len(self.gallery_emb) == 0:
             raise InputError("the crossview model's reference gallery is empty; give it reference tiles "
                              "(geoscope crossview train, or set_reference_gallery) before locating")
-        sim = self.query_similarity(emb)
+        sim = self.query_similarity(feats)
+        if self.consistency > 0 and len(self.gallery_emb) > 1:
+            sim = (1.0 - self.consistency) * sim + self.consistency * sim[:, self.gallery_knn].mean(dim=2)
+        return sim
+
+    @torch.no_grad()
+    def predict(self, emb, top_k: int = 5) -> HeadOutput:
+        sim = self.gallery_scores(emb)
         scale = float(self.logit_scale.detach().clamp(max=4.6052).exp())
         probs = torch.softmax(scale * sim.double(), dim=1).numpy()
         k = min(int(top_k), probs.shape[1])
