@@ -18,6 +18,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/crossview-demo")
     ap.add_argument("--train", type=int, default=None, help="lattice positions (default: the demo's)")
     ap.add_argument("--test", type=int, default=None, help="held-out queries (default: the demo's)")
+    ap.add_argument("--note", default="", help="a sentence added to the notes (e.g. the cold run's time)")
     args = ap.parse_args()
 
     from geoscope.crossview.demo import CrossViewDemoConfig, run_crossview_demo
@@ -45,6 +46,10 @@ def main() -> None:
         + ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())
         + f". Load average at start / end {report['load_average']['start']} / {report['load_average']['end']} on "
         f"{report['load_average']['cpus']} cores (a shared machine: times are not the method's)."
+        + (f" Same-place classifier on held-out pairs (true vs shuffled, 1:1): accuracy "
+           f"{100 * tr['same_place_calibration']['accuracy']:.1f}%, ECE {tr['same_place_calibration']['ece_after']:.3f}."
+           if (tr.get("same_place_calibration") or {}).get("status") == "fitted" else "")
+        + (" " + args.note if args.note else "")
     )
     write_result("crossview", "Cross-view demo: shaded relief vs Blue Marble, unseen positions, unknown heading",
                  ["method", "R@1", "R@5", "R@10", "<25 km", "<200 km", "<750 km", "median km"], rows, notes)

@@ -35,7 +35,7 @@ from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
 
 #: bumped when what the demo's model holds changes, so a cached model from before is trained again
-MODEL_FORMAT = "xv1"
+MODEL_FORMAT = "xv2"  # xv2: the same-place classifier's Platt fit with a line search
 
 
 @dataclass
@@ -349,5 +349,9 @@ def format_demo(report: dict) -> str:
     table = [f"{'method':34s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'<25km':>6s} {'<200km':>6s} {'<750km':>6s} {'median':>8s}"]
     kinds = [f"{k} (n={v['n']}): model R@1 {100 * v['model']['recall@1']:.1f} %, baseline R@1 "
              f"{100 * v['baseline']['recall@1']:.1f} %" for k, v in report["by_kind"].items()]
-    return "\n".join([head, "", *table, *rows, "", *kinds, "",
+    cal = (report.get("training") or {}).get("same_place_calibration") or {}
+    same = (f"same-place classifier on held-out pairs (true vs shuffled, 1:1): accuracy {100 * cal['accuracy']:.1f} %, "
+            f"ECE {cal['ece_after']:.3f}, log loss {cal['log_loss_before']:.3f} -> {cal['log_loss_after']:.3f}"
+            if cal.get("status") == "fitted" else "same-place classifier: not calibrated")
+    return "\n".join([head, "", *table, *rows, "", *kinds, same, "",
                       f"total {report['total_s']:.0f} s; load average {report['load_average']}; model {report['model']}"])

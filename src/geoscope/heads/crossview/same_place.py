@@ -64,24 +64,39 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
-def fit_platt(z: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-6) -> tuple[float, float]:
-    """Platt scaling by Newton's method: (a, b) minimising the log loss of sigmoid(a z + b) against Platt's
-    smoothed targets ((n+ + 1) / (n+ + 2) for true pairs, 1 / (n- + 2) for others), which keeps the fit
-    finite when the held-out pairs are perfectly separated."""
+def fit_platt(z: np.ndarray, y: np.ndarray, iters: int = 100, ridge: float = 1e-3) -> tuple[float, float]:
+    """Platt scaling: (a, b) minimising the log loss of sigmoid(a z + b) against Platt's smoothed targets
+    ((n+ + 1) / (n+ + 2) for true pairs, 1 / (n- + 2) for others), which keeps the fit finite when the
+    held-out pairs are perfectly separated. Newton's method on standardised logits with a backtracking line
+    search (the loss never rises), and a small ridge on the slope."""
     z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n_pos, n_neg = float((y > 0.5).sum()), float((y <= 0.5).sum())
-    y = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    x = np.stack([z, np.ones_like(z)], 1)
+    t = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    mu, sd = float(z.mean()), float(z.std()) or 1.0
+    x = np.stack([(z - mu) / sd, np.ones_like(z)], 1)
+    reg = np.diag([ridge, 0.0])
+
+    def loss(w: np.ndarray) -> float:
+        u = x @ w
+        return float((np.logaddexp(0.0, u) - t * u).mean() + 0.5 * w @ reg @ w)
+
     w = np.array([1.0, 0.0])
+    current = loss(w)
     for _ in range(iters):
         p = _sigmoid(x @ w)
-        g = x.T @ (p - y) + ridge * w
-        h = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(2)
+        g = x.T @ (p - t) / len(t) + reg @ w
+        h = (x * (p * (1 - p))[:, None]).T @ x / len(t) + reg + 1e-12 * np.eye(2)
         step = np.linalg.solve(h, g)
-        w = w - step
-        if np.abs(step).max() < 1e-9:
+        scale = 1.0
+        while scale > 1e-6 and loss(w - scale * step) > current:
+            scale *= 0.5
+        w_new = w - scale * step
+        new = loss(w_new)
+        if current - new < 1e-12:
             break
-    return float(w[0]), float(w[1])
+        w, current = w_new, new
+    a = w[0] / sd
+    return float(a), float(w[1] - a * mu)
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
