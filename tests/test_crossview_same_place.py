@@ -53,7 +53,8 @@ def test_classifier_calibrate_and_prior():
     r_true = torch.nn.functional.normalize(q + 0.3 * torch.randn(200, 8), dim=1)
     r_other = torch.nn.functional.normalize(torch.randn(200, 8), dim=1)
     rep = clf.calibrate(torch.cat([q, q]), torch.cat([r_true, r_other]), torch.cat([torch.ones(200), torch.zeros(200)]))
-    assert rep["log_loss_after"] <= rep["log_loss_before"] + 1e-9 and rep["accuracy"] > 0.9
+    # (fitted to smoothed targets, so on hard labels it may lose a little where the raw logits were already good)
+    assert rep["log_loss_after"] < rep["log_loss_before"] + 0.01 and rep["accuracy"] > 0.9 and rep["ece_after"] < 0.1
     p_even = clf.probability(q, r_true)
     p_rare = clf.probability(q, r_true, prior=0.01)  # one true pair in a hundred asked about
     assert bool(clf.fitted) and (p_rare < p_even).all()
