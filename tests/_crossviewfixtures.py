@@ -36,13 +36,15 @@ class ThumbEncoder(Encoder):
 
 
 @register_encoder("test-thumbs", family="test", dim=48, input_size=SIZE, source="tests/_crossviewfixtures.py",
-                  available=lambda: True)
+                  licence="Apache-2.0 (geoscope's tests)", description="a fixed random projection of 4x4 blocks "
+                  "(cross-view tests)", available=lambda: True)
 def _thumbs(precision=None, **kw):
     return ThumbEncoder("test-thumbs", seed=0)
 
 
 @register_encoder("test-thumbs-b", family="test", dim=48, input_size=SIZE, source="tests/_crossviewfixtures.py",
-                  available=lambda: True)
+                  licence="Apache-2.0 (geoscope's tests)", description="test-thumbs with another projection "
+                  "(cross-view tests: a second encoder)", available=lambda: True)
 def _thumbs_b(precision=None, **kw):
     return ThumbEncoder("test-thumbs-b", seed=1)
 
