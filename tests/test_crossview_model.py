@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from _crossviewfixtures import ThumbEncoder, place_image, synthetic_pairs
 from geoscope.crossview.model import CrossViewModel

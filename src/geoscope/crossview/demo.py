@@ -177,7 +177,9 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     lat, lon = train_positions(cfg.n_train)
     pairs = pairs_from_rasters(query_raster, ref_raster, lat, lon, cfg.size_km, cfg.pixels,
                                jitter_km=cfg.jitter_km, seed=cfg.seed)
-    xcfg = CrossViewConfig(encoder=encoder.name, views=cfg.views, rotation=180.0 / max(cfg.rotations, 1) if cfg.rotations > 1 else 180.0,
+    # query views turn by up to half the step between test-time rotations (any angle without them)
+    rotation = 180.0 / cfg.rotations if cfg.rotations > 1 else 180.0
+    xcfg = CrossViewConfig(encoder=encoder.name, views=cfg.views, rotation=rotation,
                            rotations=cfg.rotations, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                            val_fraction=0.1, threads=1, consistency=cfg.consistency)
     model_dir = out / "model"
