@@ -98,3 +98,22 @@ def test_cached_reference_views_refused_for_another_encoder(rasters, tmp_path, c
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "was embedded with encoder 'test-thumbs' but the model uses 'test-thumbs-b'" in err
+
+
+def test_area_search_takes_a_trained_crossview_model(rasters, tmp_path, capsys):
+    """The protocol area search codes against (CrossViewModel: embed_queries / embed_references / dim)."""
+    out = tmp_path / "model"
+    assert main(_train_args(rasters, out)) == 0
+    from geoscope.data.overhead import cut_tile, open_raster
+
+    cut_tile(open_raster(str(rasters / "query.tif")), 5.0, 10.0, 300, 32).save(tmp_path / "q.png")
+    capsys.readouterr()
+    assert main(["crossview", "search", str(tmp_path / "q.png"), "--area", str(rasters / "ref.tif"), "-m", str(out),
+                 "--bbox", "3,6,7,14", "--size-m", "300000", "--stride-m", "100000", "--px", "32", "--heading-steps", "2",
+                 "--cache", str(tmp_path / "cache"), "--truth", "5,10", "-o", str(tmp_path / "search"), "--json",
+                 "--no-progress"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "search" / "heatmap.tif").is_file()
+    assert doc["best"]["heading_deg"] in (0.0, 180.0) and len(doc["candidates"]) >= 1
+    # the search ran on the model's embeddings: its reference cache is keyed by the model folder
+    assert "crossview:model" in json.dumps(json.loads((tmp_path / "search" / "prediction.json").read_text()))
