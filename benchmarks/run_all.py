@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "geoclip_speed": ["benchmarks/geoclip_speed.py"],
     "cold_start": ["benchmarks/bench_cold_start.py"],
     "demo": ["benchmarks/bench_demo.py"],
+    "crossview": ["benchmarks/bench_crossview.py"],
     "serve": ["benchmarks/bench_serve.py"],
     "fuzz": ["benchmarks/bench_fuzz.py"],
     "disk_full": ["benchmarks/bench_disk_full.py"],  # needs root (mounts a tmpfs)

@@ -54,6 +54,10 @@ _LAZY: dict[str, str] = {
     "train_from_store": "geoscope.train",
     "evaluate_model": "geoscope.evaluate",
     "verify_prediction": "geoscope.verify",
+    # cross-view matching
+    "CrossViewModel": "geoscope.crossview.model",
+    "CrossViewConfig": "geoscope.crossview.train",
+    "train_crossview": "geoscope.crossview.train",
     # errors
     "GeoscopeError": "geoscope.errors",
     "InputError": "geoscope.errors",
@@ -64,6 +68,8 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - seen by type checkers and editors only
     # `import X as X` marks each name as re-exported (PEP 484), since __all__ is computed from _LAZY
+    from geoscope.crossview.model import CrossViewModel as CrossViewModel
+    from geoscope.crossview.train import CrossViewConfig as CrossViewConfig, train_crossview as train_crossview
     from geoscope.data.datasets import (
         open_dataset as open_dataset,
         split_dataset as split_dataset,

