@@ -1,4 +1,5 @@
-"""geoscope crossview: cross-view matching: pair data (build), search an area (search), train a twin model (train), the benchmark (demo)."""
+"""geoscope crossview: cross-view matching: pair data (build), search an area (search), train a twin model
+(train), the benchmark (demo)."""
 
 from __future__ import annotations
 
