@@ -63,3 +63,20 @@ def test_malformed_addresses_and_options_are_refused(tmp_path, capsys):
         rc = main(["embed", str(tmp_path / "photos"), "-o", str(tmp_path / "st")] + extra)
         err = capsys.readouterr().err
         assert rc == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_an_actor_builds_its_encoder_from_a_name_and_options_spec(tmp_path):
+    """A ``{"name": ..., **options}`` spec is built on the worker; ``create_encoder``'s name is positional-only,
+    so it must not be passed as a keyword."""
+    pytest.importorskip("ray", reason="Ray is the optional extra geoscope[ray]")
+    from geoscope.store.ray_embed import _EmbedActor, encoder_from_spec
+
+    spec = {"name": "efficientnet-lite0", "runtime": "torch", "precision": "fp32"}
+    actor = _EmbedActor(str(tmp_path / "st"), [spec], threads=0, device=None, shard_rows=10)
+    assert actor.encoder.name == "efficientnet-lite0" and actor.encoder.dim == 1280
+    assert not actor.encoder.training
+    assert spec == {"name": "efficientnet-lite0", "runtime": "torch", "precision": "fp32"}  # not consumed
+    with pytest.raises(InputError, match="needs a 'name'"):
+        encoder_from_spec({"runtime": "torch"})
+    with pytest.raises(InputError, match="precision must be one of"):
+        encoder_from_spec({"name": "efficientnet-lite0", "precision": "fp64"})

@@ -57,7 +57,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     other hosts (a shared filesystem) are left alone."""
     path = Path(path)
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?P<host>.+)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
-    removed = []
+    removed: list[Path] = []
     try:
         names = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.")]
     except OSError:
@@ -146,7 +146,8 @@ class _Sink:
     write as "[enforce fail at inline_container.cc] unexpected pos", without the reason)."""
 
     def __init__(self, f) -> None:
-        self.f, self.error = f, None
+        self.f = f
+        self.error: OSError | None = None
 
     def write(self, data) -> int:
         try:
@@ -166,7 +167,9 @@ def write_torch(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         sink = _Sink(f)
         try:
-            torch.save(obj, sink)
+            # torch.save documents "a file-like object (has to implement write and flush)"; its annotation
+            # says IO[bytes], which a minimal writer like _Sink is not
+            torch.save(obj, sink)  # type: ignore[arg-type]
         except Exception:
             if sink.error is not None:
                 raise sink.error from None

@@ -153,7 +153,7 @@ def calibrate_head(head, cells, emb, lat, lon, train_lat=None, train_lon=None, c
         parts.append(collect_mixtures(dist.head_output, dist.coords[:, 0], lat[s : s + chunk], lon[s : s + chunk],
                                       true_cell))
     spread = None
-    if finest is not None and train_lat is not None and getattr(head, "n_cells", 0):
+    if finest is not None and train_lat is not None and bool(getattr(head, "n_cells", 0)):
         tl, tn = np.asarray(train_lat, dtype=np.float64), np.asarray(train_lon, dtype=np.float64)
         spread = cell_spread_km(finest.centroids, tl, tn, finest.assign(tl, tn, nearest=True))
     return fit_calibration(MixtureBatch.concat(parts), spread)
@@ -542,7 +542,7 @@ def train_from_store(
     calibration, cal_note = None, "not asked for"
     if calibrate:
         try:
-            if calibration_store is not None:
+            if held_out is not None:  # a calibration store was given (read before training)
                 c_emb, c_lat, c_lon, where = held_out
             else:
                 c_emb, c_lat, c_lon = val_rows, lat[val_idx], lon[val_idx]
@@ -581,7 +581,7 @@ def train_from_store(
     return geo, result
 
 
-def _calibration_rows(calibration_store, store, dim: int):
+def _calibration_rows(calibration_store, store, dim: int) -> tuple[EmbeddingRows, np.ndarray, np.ndarray, str]:
     """(embeddings as ``EmbeddingRows``, lat, lon, description) of a calibration store, refused when it cannot serve."""
     cal_store = _open_store(calibration_store)
     where = f"the calibration store {getattr(cal_store, 'path', calibration_store)}"

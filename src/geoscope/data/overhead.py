@@ -269,11 +269,11 @@ class Raster:
         self.stretch = stretch
         if data is not None:
             self._shape = (int(data.shape[0]), int(data.shape[1]))
-        else:
+        elif source is not None:  # one of the two, checked above
             self._shape = (source.height, source.width)
 
     def __repr__(self) -> str:
-        where = "in memory" if self.in_memory else f"on disk ({self.source.path})"
+        where = "in memory" if self.in_memory else f"on disk ({self._file.path})"
         return f"Raster({self.name!r}, {self.width}x{self.height}, {self.crs.to_string() if self.crs else None}, {where})"
 
     # -- size and georeference
@@ -281,6 +281,21 @@ class Raster:
     @property
     def in_memory(self) -> bool:
         return self._data is not None
+
+    def _pixels(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(data, valid)`` of a raster held in memory (they are always set together), or None for one on disk."""
+        if self._data is None:
+            return None
+        if self._valid is None:
+            raise RuntimeError(f"raster {self.name} holds pixels without their validity mask")
+        return self._data, self._valid
+
+    @property
+    def _file(self) -> _FileSource:
+        """The file source of a raster on disk (only one made by :func:`open_raster` has one)."""
+        if self.source is None:
+            raise RuntimeError(f"raster {self.name} is held in memory and has no file to read")
+        return self.source
 
     @property
     def height(self) -> int:
@@ -337,7 +352,7 @@ class Raster:
 
     # -- whole-raster access (small rasters only)
 
-    def _load(self) -> None:
+    def _load(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.width * self.height
         if n > FULL_READ_MAX_PIXELS:
             raise InputError(
@@ -345,21 +360,21 @@ class Raster:
                 "cut tiles or windows from it instead (read_tile, read_window)"
             )
         rgb, valid = self.read_window(0, self.height, 0, self.width)
-        self._data = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
+        self._data = data = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
         self._valid = valid
+        return data, valid
 
     @property
     def data(self) -> np.ndarray:
         """(H, W, 3) uint8: the whole raster (read once from disk for a file raster)."""
-        if self._data is None:
-            self._load()
-        return self._data
+        pixels = self._pixels()
+        return self._load()[0] if pixels is None else pixels[0]
 
     @property
     def valid(self) -> np.ndarray:
         """(H, W) bool: where the raster has data."""
         if self._valid is None:
-            self._load()
+            return self._load()[1]
         return self._valid
 
     # -- windows
@@ -379,14 +394,16 @@ class Raster:
         if not self.wraps and not (0 <= col0 and col1 <= self.width):
             raise ValueError(f"window cols {col0}:{col1} outside raster {self.name}")
         w = self.width
-        if self._data is not None:
+        pixels = self._pixels()
+        if pixels is not None:
+            data, mask = pixels
             if 0 <= col0 and col1 <= w:
-                block = self._data[row0:row1, col0:col1]
-                valid = self._valid[row0:row1, col0:col1]
+                block = data[row0:row1, col0:col1]
+                valid = mask[row0:row1, col0:col1]
             else:
                 idx = np.arange(col0, col1) % w
-                block = self._data[row0:row1][:, idx]
-                valid = self._valid[row0:row1][:, idx]
+                block = data[row0:row1][:, idx]
+                valid = mask[row0:row1][:, idx]
             return np.ascontiguousarray(np.moveaxis(block, -1, 0)), np.ascontiguousarray(valid)
         # file: split at the antimeridian seam into windows inside the raster
         pieces, start = [], col0
@@ -401,7 +418,7 @@ class Raster:
             shape = None
             if out_shape is not None:
                 shape = (int(out_shape[0]), max(1, int(round(out_shape[1] * (b - a) / total))))
-            raw, valid = self.source.read(row0, row1, a, b, shape, reduce)
+            raw, valid = self._file.read(row0, row1, a, b, shape, reduce)
             raws.append(raw)
             valids.append(valid)
         raw = raws[0] if len(raws) == 1 else np.concatenate(raws, axis=2)
@@ -425,7 +442,7 @@ class Raster:
         if self._valid is not None:
             out[inside] = self._valid[r[inside], c[inside]]
             return out
-        if self.source.all_valid and not self.source.is_float:
+        if self._file.all_valid and not self._file.is_float:
             return inside
         if self.width * self.height <= FULL_READ_MAX_PIXELS // 4:
             out[inside] = self._mask()[r[inside], c[inside]]
@@ -434,7 +451,7 @@ class Raster:
         res = out.ravel()
         for k in flat:
             rr, cc = int(r.ravel()[k]), int(c.ravel()[k])
-            res[k] = bool(self.source.read_mask(rr, rr + 1, cc, cc + 1)[0, 0])
+            res[k] = bool(self._file.read_mask(rr, rr + 1, cc, cc + 1)[0, 0])
         return res.reshape(out.shape)
 
     def _mask(self) -> np.ndarray:
@@ -443,14 +460,15 @@ class Raster:
             return self._valid
         mask = getattr(self, "_mask_cache", None)
         if mask is None:
-            mask = self._mask_cache = self.source.read_mask(0, self.height, 0, self.width)
+            mask = self._mask_cache = self._file.read_mask(0, self.height, 0, self.width)
         return mask
 
     def sample(self, lat, lon) -> tuple[np.ndarray, np.ndarray]:
         """Bilinear samples (..., 3) float32 at the points, and (...,) bool: all four neighbours valid."""
         col, row = self.to_pixel(lat, lon)
-        if self._data is not None:
-            return bilinear(self._data, self._valid, col, row, wrap=self.wraps)
+        pixels = self._pixels()
+        if pixels is not None:
+            return bilinear(pixels[0], pixels[1], col, row, wrap=self.wraps)
         col = np.asarray(col, dtype=np.float64)
         row = np.asarray(row, dtype=np.float64)
         out = np.zeros(col.shape + (3,), dtype=np.float32)
@@ -675,7 +693,8 @@ def _latlon_bounds(crs, b) -> tuple[float, float, float, float]:
     from pyproj import Transformer
 
     tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    return tuple(float(v) for v in tr.transform_bounds(b[0], b[1], b[2], b[3], densify_pts=21))
+    west, south, east, north = tr.transform_bounds(b[0], b[1], b[2], b[3], densify_pts=21)
+    return float(west), float(south), float(east), float(north)
 
 
 def _open_geotiff(path: Path, bands, percentiles) -> Raster:
@@ -952,8 +971,9 @@ def _sample_numpy(raster: Raster, grid: TileGrid, plan: _Plan, fill: int):
     px = grid.pixels
     pc, pr = _pixel_positions(raster, grid, plan.col, plan.row)
     h, w = raster.height, raster.width
-    if raster.in_memory:
-        data, valid, all_valid, wrap = raster._data, raster._valid, raster._all_valid, raster.wraps
+    pixels = raster._pixels()
+    if pixels is not None:  # in memory
+        (data, valid), all_valid, wrap = pixels, raster._all_valid, raster.wraps
     else:
         r0, r1, c0, c1 = plan.window
         rgb, valid = raster.read_window(r0, r1, c0, c1)

@@ -196,6 +196,9 @@ def streamed_mean_std(rows: EmbeddingRows, chunk: int | None = None) -> tuple[to
 class Standardize(nn.Module):
     """Per-dimension standardisation of embeddings, with statistics taken from the training data."""
 
+    mean: torch.Tensor  # buffers, declared so that they are typed as tensors
+    inv_std: torch.Tensor
+
     def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))

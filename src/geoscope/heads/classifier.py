@@ -14,6 +14,8 @@ constant, so this is a softmax of -d/tau). An optional auxiliary head predicts a
 
 from __future__ import annotations
 
+from typing import Any, Self, cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -86,6 +88,7 @@ class ClassifierHead(Head):
     uses_scene_labels = True
     default_lr = 2e-3
     streaming = True  # on_train_start streams the standardisation statistics
+    ancestors: torch.Tensor  # a buffer: (n_levels, n_fine) the ancestor of each finest cell at every level
 
     def __init__(
         self,
@@ -126,12 +129,12 @@ class ClassifierHead(Head):
         self.register_buffer("ancestors", torch.from_numpy(anc))
 
     @classmethod
-    def from_cells(cls, in_dim: int, cells, **kw) -> "ClassifierHead":
+    def from_cells(cls, in_dim: int, cells, **kw) -> Self:
         centroids, parents = hierarchy_arrays(cells)
         return cls(in_dim, centroids, parents, **kw)
 
     @classmethod
-    def create(cls, in_dim: int, cells=None, **options) -> "ClassifierHead":
+    def create(cls, in_dim: int, cells=None, **options) -> Self:
         if cells is None:
             raise InputError(f"the {cls.kind} head needs geocells (--cells)")
         return cls.from_cells(in_dim, cells, **options)
@@ -149,7 +152,7 @@ class ClassifierHead(Head):
         }
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "ClassifierHead":
+    def from_config(cls, cfg: dict) -> Self:
         sizes = cfg["level_sizes"]
         centroids = [np.zeros((n, 2)) for n in sizes]
         parents = [None] + [np.zeros(n, dtype=np.int64) for n in sizes[1:]]
@@ -166,10 +169,10 @@ class ClassifierHead(Head):
     def features(self, emb: torch.Tensor) -> torch.Tensor:
         # Standardisation folded into the first layer: W (x - m) * s + b = (W * s) x + (b - (W * s) m),
         # which saves two passes over the batch.
-        first = self.trunk[0]
+        first = cast(nn.Linear, self.trunk[0])  # built in __init__ as Linear, GELU, Dropout
         w = first.weight * self.norm.inv_std
         h = F.linear(emb, w, first.bias - w @ self.norm.mean)
-        for layer in self.trunk[1:]:
+        for layer in list(self.trunk)[1:]:
             h = layer(h)
         return h
 
@@ -242,11 +245,11 @@ class ClassifierHead(Head):
             k = min(int(top_k), self.n_cells)
             scores, idx = probs.topk(k, dim=1)
             coords = self.fine_centroids[idx]
-            extra = {}
+            extra: dict[str, Any] = {}
             if self.scene_head is not None:
                 extra["scene_probs"] = torch.softmax(self.scene_head(self.features(emb)), dim=1).numpy()
                 extra["scene_labels"] = self.scene_labels
-        probs = probs.numpy()
-        return HeadOutput(probs, coords.numpy(), scores.numpy(), idx.numpy(), extra,
-                          self.fine_centroids.numpy(), probs, support_cells=True,
+        probs_np = probs.numpy()
+        return HeadOutput(probs_np, coords.numpy(), scores.numpy(), idx.numpy(), extra,
+                          self.fine_centroids.numpy(), probs_np, support_cells=True,
                           candidate_support=idx.numpy(), neighbourhood="cell")

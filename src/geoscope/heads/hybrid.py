@@ -14,6 +14,8 @@ with the head's weights; ``fit_data`` replaces it (e.g. with more data) without 
 
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,10 @@ class HybridHead(ClassifierHead):
 
     _EXTRA = {"k_neighbors": int, "sim_temperature": float, "refine_cells": int, "joint_temperature": float,
               "prior_weight": float, "refine_radius_km": float}
+    # buffers (the neighbour bank), declared so that they are typed as tensors
+    bank_emb: torch.Tensor  # (n, in_dim) float16 centred, normalised training embeddings, sorted by cell
+    bank_latlon: torch.Tensor  # (n, 2) their coordinates
+    bank_offsets: torch.Tensor  # (n_cells + 1,) where each cell's rows start in the bank
 
     def __init__(self, in_dim: int, centroids: list, parents: list | None = None, k_neighbors: int = 8,
                  sim_temperature: float = 0.02, refine_cells: int = 10, joint_temperature: float = 0.02,
@@ -70,7 +76,7 @@ class HybridHead(ClassifierHead):
         return {**super().config(), **{k: getattr(self, k) for k in self._EXTRA}}
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "HybridHead":
+    def from_config(cls, cfg: dict) -> Self:
         head = super().from_config({k: v for k, v in cfg.items() if k not in cls._EXTRA})
         for k, cast in cls._EXTRA.items():
             if k in cfg:
@@ -78,7 +84,7 @@ class HybridHead(ClassifierHead):
         return head
 
     @classmethod
-    def from_cells(cls, in_dim: int, cells, **kw) -> "HybridHead":
+    def from_cells(cls, in_dim: int, cells, **kw) -> Self:
         head = super().from_cells(in_dim, cells, **kw)
         head.bind_cells(cells)
         return head
@@ -154,25 +160,28 @@ class HybridHead(ClassifierHead):
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
         out = super().predict(emb, max(int(top_k), self.refine_cells))
-        k = min(int(top_k), out.cells.shape[1])
+        if out.cells is None or out.cell_probs is None:  # the classifier always gives both
+            raise RuntimeError("the classifier's prediction holds no cells to refine")
+        out_cells, cell_probs = out.cells, out.cell_probs
+        k = min(int(top_k), out_cells.shape[1])
         with eval_mode(self):
             emb = as_float_tensor(emb)
             check_dim(emb, self.in_dim, self.kind)
             queries = self._bank_vectors(emb)
-        n_img = out.cells.shape[0]
+        n_img = out_cells.shape[0]
         coords = np.zeros((n_img, k, 2))
         scores = np.zeros((n_img, k))
         chosen = np.zeros((n_img, k), dtype=np.int64)
-        probs = np.array(out.cell_probs, dtype=np.float64)
+        probs = np.array(cell_probs, dtype=np.float64)
         # per image, each considered cell's mass sits around its refined point (for confidence radii)
         support = np.repeat(np.asarray(out.support)[None], n_img, axis=0)
         refined = np.zeros(probs.shape, dtype=bool)
         for b in range(n_img):
-            cand = out.cells[b]
+            cand = out_cells[b]
             matches = [self._matches(queries[b], int(c)) for c in cand]
             best_sim = np.array([-1.0 if m is None else m[0][0] for m in matches])
-            joint = best_sim / self.joint_temperature + self.prior_weight * np.log(out.cell_probs[b, cand] + 1e-12)
-            probs[b] = self.cell_distribution(out.cell_probs[b], cand, joint)
+            joint = best_sim / self.joint_temperature + self.prior_weight * np.log(cell_probs[b, cand] + 1e-12)
+            probs[b] = self.cell_distribution(cell_probs[b], cand, joint)
             order = np.argsort(-joint, kind="stable")
             for j, o in enumerate(order):
                 c = int(cand[o])

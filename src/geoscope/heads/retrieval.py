@@ -89,6 +89,9 @@ class RetrievalHead(Head):
 
     uses_gallery = True
     streaming = True  # on_train_start streams the standardisation statistics; fit_data reads coordinates only
+    # buffers, declared so that they are typed as tensors
+    gps_queue: torch.Tensor  # (Q, 2) lat/lon of earlier batches, the extra negatives during training
+    gallery: torch.Tensor  # (N, 2) lat/lon searched at inference
 
     def __init__(
         self,

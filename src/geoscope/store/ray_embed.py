@@ -131,6 +131,15 @@ def _decode_batch(batch: dict[str, np.ndarray], transform) -> dict[str, Any]:
     return {**batch, "pixels": pixels, "ok": ok, "reason": np.array(reasons, dtype=object)}
 
 
+def encoder_from_spec(spec: dict):
+    """The encoder a ``{"name": NAME, **options}`` spec describes (``create_encoder(NAME, **options)``;
+    the name is positional-only there, so it cannot be passed as a keyword)."""
+    options = dict(spec)
+    if "name" not in options:
+        raise InputError(f"an encoder spec needs a 'name' (a registered encoder, hf-hub:ORG/NAME or a folder), got {spec!r}")
+    return create_encoder(options.pop("name"), **options)
+
+
 class _EmbedActor:
     """Ray actor: one model; writes every batch it embeds to its own shard, then returns (pos, ok)."""
 
@@ -144,7 +153,7 @@ class _EmbedActor:
         if isinstance(encoder, ray.ObjectRef):
             encoder = ray.get(encoder)
         if isinstance(encoder, dict):  # a name and options: built here, from this node's weights
-            encoder = create_encoder(**encoder)
+            encoder = encoder_from_spec(encoder)
         if device:
             encoder = encoder.to(device)
         self.encoder = encoder.eval()

@@ -84,8 +84,9 @@ def random_route(box: tuple[float, float, float, float], n: int, spacing_m: floa
         pts = [(lat, lon)]
         for _ in range(n - 1):
             bearing += rng.uniform(-turn_deg, turn_deg)
-            lat, lon = destination(lat, lon, bearing, spacing_m / 1000.0)
-            pts.append((float(lat), float(lon)))
+            next_lat, next_lon = destination(lat, lon, bearing, spacing_m / 1000.0)
+            lat, lon = float(next_lat), float(next_lon)
+            pts.append((lat, lon))
         arr = np.asarray(pts)
         if (arr[:, 0] > s).all() and (arr[:, 0] < no).all() and (arr[:, 1] > w).all() and (arr[:, 1] < e).all():
             return arr
