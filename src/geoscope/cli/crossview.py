@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import argparse
 
 from geoscope.cli.options import (
@@ -178,7 +180,7 @@ def run_search(args: argparse.Namespace) -> int:
         ev = evaluate_placement(result.scores, search.grid, args.truth[0], args.truth[1])
         result.prediction.extra["truth"] = ev.to_dict()
     paths = result.write(args.output, truth=args.truth)
-    summary = {"photos": photos, "best": result.best, "candidates": result.candidates, "files": paths,
+    summary: dict[str, Any] = {"photos": photos, "best": result.best, "candidates": result.candidates, "files": paths,
                "positions": int(search.grid.rows * search.grid.cols), "references": str(search.refs.path),
                "reference_tiles_embedded_now": search.refs.embedded_now,
                "truth": result.prediction.extra.get("truth")}
@@ -195,6 +197,9 @@ def run_search(args: argparse.Namespace) -> int:
         t = summary["truth"]
         print(f"truth: error {t['error_m']:.0f} m, true tile ranked {t['rank']} of {t['n_scored']}")
     print(f"wrote {args.output}: heatmap.tif, heatmap.png, candidates.geojson, candidates.csv, prediction.json")
+    return 0
+
+
 def _register_train(commands) -> None:
     t = commands.add_parser(
         "train",

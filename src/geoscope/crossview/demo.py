@@ -21,6 +21,8 @@ load average is recorded with the timings: on a shared machine, the timings are 
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import json
 import os
@@ -64,7 +66,7 @@ class CrossViewDemoConfig:
     @classmethod
     def quick(cls, **kw) -> "CrossViewDemoConfig":
         """A few hundred small tiles: proves the pipeline in a minute or two (the tests use smaller still)."""
-        base = dict(n_train=150, n_test=30, views=1, rotations=2, epochs=8, pixels=96, n_examples=3)
+        base: dict[str, Any] = dict(n_train=150, n_test=30, views=1, rotations=2, epochs=8, pixels=96, n_examples=3)
         base.update(kw)
         return cls(**base)
 
@@ -237,6 +239,9 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     ref_store_dir = next((p for p in (model_dir.parent / (model_dir.name + ".train")).glob("references-*")), None)
     from geoscope.store import EmbeddingStore
 
+    if ref_store_dir is None:
+        raise InputError(f"the reference embeddings of {model_dir} are missing (no references-* store in "
+                         f"{model_dir.name}.train/); delete {model_dir} to retrain it")
     ref_store = EmbeddingStore.open(ref_store_dir)
     gf, g_ok = store_features(ref_store, list(pairs.ids), "reference gallery")
     gf = gf[g_ok]

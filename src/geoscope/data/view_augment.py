@@ -27,7 +27,7 @@ def _crop_centre(img: Image.Image, share: float, size: tuple[int, int]) -> Image
     w, h = img.size
     cw, ch = w * share, h * share
     box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
-    return img.resize(size, Image.BILINEAR, box=box)
+    return img.resize(size, Image.Resampling.BILINEAR, box=box)
 
 
 def rotate_view(img: Image.Image, degrees: float, out_size: int | None = None) -> Image.Image:
@@ -35,7 +35,7 @@ def rotate_view(img: Image.Image, degrees: float, out_size: int | None = None) -
     ``CROP_SHARE`` x side and resized to ``out_size`` (default: the input's size)."""
     img = img.convert("RGB")
     size = (out_size, out_size) if out_size else img.size
-    turned = img.rotate(-float(degrees), resample=Image.BILINEAR, expand=False) if degrees % 360 else img
+    turned = img.rotate(-float(degrees), resample=Image.Resampling.BILINEAR, expand=False) if degrees % 360 else img
     return _crop_centre(turned, CROP_SHARE, size)
 
 

@@ -57,6 +57,10 @@ class CrossViewHead(Head):
             demo (200 queries, within noise for recall@1) and cut the median error from 1,166 to 687 km.
     """
 
+    gallery_emb: torch.Tensor
+    gallery_latlon: torch.Tensor
+    gallery_knn: torch.Tensor
+
     trainable = False  # trained over pairs by `geoscope crossview train`
     default_lr = 1e-3
 

@@ -16,12 +16,16 @@ from torch import nn
 
 
 class SamePlaceClassifier(nn.Module):
+    platt: torch.Tensor
+    fitted: torch.Tensor
+
     def __init__(self, dim: int, hidden: int = 64):
         super().__init__()
         self.dim, self.hidden = int(dim), int(hidden)
-        self.mlp = nn.Sequential(nn.Linear(2 * self.dim + 1, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = nn.Linear(self.hidden, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(nn.Linear(2 * self.dim + 1, self.hidden), nn.ReLU(), last)
         self.scale = nn.Parameter(torch.tensor(10.0))
         self.shift = nn.Parameter(torch.tensor(0.5))
         self.register_buffer("platt", torch.tensor([1.0, 0.0]))
