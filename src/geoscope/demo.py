@@ -10,9 +10,14 @@ No ground-photo collection installs from the package registries, but NASA's Blue
 3. embed them with the frozen ``efficientnet-lite0`` backbone into embedding stores;
 4. build adaptive geocells over the training positions, train the hybrid head (a geocell classifier
    whose top cells are refined by nearest training neighbours) and keep the model;
-5. evaluate the model (top-cell centroid and refined) against three baselines: the training mean,
-   nearest neighbour on raw downsampled pixels, nearest neighbour on the frozen encoder's features;
-6. write the report, a cumulative-error plot and heatmaps of a few examples.
+5. build the overhead-retrieval model (``demo_overhead``, global rasters): a reference gallery of tiles
+   every 100 km over land, embedded with the rotation-robust ``encoders.overhead`` embedding (CNN
+   features pooled over turns + ring descriptors through a projection trained here) and searched by
+   the voting ``neighbours`` head;
+6. evaluate both models (the hybrid also by its top-cell centroid) against three baselines: the
+   training mean, nearest neighbour on raw downsampled pixels, nearest neighbour on the frozen
+   encoder's features;
+7. write the report, a cumulative-error plot and heatmaps of a few examples.
 
 Every stage is cached under the output folder, keyed by its parameters, so a second run is quick and
 an interrupted run resumes (the embedding stores and training are resumable themselves).
