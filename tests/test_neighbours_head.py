@@ -24,13 +24,19 @@ def _bank():
 
     vecs, lat, lon = [], [], []
     # one lookalike in Australia, slightly the most similar
-    vecs.append(at(0.95)); lat.append(-25.0); lon.append(135.0)
+    vecs.append(at(0.95))
+    lat.append(-25.0)
+    lon.append(135.0)
     # five entries around (48, 10) within 100 km, nearly as similar
     for k, (dla, dlo) in enumerate([(0, 0), (0.5, 0), (-0.5, 0), (0, 0.7), (0, -0.7)]):
-        vecs.append(at(0.93 - 0.001 * k)); lat.append(48.0 + dla); lon.append(10.0 + dlo)
+        vecs.append(at(0.93 - 0.001 * k))
+        lat.append(48.0 + dla)
+        lon.append(10.0 + dlo)
     # unrelated entries elsewhere
     for k in range(20):
-        vecs.append(at(0.2)); lat.append(-50.0 + 5 * k); lon.append(-120.0 + 3 * k)
+        vecs.append(at(0.2))
+        lat.append(-50.0 + 5 * k)
+        lon.append(-120.0 + 3 * k)
     return q, np.array(vecs, dtype=np.float32), np.array(lat), np.array(lon)
 
 
