@@ -35,8 +35,8 @@ LAYERS: dict[str, int] = {
     # the object users hold
     "pretrained": 6, "geolocator": 6,
     # things done with a Geolocator
-    "train": 7, "train_ray": 7, "evaluate": 7, "explain": 7, "verify": 7, "demo": 7, "report": 7, "outdoor": 7,
-    "area_search": 7, "crossview": 7,
+    "train": 7, "train_ray": 7, "evaluate": 7, "explain": 7, "verify": 7, "demo": 7, "demo_overhead": 7,
+    "report": 7, "outdoor": 7, "area_search": 7, "crossview": 7,
     # front doors
     "cli": 8, "serve": 8,
     # test oracles and fixtures for geoscope's own tests: may use anything, used by nothing in the package

