@@ -25,6 +25,8 @@ an interrupted run resumes (the embedding stores and training are resumable them
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import io
 import json
@@ -91,7 +93,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
         """A few hundred tiles: proves the pipeline in about a minute (used by the tests)."""
-        base = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, n_cal_land=20, n_cal_sea=5,
+        base: dict[str, Any] = dict(n_train=150, views=1, n_test_land=30, n_test_sea=10, n_cal_land=20, n_cal_sea=5,
                     max_cells=(40, 12), min_cell=3, epochs=15, n_heatmaps=1, gallery_km=700.0,
                     cnn_gallery_km=1500.0, desc_epochs=3)
         base.update(kw)
@@ -298,10 +300,10 @@ def _embed(raster, ids, lat, lon, strengths, seed, cfg: DemoConfig, out: Path, e
     store = embed_dataset(tiles(), encoder, out, batch_size=cfg.batch_size, workers=0, progress=cfg.progress)
     if len(thumbs) != len(ids):  # a resumed store skipped tiles already embedded: recompute all thumbnails
         thumbs = [_thumbnails([t[1]])[0] for t in _tiles(raster, ids, lat, lon, cfg, strengths, seed)]
-    thumbs = np.stack(thumbs)
+    thumb_array = np.stack(thumbs)
     with atomic_path(thumbs_path) as tmp:
-        np.save(tmp, thumbs)
-    return store, thumbs
+        np.save(tmp, thumb_array)
+    return store, thumb_array
 
 
 def _nearest(query: np.ndarray, bank: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -395,7 +397,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     from geoscope.heads.classifier import ClassifierHead
 
     if isinstance(geo.head, ClassifierHead):
-        top_cell = np.argmax(ClassifierHead.predict(geo.head, emb, top_k=1).cell_probs, axis=1)
+        own = ClassifierHead.predict(geo.head, emb, top_k=1).cell_probs
+        assert own is not None  # a classifier always gives its cell distribution
+        top_cell = np.argmax(own, axis=1)
     else:
         top_cell = np.array([int(np.argmax(p.cell_probs)) for p in preds])
     classifier = np.asarray(finest.centroids)[top_cell]
@@ -446,7 +450,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                             title=f"held-out tile {test_store.ids[i]} (true: black dot)")
             heatmaps.append(str(path))
 
-    report = {
+    report: dict[str, Any] = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "n_train_positions": int(len(tr_lat)),
         "n_train_tiles": int(len(train_store)),

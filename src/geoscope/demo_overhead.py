@@ -201,7 +201,8 @@ def build_gallery(raster, cfg, folder: Path, backbone, stage, min_lat: float, ma
         def describe_all():
             g = torch.Generator().manual_seed(cfg.seed + 29)
             rng = np.random.default_rng(cfg.seed + 31)
-            refs, qs = [], [[] for _ in range(cfg.desc_views)]
+            refs: list = []
+            qs: list[list] = [[] for _ in range(cfg.desc_views)]
             for s in range(0, len(g_lat), chunk):
                 la, lo = g_lat[s:s + chunk], g_lon[s:s + chunk]
                 refs.append(describe(tiles.cut(la, lo, size, 128)))

@@ -113,6 +113,10 @@ def describe(x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
 class DescriptorProjection(nn.Module):
     """Standardise, project on a PCA basis, then an MLP to a unit vector."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    basis: torch.Tensor
+
     def __init__(self, d_in: int, pca: int = 384, hidden: int = 512, dim: int = 256, dropout: float = 0.1):
         super().__init__()
         self.d_in, self.pca, self.hidden, self.dim, self.dropout = int(d_in), int(pca), int(hidden), int(dim), dropout
@@ -201,7 +205,7 @@ def tiles_from_images(images: Sequence[Image.Image], px: int) -> torch.Tensor:
     for im in images:
         im = im.convert("RGB")
         if im.size != (px, px):
-            im = im.resize((px, px), Image.BILINEAR)
+            im = im.resize((px, px), Image.Resampling.BILINEAR)
         arrs.append(np.asarray(im))
     if not arrs:
         return torch.zeros(0, 3, px, px)
