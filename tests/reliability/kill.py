@@ -287,8 +287,19 @@ def demo_args(out: Path, n_train: int = 40, n_test: int = 10, epochs: int = 4) -
 
 
 def _demo_stores(out: Path) -> dict[str, Path]:
+    """The demo's cached embedding stores (folders with a store.json)."""
     cache = out / "cache"
-    return {p.name: p for p in cache.iterdir() if p.is_dir()} if cache.is_dir() else {}
+    return {p.name: p for p in cache.iterdir() if (p / "store.json").is_file()} if cache.is_dir() else {}
+
+
+def _demo_arrays(out: Path) -> dict[str, Path]:
+    """The demo's other cached arrays (the overhead model's stages: descriptors, CNN gallery, tile
+    embeddings), by path relative to cache/."""
+    cache = out / "cache"
+    if not cache.is_dir():
+        return {}
+    return {str(p.relative_to(cache)): p for d in cache.iterdir() if d.is_dir() and not (d / "store.json").is_file()
+            for p in d.rglob("*.npy")}
 
 
 def demo_state(out: Path, ref: Path) -> list[str]:
@@ -321,6 +332,11 @@ def compare_demo(out: Path, ref: Path) -> list[str]:
         ta, tb = a[name] / "thumbnails.npy", b[name] / "thumbnails.npy"
         if not (ta.exists() and np.array_equal(np.load(ta), np.load(tb))):
             diffs.append(f"cache/{name}/thumbnails.npy differs")
+    xa, xb = _demo_arrays(out), _demo_arrays(ref)
+    if sorted(xa) != sorted(xb):
+        diffs.append(f"cached arrays {sorted(xa)} against {sorted(xb)}")
+    diffs += [f"cache/{name} differs" for name in sorted(set(xa) & set(xb))
+              if not np.array_equal(np.load(xa[name]), np.load(xb[name]))]
     diffs += [f"model: {d}" for d in compare_models(out / "model", ref / "model")]
     return diffs
 
