@@ -5,6 +5,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import pytest
+
 from geoscope.demo import OVERHEAD_METHOD
 
 
@@ -38,6 +41,14 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     geo = Geolocator.from_pretrained(model_dir, encoder=OverheadEncoder.load(
         model_dir / "encoder", backbone=create_encoder("efficientnet-lite0", runtime="auto")))
     assert geo.calibration is not None and len(geo.head) == over["gallery_size"]
+    # the folder carries its encoder (encoder/): it loads by itself, as `geoscope locate -m` does
+    from PIL import Image
+
+    plain = Geolocator.from_pretrained(model_dir)
+    assert type(plain.encoder).__name__ == "OverheadEncoder"
+    tile = Image.fromarray((np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8))
+    a, b = geo.locate([tile], top_k=3)[0], plain.locate([tile], top_k=3)[0]
+    assert (b.best.lat, b.best.lon) == pytest.approx((a.best.lat, a.best.lon), abs=1e-6)
     assert report["heatmaps"] and all((out / h.split("/")[-1]).exists() for h in report["heatmaps"])
     # second run: every stage comes from the cache
     t0 = time.perf_counter()

@@ -51,6 +51,8 @@ from geoscope.pretrained import load_parts
 
 FORMAT = "geoscope-geolocator"
 FORMAT_VERSION = 1
+#: a model folder may carry its encoder in this subfolder (read like weights=DIR)
+ENCODER_DIR = "encoder"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 CELLS = "cells.json"
@@ -578,6 +580,8 @@ class Geolocator:
             calibration = Calibration.from_dict(cal_doc, where=str(cal_path))
         if isinstance(encoder, os.PathLike):
             encoder = str(encoder)
+        if encoder is None and weights is None and (path / ENCODER_DIR).is_dir():
+            weights = path / ENCODER_DIR  # a model folder that carries its own encoder (geoscope demo's overhead model)
         geo = cls(encoder if encoder is not None else config.get("encoder"), head, cells,
                   name=config.get("name"), meta=config.get("meta"), places=places, calibration=calibration)
         if weights is not None:

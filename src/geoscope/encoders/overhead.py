@@ -37,10 +37,9 @@ from PIL import Image
 from torch import nn
 
 from geoscope.atomic import atomic_path, write_json
+from geoscope.encoders.zoo.overhead import CONFIG_FILE, WEIGHTS_FILE
 from geoscope.errors import InputError
 
-CONFIG_FILE = "overhead.json"
-WEIGHTS_FILE = "projection.safetensors"
 FORMAT = "geoscope-overhead-encoder/1"
 #: the side (px) tiles are described at
 DESCRIPTOR_PX = 64

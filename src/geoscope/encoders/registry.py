@@ -83,6 +83,8 @@ class EncoderLoader:
     prefixes: tuple[str, ...]
     folders: bool
     builders: dict[str, Builder] = field(default_factory=dict)
+    #: for folder loaders: does this folder hold this family's files? None: any folder (tried last)
+    recognises: Callable[[Path], bool] | None = None
 
 
 _ENTRIES: dict[str, EncoderEntry] = {}
@@ -127,18 +129,20 @@ def register_encoder(
 
 
 def register_encoder_loader(
-    *prefixes: str, family: str, folders: bool = False, runtime: str = DEFAULT_RUNTIME
+    *prefixes: str, family: str, folders: bool = False, runtime: str = DEFAULT_RUNTIME,
+    recognises: Callable[[Path], bool] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator: ``builder(source, name=..., precision=None, **kw)`` builds encoders named
     ``PREFIX + ORG/NAME`` (``source`` is the hub id) and, with ``folders=True``, local model folders
-    (``source`` is the path). Folder loaders are tried in registration order."""
+    (``source`` is the path). A folder goes to the first loader whose ``recognises(folder)`` is true,
+    else to the first loader registered without ``recognises`` (CLIP's: any Hugging Face folder)."""
 
     def decorate(builder: Builder) -> Builder:
         for loader in _LOADERS:
             if loader.family == family and loader.prefixes == prefixes and loader.folders == folders:
                 loader.builders[runtime] = builder
                 return builder
-        _LOADERS.append(EncoderLoader(family, tuple(prefixes), folders, {runtime: builder}))
+        _LOADERS.append(EncoderLoader(family, tuple(prefixes), folders, {runtime: builder}, recognises))
         return builder
 
     return decorate
@@ -209,10 +213,12 @@ def create_encoder(name: str | Path, /, *, precision: str | None = None, runtime
             return builder(repo, name=kwargs.pop("name", text), precision=precision, **kwargs)
     path = Path(text).expanduser()
     if path.is_dir():
-        for loader in _LOADERS:
-            if loader.folders:
-                builder = _pick(loader.builders, loader.family, precision, runtime, f"encoder folder {path}")
-                return builder(path, name=kwargs.pop("name", text), precision=precision, **kwargs)
+        folder_loaders = [ld for ld in _LOADERS if ld.folders]
+        chosen = next((ld for ld in folder_loaders if ld.recognises is not None and ld.recognises(path)), None)
+        chosen = chosen or next((ld for ld in folder_loaders if ld.recognises is None), None)
+        if chosen is not None:
+            builder = _pick(chosen.builders, chosen.family, precision, runtime, f"encoder folder {path}")
+            return builder(path, name=kwargs.pop("name", text), precision=precision, **kwargs)
     raise InputError(
         f"unknown encoder {text!r}: use one of {', '.join(_ENTRIES)}, {HUB_PREFIX}ORG/NAME (or hf:ORG/NAME) for a "
         "CLIP model on the Hugging Face hub, or a local model directory"
