@@ -148,7 +148,8 @@ def test_phone_sized_screen_and_keyboard(server, browser, tmp_path):
     assert drop_box["y"] >= map_box["y"] + map_box["height"] - 1 and drop_box["width"] <= 390
     # keyboard: the "choose photos" button takes the focus and Enter opens the file chooser
     page.locator("#choose").focus()
-    with page.expect_file_chooser() as chooser:
+    expect(page.locator("#choose")).to_be_focused(timeout=30_000)  # on a loaded machine focus can lag the call
+    with page.expect_file_chooser(timeout=60_000) as chooser:
         page.keyboard.press("Enter")
     photo = tmp_path / "tokyo.jpg"
     photo.write_bytes(jpeg_bytes(35.7, 139.7, size=(96, 72), gps=True))
