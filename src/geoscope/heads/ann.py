@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 250_000
 #: HNSW graph degree, construction and search breadth (benchmarks/bench_ann.py)
 HNSW_M = 32
-EF_CONSTRUCTION = 128
+EF_CONSTRUCTION = 64
 EF_SEARCH = 128
 
 
