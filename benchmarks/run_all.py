@@ -69,9 +69,12 @@ def render() -> str:
     docs = []
     for path in sorted(RESULTS.glob("*.json")):
         try:
-            docs.append(json.loads(path.read_text()))
+            doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             print(f"skipping {path}: {exc}", file=sys.stderr)
+            continue
+        if isinstance(doc, dict) and "title" in doc:  # a table; *_details.json files hold raw data beside one
+            docs.append(doc)
     order = {n: i for i, n in enumerate(BENCHMARKS)}
     docs.sort(key=lambda d: order.get(d.get("name"), len(order)))
     lines = [
