@@ -122,7 +122,7 @@ class _Kernel:
         self.base = i0 * _NU
         self.tab = _disc_table()[2].ravel()
 
-    def mass(self, radius: float) -> np.ndarray:
+    def mass(self, radius: float | np.ndarray) -> np.ndarray:
         fj = (radius * self.inv - self.a + _U_MAX) * ((_NU - 1) / (2 * _U_MAX))
         fj = np.clip(fj, 0.0, _NU - 1 - 1e-9)  # beyond the table the mass is 0 or 1: its edge columns
         j0 = fj.astype(np.int64)
@@ -144,16 +144,7 @@ def disc_mass(dist_km, radius_km, sigma_km) -> np.ndarray:
     about 0.001 (bilinear reading of a table of the Rice distribution's cdf)."""
     d, r, s = np.broadcast_arrays(np.asarray(dist_km, dtype=np.float64), np.asarray(radius_km, dtype=np.float64),
                                   np.asarray(sigma_km, dtype=np.float64))
-    k = _Kernel(d, s)
-    fj = (r * k.inv - k.a + _U_MAX) * ((_NU - 1) / (2 * _U_MAX))
-    fj = np.clip(fj, 0.0, _NU - 1 - 1e-9)
-    j0 = fj.astype(np.int64)
-    tj = fj - j0
-    idx = k.base + j0
-    t = k.tab
-    lo = t[idx] + tj * (t[idx + 1] - t[idx])
-    hi = t[idx + _NU] + tj * (t[idx + _NU + 1] - t[idx + _NU])
-    return np.where(k.point, (d <= r).astype(np.float64), lo + k.ti * (hi - lo))
+    return np.asarray(_Kernel(d, s).mass(r), dtype=np.float64)
 
 
 def weighted_disc_mass(dist_km, sigma_km, weights, radii_km) -> np.ndarray:

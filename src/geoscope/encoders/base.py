@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from geoscope.encoders.preprocess import ImageTransform
+from geoscope.encoders.preprocess import ImageTransform, encode_in_batches
 from geoscope.errors import InputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -80,12 +80,7 @@ class Encoder(torch.nn.Module):
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """PIL images -> (N, dim) float32 numpy embeddings, ``batch_size`` at a time."""
-        images = list(images)
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            out[start : start + len(chunk)] = self.encode_pixels(self.preprocess(chunk))
-        return out
+        return encode_in_batches(self, images, batch_size)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dim={self.dim}, input_size={self.input_size}"

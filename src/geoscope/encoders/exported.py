@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from geoscope import settings
-from geoscope.encoders.preprocess import ImageTransform
+from geoscope.encoders.preprocess import ImageTransform, encode_in_batches
 
 
 def runtime_threads() -> int:
@@ -90,12 +90,7 @@ class ExportedEncoder:
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """PIL images -> (N, dim) float32 embeddings, ``batch_size`` at a time."""
-        images = list(images)
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            out[start : start + len(chunk)] = self.encode_pixels(self.preprocess(chunk))
-        return out
+        return encode_in_batches(self, images, batch_size)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, input_size={self.input_size}, "

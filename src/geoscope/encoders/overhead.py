@@ -37,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from geoscope.atomic import atomic_path, write_json
+from geoscope.encoders.preprocess import encode_in_batches
 from geoscope.encoders.zoo.overhead import CONFIG_FILE, WEIGHTS_FILE
 from geoscope.errors import InputError
 
@@ -291,12 +292,7 @@ class OverheadEncoder:
     __call__ = encode_pixels
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        images = list(images)
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for s in range(0, len(images), batch_size):
-            chunk = images[s:s + batch_size]
-            out[s:s + len(chunk)] = self.encode_tiles(self.preprocess(chunk))
-        return out
+        return encode_in_batches(self, images, batch_size)
 
     # --- files --------------------------------------------------------------------------------
 

@@ -115,3 +115,14 @@ class ImageTransform:
 def clip_transform(size: int = 224) -> ImageTransform:
     """OpenAI CLIP preprocessing (what ``CLIPProcessor`` / ``CLIPImageProcessor`` do by default)."""
     return ImageTransform(resize=size, crop=(size, size), mean=CLIP_MEAN, std=CLIP_STD, resample="bicubic")
+
+
+def encode_in_batches(encoder, images, batch_size: int = 32) -> np.ndarray:
+    """PIL images -> (N, encoder.dim) float32 embeddings through ``encoder.preprocess`` and
+    ``encoder.encode_pixels``, ``batch_size`` at a time (every encoder's ``encode_images``)."""
+    images = list(images)
+    out = np.zeros((len(images), encoder.dim), dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        out[start : start + len(chunk)] = encoder.encode_pixels(encoder.preprocess(chunk))
+    return out
