@@ -81,7 +81,7 @@ def _run_with_handler(handler_source: str, env=None) -> subprocess.CompletedProc
         "from geoscope.errors import InputError\n"
         f"def boom(args):\n    {handler_source}\n"
         "orig = cli.build_parser\n"
-        "def bp():\n"
+        "def bp(only=None):\n"
         "    p = orig(); sub = next(a for a in p._actions if a.dest == 'command')\n"
         "    sub.add_parser('boom').set_defaults(func=boom); return p\n"
         "cli.build_parser = bp\n"
@@ -115,3 +115,15 @@ def test_a_real_command_error_is_one_line_exit_1(tmp_path, capsys):
     rc = main(["cells", "info", str(tmp_path / "missing.json")])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("geoscope: error: ") and err.count("\n") == 1
+
+
+def test_running_one_command_builds_only_its_parser():
+    from geoscope import cli
+
+    assert cli._command_module(["filter-outdoor", "x"]) == "filter_outdoor"
+    assert cli._command_module(["--help"]) is None and cli._command_module(["nosuch"]) is None
+    assert cli._command_module([]) is None
+    sub = next(a for a in cli.build_parser("locate")._actions if a.dest == "command")
+    assert list(sub.choices) == ["locate"]
+    full = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert {"locate", "train", "filter-outdoor"} <= set(full.choices)

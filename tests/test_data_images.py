@@ -283,3 +283,14 @@ def test_read_exif_never_raises_on_non_images_but_reports_missing_files(tmp_path
         read_exif(tmp_path / "e.jpg")
     with pytest.raises(ImageError, match="file not found"):
         read_exif(tmp_path / "missing.jpg")
+
+
+def test_a_jpeg_or_png_is_opened_by_its_own_plugin_and_others_by_any_allowed():
+    from geoscope.data.images import ALLOWED_FORMATS, _allowed_formats
+
+    img = Image.new("RGB", (8, 8), (10, 200, 30))
+    assert _allowed_formats(_encode(img, "JPEG")) == ["JPEG"]
+    assert _allowed_formats(_encode(img, "PNG")) == ["PNG"]
+    wide = _allowed_formats(_encode(img, "WEBP"))
+    assert "WEBP" in wide and set(wide) <= set(ALLOWED_FORMATS)
+    assert _allowed_formats(b"not an image") == wide  # unknown: every allowed format may try

@@ -94,6 +94,7 @@ def test_int8_runs_on_onnx_runtime_and_keeps_the_nearest_neighbour(cache, clip_d
 def test_export_is_keyed_by_the_weights_and_reused(cache, clip_dir, tmp_path, caplog):
     create_encoder(str(clip_dir), runtime="onnx")
     before = {p.name for p in exports_dir().iterdir()}
+    caplog.clear()  # the first call above may have exported (when this test runs first)
     with caplog.at_level("WARNING", logger="geoscope.encoders.export"):
         create_encoder(str(clip_dir), runtime="onnx")  # cached: no new export, nothing said
     assert not any("exporting" in r.getMessage() for r in caplog.records)
@@ -174,3 +175,22 @@ def test_auto_falls_back_to_torch_without_the_runtime_packages(monkeypatch):
 
     monkeypatch.setattr(rt, "installed", lambda runtime: runtime == "torch")
     assert choose_runtime("efficientnet", "fp32", ["torch", "onnx", "openvino"], "auto") == "torch"
+
+
+def test_openvino_warm_compiles_in_the_background_and_errors_surface_at_use(cache, clip_dir):
+    cold = create_encoder(str(clip_dir), runtime="openvino").encode_images(_images(1))
+    enc = create_encoder(str(clip_dir), runtime="openvino")
+    enc.warm(1)
+    enc.warm(1)  # once is enough: a second call starts nothing
+    np.testing.assert_allclose(enc.encode_images(_images(1)), cold, atol=1e-5)
+    assert set(enc._compiled) == {True}
+
+    broken = create_encoder(str(clip_dir), runtime="openvino")
+
+    def fail(*a, **k):
+        raise RuntimeError("no CPU plugin")
+
+    broken.core.compile_model = fail
+    broken.warm(1)
+    with pytest.raises(RuntimeError, match="no CPU plugin"):
+        broken.encode_images(_images(1))

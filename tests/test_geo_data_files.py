@@ -132,3 +132,31 @@ def test_package_refuses_an_incomplete_source_or_itself(tmp_path):
     src = _toy_derived(tmp_path / "derived")
     with pytest.raises(GeoscopeError, match="another folder"):
         data_setup.package(src, source=src, quiet=True)
+
+
+def test_tables_are_read_from_a_plain_copy_after_the_first_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "towns.parquet"
+    cols = {"name": ["Oulu", "Åbo", None], "lat": [65.0, 60.45, 0.5], "population": [200_000, 190_000, 0],
+            "wkb": [b"\x00\x01", b"", b"\xff" * 5]}
+    pq.write_table(pa.table(cols), path)
+    first = data_files.read_table(path, ["name", "lat"])
+    assert list((tmp_path / "cache" / "tables").iterdir())  # the copy is kept
+
+    def no_parquet(*a, **k):
+        raise AssertionError("the copy is read, not the Parquet file")
+
+    monkeypatch.setattr(pq, "ParquetFile", no_parquet)
+    second = data_files.read_table(path, ["name", "lat"])
+    for t in (first, second):
+        assert list(t["name"]) == ["Oulu", "Åbo", None] and list(t["wkb"]) == cols["wkb"]
+        assert np.asarray(t["lat"]).tolist() == cols["lat"] and np.asarray(t["population"]).tolist() == cols["population"]
+    monkeypatch.undo()
+    monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))
+    pq.write_table(pa.table({**cols, "name": ["Kemi", "Turku", "Vaasa"]}), path)  # the file changes: read again
+    assert list(data_files.read_table(path, ["name"])["name"]) == ["Kemi", "Turku", "Vaasa"]
+    for npy in (tmp_path / "cache" / "tables").rglob("name.json.npy"):
+        npy.write_bytes(b"damaged")
+    assert list(data_files.read_table(path, ["name"])["name"]) == ["Kemi", "Turku", "Vaasa"]  # a damaged copy: Parquet
+    with pytest.raises(GeoscopeError, match="has no column 'nope'"):
+        data_files.read_table(path, ["nope"])

@@ -103,6 +103,18 @@ def test_nearest_town_is_the_true_nearest():
         assert d[[k for k, t in enumerate(towns) if t["name"] == names[i]]].min() == pytest.approx(d[j], abs=0.05)
 
 
+def test_few_points_by_matrix_product_equal_the_tree():
+    towns = places._towns()
+    rng = np.random.default_rng(11)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, places.BRUTE_FORCE_POINTS)))
+    lon = rng.uniform(-180, 180, places.BRUTE_FORCE_POINTS)
+    i1, km1 = towns.nearest_by_product(lat, lon)
+    i2, km2 = towns.nearest_by_tree(lat, lon)
+    np.testing.assert_allclose(km1, km2, atol=1e-6)
+    assert (i1 == i2).mean() > 0.95  # different indices only where two towns are equally near
+    np.testing.assert_allclose(haversine_km(lat, lon, towns.lat[i1], towns.lon[i1]), km1, atol=0.05)
+
+
 def test_large_batches_give_the_same_towns_as_small_ones():
     rng = np.random.default_rng(9)
     lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 12000)))

@@ -20,7 +20,19 @@ from geoscope.cli.options import GeoscopeParser
 from geoscope.errors import GeoscopeError, storage_error
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_module(argv: list[str] | None) -> str | None:
+    """The module of the command ``argv`` names (``filter-outdoor`` -> ``filter_outdoor``), or None."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        return None
+    name = args[0].replace("-", "_")
+    known = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return name if name in known else None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only`` (a module of this package), just that command, so running
+    one command imports one module (``geoscope --help`` and unknown commands get them all)."""
     parser = GeoscopeParser(
         prog="geoscope",
         description="Geolocate images from their pixels. geoscope COMMAND --help documents each command.",
@@ -29,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or (only is not None and info.name != only):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         register = getattr(module, "register", None)
@@ -39,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_module(argv))
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

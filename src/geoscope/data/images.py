@@ -83,7 +83,19 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-def _allowed_formats() -> list[str]:
+#: Formats Pillow's ``preinit`` registers, by the signature ``sniff_format`` finds: a JPEG or PNG is
+#: opened without importing Pillow's forty other plugins (``Image.init``, ~0.2 s of a cold start).
+_PREINIT_FORMATS = {"JPEG": ["JPEG"], "PNG": ["PNG"], "GIF": ["GIF"], "BMP": ["BMP"]}
+
+
+def _allowed_formats(data: bytes = b"") -> list[str]:
+    """The formats Pillow may try for ``data``: the one its signature names when Pillow's core plugins
+    know it, else every allowed format."""
+    quick = _PREINIT_FORMATS.get(sniff_format(data) or "")
+    if quick is not None:
+        Image.preinit()
+        if all(f in Image.OPEN for f in quick):
+            return quick
     Image.init()
     return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
 
@@ -157,7 +169,7 @@ def open_header(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIX
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            im = Image.open(io.BytesIO(data), formats=_allowed_formats())
+            im = Image.open(io.BytesIO(data), formats=_allowed_formats(data))
         except Image.DecompressionBombError as exc:
             found = re.search(r"\((\d+) pixels\)", str(exc))
             claimed = f"{int(found.group(1)):,} pixels" if found else "too many pixels"

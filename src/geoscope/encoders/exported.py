@@ -72,6 +72,10 @@ class ExportedEncoder:
         """The weights' own preprocessing: PIL images -> (B, 3, H, W) float32."""
         return self.transform(images)
 
+    def warm(self, batch: int = 1) -> None:
+        """Start preparing to encode batches of ``batch`` images in the background, where the runtime
+        has something to prepare (OpenVINO compiles); a no-op here."""
+
     def _run(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

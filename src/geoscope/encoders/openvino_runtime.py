@@ -6,11 +6,14 @@ weights stored as fp16 (half the file; converted to bfloat16 when compiled, a fi
 bfloat16's own), for ``fp32`` as they are. Compiled models are cached by OpenVINO in the export folder
 (``CACHE_DIR``), so a later process starts in a fraction of a second. One image at a time (what
 ``geoscope locate`` does) runs a model compiled for a batch of one, which needs no shape-dependent work
-at its first call; other batch sizes share one model with a dynamic batch axis.
+at its first call; other batch sizes share one model with a dynamic batch axis. ``warm(batch)`` starts
+compiling in a background thread (OpenVINO releases the GIL while it compiles), so a caller can read
+its image, its head and its place names meanwhile; the first call for that batch size waits for it.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +55,40 @@ class OpenVINOEncoder(ExportedEncoder):
         self.config = {"INFERENCE_NUM_THREADS": runtime_threads(), "INFERENCE_PRECISION_HINT": _HINT[precision],
                        "PERFORMANCE_HINT": "LATENCY"}
         self._compiled: dict[bool, object] = {}
+        self._warming: dict[bool, threading.Thread] = {}
+        self._failed: dict[bool, BaseException] = {}
+        self._lock = threading.Lock()
+
+    def _compile(self, single: bool) -> None:
+        xml = self.ir / ("model_b1.xml" if single else "model.xml")
+        try:
+            self._compiled[single] = self.core.compile_model(str(xml), "CPU", self.config)
+        except BaseException as exc:  # noqa: BLE001 - raised again where the model is used
+            self._failed[single] = exc
+
+    def warm(self, batch: int = 1) -> None:
+        """Start compiling the model for batches of ``batch`` in a background thread (once)."""
+        single = batch == 1
+        with self._lock:
+            if single in self._compiled or single in self._warming:
+                return
+            thread = threading.Thread(target=self._compile, args=(single,), name="geoscope-openvino-compile",
+                                      daemon=True)
+            self._warming[single] = thread
+            thread.start()
 
     def compiled(self, batch: int):
         """The compiled model for a batch of ``batch`` images (one of one, or the dynamic one)."""
         single = batch == 1
         if single not in self._compiled:
-            xml = self.ir / ("model_b1.xml" if single else "model.xml")
-            self._compiled[single] = self.core.compile_model(str(xml), "CPU", self.config)
+            with self._lock:
+                thread = self._warming.pop(single, None)
+            if thread is not None:
+                thread.join()
+            else:
+                self._compile(single)
+            if single in self._failed:
+                raise self._failed.pop(single)
         return self._compiled[single]
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from scipy.ndimage import binary_dilation
 
 from geoscope import optional
 from geoscope.atomic import atomic_path
@@ -96,9 +95,10 @@ class BorderSet:
     def _grid_key(self) -> np.ndarray:
         h = hashlib.sha1()
         h.update(f"{self.grid_res}|{len(self)}|".encode())
-        for c, g in zip(self.codes, self.geometries):
+        bounds = shapely.bounds(self.geometries).astype(np.float64)  # the same bytes as each g.bounds
+        for c, b in zip(self.codes, bounds):
             h.update(c.encode())
-            h.update(np.asarray(g.bounds).tobytes())
+            h.update(b.tobytes())
         return np.frombuffer(h.digest(), dtype=np.uint8)
 
     def _load_or_build_grid(self) -> np.ndarray:
@@ -140,6 +140,8 @@ class BorderSet:
             [(g.boundary, 1) for g, _ in shapes], out_shape=shape, transform=tr, fill=0, dtype="uint8",
             all_touched=True,
         )
+        from scipy.ndimage import binary_dilation  # only when the grid is built, not when it is read
+
         # one cell of margin makes the grid safe against rasterisation round-off at cell edges
         mixed = binary_dilation(edges.astype(bool), structure=np.ones((3, 3), bool))
         return np.where(mixed, _MIXED, centre).astype(np.int16)

@@ -3,7 +3,9 @@
 Everything is vectorised: ``reverse_geocode(lat, lon)`` takes arrays. Countries and regions come from
 Natural Earth polygons (:mod:`geoscope.geo.borders`), so a point near a border gets the country it is
 in, not the one whose capital is nearer. Towns are GeoNames populated places (cities1000: more than
-1000 people or an administrative seat), found with a k-d tree over unit vectors. The data is derived
+1000 people or an administrative seat), found with a k-d tree over unit vectors (for a handful of
+points, one matrix product over all towns instead: no tree to build, and no scipy to import).
+:func:`preload` reads everything in a background thread, for a caller with other work to do meanwhile. The data is derived
 once by ``python -m geoscope.geo.data_setup``; nothing here needs a network.
 
 Contains data from GeoNames (https://www.geonames.org), CC-BY 4.0. Borders: Natural Earth (public domain).
@@ -12,10 +14,10 @@ Contains data from GeoNames (https://www.geonames.org), CC-BY 4.0. Borders: Natu
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from geoscope.errors import InputError
 from geoscope.geo import borders
@@ -26,6 +28,8 @@ from geoscope.geo.sphere import EARTH_RADIUS_KM, to_unit, validate_latlon
 MIN_TOWN_POPULATION = 1000
 #: ``Place.label()`` names the nearest town on land only when it is at most this far (km).
 LABEL_TOWN_MAX_KM = 50.0
+#: Up to this many points, the nearest town is found by one matrix product instead of the k-d tree.
+BRUTE_FORCE_POINTS = 64
 
 
 @dataclass(frozen=True)
@@ -78,17 +82,38 @@ class _Towns:
         self.country_code = np.asarray(t["country_code"], dtype=object)
         self.region_code = np.asarray(t["region_code"], dtype=object)
         self._tree = None
+        self._unit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.name)
 
     @property
+    def unit(self) -> np.ndarray:
+        if self._unit is None:
+            self._unit = to_unit(self.lat, self.lon)
+        return self._unit
+
+    @property
     def tree(self):
         if self._tree is None:
-            self._tree = cKDTree(to_unit(self.lat, self.lon), leafsize=16, balanced_tree=True)
+            from scipy.spatial import cKDTree  # ~0.3 s to import: only for many points
+
+            self._tree = cKDTree(self.unit, leafsize=16, balanced_tree=True)
         return self._tree
 
     def nearest(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index of the nearest town, its distance in km) for each point."""
+        if lat.size <= BRUTE_FORCE_POINTS and self._tree is None:
+            return self.nearest_by_product(lat, lon)
+        return self.nearest_by_tree(lat, lon)
+
+    def nearest_by_product(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = to_unit(lat, lon)
+        idx = np.argmax(q @ self.unit.T, axis=1).astype(np.int64)  # the largest cosine is the nearest
+        chord = np.linalg.norm(q - self.unit[idx], axis=1)
+        return idx, 2.0 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2.0, 0.0, 1.0))
+
+    def nearest_by_tree(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = None
         if lat.size > 10_000:  # neighbouring queries one after another walk the same tree nodes: faster
             cell = np.floor(lat + 90.0).astype(np.int64) * 360 + np.floor(lon + 180.0).astype(np.int64)
@@ -102,13 +127,43 @@ class _Towns:
         return idx, km
 
 
+_LOADING = threading.Lock()  # one thread reads the tables; another that asks meanwhile waits for it
+
+
 @functools.lru_cache(maxsize=2)
 def _towns_at(path: str) -> _Towns:
     return _Towns(path)
 
 
 def _towns() -> _Towns:
-    return _towns_at(str(data_file("towns.parquet")))
+    with _LOADING:
+        return _towns_at(str(data_file("towns.parquet")))
+
+
+def _borders():
+    with _LOADING:
+        return borders.countries(), borders.admin1()
+
+
+def _load_all() -> None:
+    cs, rs = _borders()
+    cs.grid, rs.grid  # noqa: B018 - read the lookup grids now, not at the first point
+    _towns().unit  # noqa: B018
+
+
+def preload() -> threading.Thread:
+    """Read the borders, their lookup grids and the towns in a background thread (returned, started):
+    the first reverse geocoding then finds them in memory, or waits for the thread to finish them.
+    Errors are left for that first call to raise."""
+    def work():
+        try:
+            _load_all()
+        except Exception:  # noqa: BLE001 - the first real lookup raises it with its message
+            pass
+
+    thread = threading.Thread(target=work, name="geoscope-places-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +210,7 @@ def nearest_towns(lat, lon) -> tuple[np.ndarray, np.ndarray]:
 def reverse_geocode(lat, lon) -> list[Place]:
     """What is at each point: country, region, nearest town with its distance, or at sea."""
     lat, lon = _latlon(lat, lon)
-    cs, rs, towns = borders.countries(), borders.admin1(), _towns()
+    (cs, rs), towns = _borders(), _towns()
     ci = _country_index(lat, lon)
     ri = _region_index(lat, lon, ci)
     ti, km = towns.nearest(lat, lon)
