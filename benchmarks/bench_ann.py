@@ -118,7 +118,10 @@ def main() -> None:
     notes = (f"{args.n:,} unit vectors of {args.dim} dimensions, {data}; {args.queries} single queries, "
              f"k={args.k}; recall@{args.k} against exact search. Index ready in "
              f"{build_s:.0f} s (built once, then read from the cache file {path.name}; the build of this index "
-             "took tens of minutes on the shared machine). faiss {faiss.__version__}, "
+             "took tens of minutes on the shared machine). The graph is repaired after its build "
+             "(heads.ann.repair: every entry the graph cannot find when searched for itself at efSearch 64 is "
+             "linked to its nearest entries). "
+             f"faiss {faiss.__version__}, "
              f"{faiss.omp_get_max_threads()} OpenMP threads. Load average {load0:.1f} at the start, "
              f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores (shared machine: times are noisy).")
     write_result("ann", f"Gallery search: exact vs HNSW, {args.n:,} x {args.dim}",

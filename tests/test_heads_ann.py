@@ -109,3 +109,39 @@ def test_served_head_predicts_what_the_torch_head_does(tmp_path):
     assert ServedRetrievalHead.load(tmp_path / "missing.safetensors") is None
     with pytest.raises(Exception, match="expects 12-dimensional embeddings"):
         served.predict(np.zeros((1, 5), np.float32))
+
+
+def test_repair_links_an_entry_the_graph_cannot_reach(tmp_path, monkeypatch):
+    import faiss
+
+    from geoscope.heads.ann import REPAIRED, _level0, index_file_name, repair
+
+    g = _places(3000, seed=3)
+    index = faiss.IndexHNSWFlat(g.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    index.add(g)
+    assert repair(index, g) == (0, 0)  # a healthy graph is left as it is
+    levels = faiss.vector_to_array(index.hnsw.levels)
+    m = int(np.flatnonzero(levels == 1)[0])  # an entry on the bottom level only
+    table, first, width = _level0(index)
+    rows = first[:, None] + np.arange(width)[None, :]
+    links = table[rows]
+    links[links == m] = -1  # nothing links to m any more: no search can reach it
+    links = np.sort(links, axis=1)[:, ::-1]  # free slots (-1) last, as faiss keeps them
+    table[rows] = links
+    faiss.copy_array_to_vector(table, index.hnsw.neighbors)
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = 256
+    assert index.search(g[m : m + 1], 1, params=params)[1][0, 0] != m
+    unreachable, added = repair(index, g)
+    assert unreachable >= 1 and added >= 1
+    assert index.search(g[m : m + 1], 1, params=params)[1][0, 0] == m
+    # an index file from before repairs is read, repaired and kept under the new name, not rebuilt
+    new = tmp_path / index_file_name("gallery")
+    old = new.with_name(new.name.replace(f"-{REPAIRED}", ""))
+    faiss.write_index(index, str(old))
+
+    def no_build(*a, **k):
+        raise AssertionError("rebuilt instead of repaired")
+
+    monkeypatch.setattr(AnnIndex, "build", no_build)
+    assert cached_index(g, new).n == len(g) and new.is_file()

@@ -63,7 +63,7 @@ HUB_PREFIXES = ("hf-hub:", "hf:")
 #: files of a model folder that are never shipped (training state of older versions, temporary files)
 NOT_SHIPPED = ["checkpoint.pt", ".*"]
 #: keywords only named pretrained models take (``pretrained.load_parts``)
-NAMED_MODEL_OPTIONS = ("cache", "towns_min_population", "templates")
+NAMED_MODEL_OPTIONS = ("cache", "towns_min_population", "templates", "warm")
 
 
 def _sha256(path: Path) -> str:
@@ -477,7 +477,8 @@ class Geolocator:
         - ``gallery``: (N, 2) lat/lon to search, for a head that searches a GPS gallery.
         - ``allow_download``: let a hub repository or backbone be downloaded (default: only local copies and
           the Hugging Face cache, or ``GEOSCOPE_DOWNLOAD=1``).
-        - named models only: ``cache``, ``towns_min_population``, ``templates`` (see ``pretrained.load_parts``).
+        - named models only: ``cache``, ``towns_min_population``, ``templates``, ``warm`` (see
+          ``pretrained.load_parts``).
         """
         unknown = sorted(set(options) - set(NAMED_MODEL_OPTIONS))
         if unknown:

@@ -30,17 +30,21 @@ def load_encoder(name: str, weights: str | None = None, precision: str | None = 
     return create_encoder(str(folder), name=str(name), precision=precision).eval()
 
 
-def load_geolocator(model: str, weights: str | None = None, precision: str | None = None, progress: bool = True):
+def load_geolocator(model: str, weights: str | None = None, precision: str | None = None, progress: bool = True,
+                    warm: int | None = None):
     """The Geolocator for ``-m/--model``: a named pretrained model or a model directory.
 
     ``weights`` / ``precision`` apply to the backbone of either; unset, a named model uses its
-    own default (auto) and a model directory runs its encoder at fp32.
+    own default (auto) and a model directory runs its encoder at fp32. ``warm``: the batch size the
+    command encodes first, so a named model's backbone starts compiling for it while its head loads.
     """
-    from geoscope.geolocator import Geolocator
+    from geoscope.geolocator import HUB_PREFIXES, Geolocator
 
     if weights is not None and not Path(weights).expanduser().is_dir():
         raise InputError(f"--weights points to {weights}, which is not a folder")
     options: dict = {"weights": weights, "precision": precision}
     if not Path(model).expanduser().is_dir():
         options["progress"] = progress
+        if warm is not None and not str(model).startswith(HUB_PREFIXES):  # a named model
+            options["warm"] = warm
     return Geolocator.from_pretrained(model, **{k: v for k, v in options.items() if v is not None or k == "progress"})

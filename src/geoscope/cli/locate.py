@@ -129,7 +129,8 @@ def _start_early(geo, images: int, batch_size: int) -> None:
 
 def run(args) -> int:
     paths = expand_inputs(args.images)
-    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress)
+    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress,
+                          warm=min(len(paths), args.batch_size))
     _start_early(geo, len(paths), args.batch_size)
     preds = geo.locate(paths, top_k=args.top_k, batch_size=args.batch_size,
                        progress=not args.no_progress and len(paths) > 1, exif=not args.no_exif)

@@ -11,6 +11,13 @@ graph is built once (minutes for millions of entries, with progress in the log) 
 beside the gallery's other cached data, keyed by what the gallery holds; a damaged or stale file is
 rebuilt, never trusted.
 
+**Repair.** faiss inserts entries in parallel batches, and on galleries of many tight clusters some
+entries end up with no link from their own cluster: no search reaches them, however broad (on the
+benchmark's clustered 1M x 512 gallery, 3.5 % of the entries could not find themselves, and recall@10
+stayed at 0.988 from efSearch 128 to 256). After the build, :func:`repair` asks the graph for every
+entry; each one it cannot find gets its nearest entries as neighbours and is linked from them, in
+free slots or in place of their least similar neighbour (recall@10 0.994 at efSearch 128 there).
+
 Heads that need a full softmax over the gallery (probabilities that sum to one over every entry)
 compute it exactly; the index gives the candidates (see ``heads.retrieval``).
 """
@@ -66,6 +73,64 @@ def exact_search(gallery: np.ndarray, queries: np.ndarray, k: int, chunk: int = 
     return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
 
 
+def _level0(index) -> tuple[np.ndarray, np.ndarray, int]:
+    """(the graph's neighbour table as a numpy copy, each entry's first level-0 slot, slots per entry)."""
+    faiss = require("faiss", "an HNSW index")
+    hnsw = index.hnsw
+    cum = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int64)
+    offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+    return faiss.vector_to_array(hnsw.neighbors), offsets[: index.ntotal] + cum[0], int(cum[1] - cum[0])
+
+
+def repair(index, vectors: np.ndarray, ef_check: int = 64, links: int = 16, back_links: int = 6,
+           batch: int = 100_000) -> tuple[int, int]:
+    """Link the entries the HNSW graph cannot reach (see the module docstring); returns (entries that
+    could not find themselves, links added back to them). ``vectors`` are the indexed vectors."""
+    faiss = require("faiss", "an HNSW index")
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = int(ef_check)
+    n = int(index.ntotal)
+    lost = []
+    for start in range(0, n, batch):
+        part = np.ascontiguousarray(vectors[start : start + batch], dtype=np.float32)
+        _, found = index.search(part, 1, params=params)
+        lost.append(np.flatnonzero(found[:, 0] != np.arange(start, start + len(part))) + start)
+        log.info("HNSW repair: checked %d / %d entries, %d unreachable", start + len(part), n, sum(map(len, lost)))
+    unreachable = np.concatenate(lost) if lost else np.zeros(0, np.int64)
+    if not len(unreachable):
+        return 0, 0
+    params.efSearch = max(int(ef_check) * 2, links + 1)
+    _, near = index.search(np.ascontiguousarray(vectors[unreachable], dtype=np.float32), links + 1, params=params)
+    table, first, width = _level0(index)
+    added = 0
+    for m, found_near in zip(unreachable.tolist(), near.tolist()):
+        cand = [c for c in found_near if c != m and c >= 0][:links]
+        row = table[first[m] : first[m] + width]
+        merged = list(dict.fromkeys(cand + row[row >= 0].tolist()))
+        if len(merged) > width:  # keep the most similar
+            sims = vectors[merged] @ vectors[m]
+            merged = [merged[i] for i in np.argsort(-sims, kind="stable")[:width]]
+        table[first[m] : first[m] + width] = -1
+        table[first[m] : first[m] + len(merged)] = merged
+        for v in cand[:back_links]:
+            other = table[first[v] : first[v] + width]  # a view: writes go to the table
+            if (other == m).any():
+                continue
+            free = np.flatnonzero(other < 0)
+            if free.size:
+                other[free[0]] = m
+            else:
+                sims = vectors[other] @ vectors[v]
+                worst = int(np.argmin(sims))
+                if float(vectors[m] @ vectors[v]) <= float(sims[worst]):
+                    continue
+                other[worst] = m
+            added += 1
+    faiss.copy_array_to_vector(table, index.hnsw.neighbors)
+    log.warning("HNSW repair: %d of %d entries were unreachable; %d links added to them", len(unreachable), n, added)
+    return int(len(unreachable)), added
+
+
 class AnnIndex:
     """An HNSW graph over ``n`` unit vectors of ``dim`` dimensions (inner-product metric)."""
 
@@ -94,6 +159,7 @@ class AnnIndex:
         for start in range(0, len(x), step):
             index.add(x[start : start + step])
             log.info("HNSW index: %d / %d entries, %.0f s", min(start + step, len(x)), len(x), time.perf_counter() - t0)
+        repair(index, x)
         return cls(index, ef_search)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,18 +197,34 @@ class AnnIndex:
         return cls(index, ef_search)
 
 
+#: In index file names: the graph was repaired after its build (:func:`repair`).
+REPAIRED = "r1"
+
+
 def index_file_name(key: str) -> str:
     """The file name of the index of a gallery keyed ``key``, with the graph's parameters in it (an index
     built with other parameters is another file)."""
-    return f"{key}-hnsw{HNSW_M}-{EF_CONSTRUCTION}.faiss"
+    return f"{key}-hnsw{HNSW_M}-{EF_CONSTRUCTION}-{REPAIRED}.faiss"
+
+
+def _unrepaired_name(path: Path) -> Path:
+    """Where an index built before graphs were repaired was kept (the name without the repair tag)."""
+    return path.with_name(path.name.replace(f"-{REPAIRED}.faiss", ".faiss"))
 
 
 def cached_index(vectors: np.ndarray, path: str | Path, what: str = "gallery") -> AnnIndex:
-    """The HNSW index of ``vectors`` stored at ``path``: read when there and fitting, else built and saved."""
+    """The HNSW index of ``vectors`` stored at ``path``: read when there and fitting, else built and saved
+    (an index built before repairs existed is read, repaired and saved under the new name: no rebuild)."""
+    path = Path(path)
     found = AnnIndex.load(path, n=len(vectors), dim=vectors.shape[1])
     if found is not None:
         return found
-    index = AnnIndex.build(vectors, what=what)
+    old = _unrepaired_name(path)
+    index = AnnIndex.load(old, n=len(vectors), dim=vectors.shape[1]) if old != path else None
+    if index is not None:
+        repair(index.index, np.ascontiguousarray(vectors, dtype=np.float32))
+    else:
+        index = AnnIndex.build(vectors, what=what)
     try:
         index.save(path)
     except OSError:

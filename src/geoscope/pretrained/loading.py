@@ -35,6 +35,7 @@ def load_parts(
     encoder=None,
     allow_download: bool | None = None,
     runtime: str | None = None,
+    warm: int | None = None,
 ) -> tuple[Any, Any, dict]:
     """(encoder, head, meta) of a named pretrained model.
 
@@ -49,6 +50,8 @@ def load_parts(
     ``gallery``, an (N, 2) lat/lon array searched instead of the published 100K points (e.g. to
     restrict answers to a region). Zero-shot models take ``towns_min_population`` (towns offered as
     candidates, default 100,000) and ``templates`` (prompt templates, see ``heads.zeroshot.DEFAULT_TEMPLATES``).
+    ``warm``: a batch size the caller will encode first; a backbone that compiles (OpenVINO) starts
+    compiling for it in the background as soon as it is built, while the head loads.
     """
     spec, source = resolve_model(str(name))
     given = encoder is not None and not isinstance(encoder, (str, os.PathLike))
@@ -80,6 +83,8 @@ def load_parts(
     if not given:
         extra = {} if allow_download is None else {"allow_download": allow_download}
         encoder = create_backbone(spec, source, precision, runtime=runtime or spec.runtime, **extra)
+        if warm is not None and hasattr(encoder, "warm"):
+            encoder.warm(int(warm))
     if spec.kind == "geoclip":
         from geoscope.pretrained.served import served_geoclip_head
 
