@@ -350,10 +350,10 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     names = list(versions)
-    plot_reliability({names[0]: tables[names[0]]}, RESULTS / "calibration_before.png",
-                     title=f"demo held-out tiles (n={n}), before")
-    plot_reliability({REFIT: tables[REFIT], SAVED: tables[SAVED]}, RESULTS / "calibration_after.png",
-                     title=f"demo held-out tiles (n={n}), after")
+    plot_reliability({"before": tables[names[0]]}, RESULTS / "calibration_before.png",
+                     title=f"hybrid model, demo held-out tiles (n={n}): {names[0]}")
+    plot_reliability({"refitted": tables[REFIT], "as saved": tables[SAVED]}, RESULTS / "calibration_after.png",
+                     title=f"hybrid model, demo held-out tiles (n={n}): calibrated as saved and refitted by this geoscope")
     saved = geo.calibration
     status = ((geo.meta.get("training") or {}).get("calibration") or {}).get("status", "")
     status = ("on the demo's calibration tiles: random positions, land and sea, cut and perturbed like the test tiles "
@@ -381,14 +381,26 @@ def main() -> None:
                  "cut and perturbed (rotation, scale, colour, JPEG) exactly as its test tiles with another seed, and "
                  "embedded by the demo's encoders (cached under the demo's cache/ folder); the rows \"the demo's "
                  f"{n_demo} test tiles only\" are the demo's own held-out set, where the noise floor is higher.")
+    def eces(name):
+        rel = summary[name]["reliability"]
+        return " / ".join(f"{rel[str(r)]['ece']:.3f}" for r in RADII)
+
+    def floors(name):
+        rel = summary[name]["reliability"]
+        return " / ".join(f"{rel[str(r)]['ece_noise_floor']['mean']:.3f}" for r in RADII)
+
     notes = (
+        f"In short (hybrid model, all {n} tiles, ECE at {' / '.join(str(r) for r in RADII)} km): refitted "
+        f"{eces(REFIT)}, as saved {eces(SAVED)}, exactly right probabilities would show {floors(REFIT)}; "
+        f"localizability AUROC {summary[REFIT]['localizability_auroc']:.3f}. "
         f"The demo's held-out tiles, {land.sum()} land and {(~land).sum()} sea together (`geoscope demo -o {args.out}`; "
         f"the model never saw these positions, nor any sea position).{extra} Stated = the mean probability the model "
         "gives to \"the truth lies within R of my best guess\"; observed = the share of tiles for which it does; ECE = "
         "expected calibration error over 10 equal bins of stated probability; the last column is the ECE that "
         "probabilities exactly as right as stated would still show on this many tiles (outcomes drawn from the stated "
         "probabilities 200 times), the floor any calibration is measured against here; the interval beside each ECE "
-        "comes from resampling the tiles. The saved calibration was fitted "
+        "comes from resampling the tiles (resampling repeats tiles, which raises the ECE as a smaller sample "
+        "would, so the interval can lie above the value). The saved calibration was fitted "
         f"when the model was trained, {status} ({saved.report.get('n')} tiles): temperature {saved.temperature:.2f}, "
         f"kernel {saved.point_sigma_km:.0f} km around refined points and {saved.cell_sigma_scale:.2f} x each cell's "
         f"spread of training points around cell centroids, narrowed by exp(-{saved.weight_sharpening:.2f} x the "
