@@ -114,11 +114,11 @@ def extra_tiles(cfg, report, n: int, progress: bool = True):
     ``OUT/cache/extra-KEY/`` in chunks (an interrupted run resumes).
 
     Returns (lat, lon, is_land, {encoder: embeddings}, check) where check is :func:`reproduction_check`
-    (None when everything came from the cache).
+    (kept beside the chunks).
     """
     from tqdm import tqdm
 
-    from geoscope.atomic import atomic_path
+    from geoscope.atomic import atomic_path, write_json
     from geoscope.data.overhead import open_raster
     from geoscope.demo import _key, test_positions
 
@@ -133,11 +133,13 @@ def extra_tiles(cfg, report, n: int, progress: bool = True):
     folder.mkdir(parents=True, exist_ok=True)
     starts = list(range(0, len(lat), EXTRA_CHUNK))
     missing = [s for s in starts if not (folder / f"chunk-{s:06d}.npz").exists()]
-    check = None
-    if missing:
+    check_path = folder / "reproduction_check.json"
+    check = json.loads(check_path.read_text()) if check_path.exists() else None
+    if missing or check is None:
         raster = open_raster(raster_name)
         encs = _encoders(cfg, report)
         check = reproduction_check(cfg, raster, encs, *_demo_test_embeddings(cfg, report))
+        write_json(check_path, check)
         for s in tqdm(missing, desc=f"extra held-out tiles (chunks of {EXTRA_CHUNK})", disable=not progress):
             e = min(s + EXTRA_CHUNK, len(lat))
             tiles = [_tile(raster, lat[k], lon[k], cfg, cfg.seed + EXTRA_TILE_SEED, k) for k in range(s, e)]
