@@ -47,7 +47,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "kill": ["benchmarks/bench_kill.py"],
     "memory": ["benchmarks/bench_memory.py"],
     "reliability": ["benchmarks/bench_reliability.py"],  # the summary of the four above; runs nothing
-    "calibration": ["benchmarks/bench_calibration.py"],  # reuses the demo's cache (runs/demo)
+    "calibration": ["benchmarks/bench_calibration.py", "--extra", "4200"],  # reuses the demo's cache (runs/demo)
     "area_search": ["benchmarks/bench_area_search.py"],
 }
 

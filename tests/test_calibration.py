@@ -13,6 +13,7 @@ from geoscope.calibration import (
     cell_spread_km,
     disc_mass,
     entropy_score,
+    fit_radius_maps,
     mixture_mass,
     plot_reliability,
     reliability,
@@ -123,6 +124,61 @@ def test_calibration_round_trips_and_rejects_foreign_files():
     z = 0.5 + 1.0 * np.log(0.8 / 0.2) + 2.0 * np.array([1.0, 0.0])
     np.testing.assert_allclose(cal.localizability(w, np.array([0.8, 0.8])), 1 / (1 + np.exp(-z)))
     np.testing.assert_allclose(identity.localizability(w, np.array([0.8, 0.3])), [0.8, 0.3])  # unfitted: the mass
+
+
+def test_radius_maps_apply_interpolate_round_trip_and_keep_masses_ordered():
+    m = np.array([[0.1, 0.4, 0.7, 0.9], [0.0, 0.2, 0.2, 1.0]])
+    radii = (25, 200, 750, 2500)
+    np.testing.assert_allclose(Calibration().recalibrate(m, radii), m)  # no maps: unchanged
+    identity = Calibration(radius_maps=[(200.0, 0.0, 1.0, 1.0), (750.0, 0.0, 1.0, 1.0)])
+    np.testing.assert_allclose(identity.recalibrate(m[:1], radii), m[:1], atol=1e-9)
+    # a Platt-like map at 750 km (a = b = 2: logit doubled), identity at 200 km
+    cal = Calibration(radius_maps=[(200.0, 0.0, 1.0, 1.0), (750.0, 0.0, 2.0, 2.0)])
+    q = cal.recalibrate(np.array([[0.7, 0.7]]), (200, 750))[0]
+    assert q[0] == pytest.approx(0.7)
+    assert q[1] == pytest.approx(1 / (1 + (0.3 / 0.7) ** 2))
+    # halfway in log R between the rows: a = b = 1.5; beyond the last row the last map holds
+    mid = float(np.sqrt(200.0 * 750.0))
+    q_mid = cal.recalibrate(np.array([[0.7]]), (mid,))[0, 0]
+    assert q_mid == pytest.approx(1 / (1 + (0.3 / 0.7) ** 1.5))
+    assert cal.recalibrate(np.array([[0.7]]), (5000,))[0, 0] == pytest.approx(q[1])
+    # the mass within a larger radius never falls below a smaller one's after the maps
+    shrink = Calibration(radius_maps=[(200.0, 2.0, 1.0, 1.0), (750.0, -2.0, 1.0, 1.0)])
+    out = shrink.recalibrate(np.array([[0.5, 0.6]]), (200, 750))[0]
+    assert out[1] == pytest.approx(out[0]) and out[0] > 0.6
+    # saved and read back; a file written before the maps existed reads as None
+    back = Calibration.from_dict(cal.to_dict())
+    assert back.radius_maps == cal.radius_maps
+    old = {k: v for k, v in cal.to_dict().items() if k != "radius_maps"}
+    assert Calibration.from_dict(old).radius_maps is None
+    with pytest.raises(InputError, match="malformed"):
+        Calibration.from_dict({**cal.to_dict(), "radius_maps": [[200.0, 0.0, 1.0]]})
+
+
+def test_radius_maps_are_kept_only_where_cross_validation_says_they_help():
+    rng = np.random.default_rng(2)
+    n = 1200
+    m = rng.uniform(0.02, 0.98, (n, 2))
+    # radius 0: outcomes drawn from the stated mass (already right); radius 1: the truth is far more
+    # decided than stated (logit x 3)
+    z = np.log(m[:, 1] / (1 - m[:, 1]))
+    hits = np.column_stack([rng.random(n) < m[:, 0], rng.random(n) < 1 / (1 + np.exp(-3 * z))]).astype(float)
+    maps, notes = fit_radius_maps(m, hits, (100, 1000))
+    assert [note["kept"] for note in notes] == [False, True]
+    assert maps[0][1:] == (0.0, 1.0, 1.0)  # not kept: the identity
+    assert maps[1][2] > 2 and maps[1][3] > 2  # about a = b = 3
+    cal = Calibration(radius_maps=maps)
+    m_new = rng.uniform(0.02, 0.98, n)  # fresh data from the same world
+    z_new = np.log(m_new / (1 - m_new))
+    y_new = rng.random(n) < 1 / (1 + np.exp(-3 * z_new))
+    fixed = cal.recalibrate(m_new[:, None], (1000,))[:, 0]
+    assert reliability(m_new, y_new)["ece"] > 0.1
+    assert reliability(fixed, y_new)["ece"] < 0.05
+    # too few hits to judge: no map
+    rare = np.zeros((n, 1))
+    rare[:3] = 1
+    _, notes = fit_radius_maps(m[:, :1], rare, (25,))
+    assert not notes[0]["kept"] and "fewer than" in notes[0]["reason"]
 
 
 def test_grouped_split_keeps_views_of_one_place_together():

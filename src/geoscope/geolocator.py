@@ -228,7 +228,7 @@ class Geolocator:
             cells = None if cells is None else np.take_along_axis(cells, order, axis=1)
             if M > 1 or sigma is not None:
                 masses = mixture_mass(coords[:, 0], support, weights, sigma, list(radii) + [LOCALIZABILITY_RADIUS_KM])
-                confidence = masses[:, :-1]
+                confidence = cal.recalibrate(masses[:, :-1], radii)
                 if M > 1:  # a single point carries no spread to judge it by
                     localizability = cal.localizability(weights, masses[:, -1])
             if cell_probs is not None and getattr(out, "support_cells", False):

@@ -128,10 +128,11 @@ def location_groups(lat, lon, decimals: int = 4) -> np.ndarray:
 
 
 def calibrate_head(head, cells, emb, lat, lon, train_lat=None, train_lon=None, chunk: int = 1024,
-                   max_images: int = 20000, seed: int = 0) -> Calibration:
+                   max_images: int = 20000, seed: int = 0, cell_spread=None) -> Calibration:
     """Fit the model's ``Calibration`` on held-out embeddings ``emb`` with true ``lat`` / ``lon``
     (``geoscope.calibration.fit_calibration``). ``train_lat`` / ``train_lon``: the training locations,
-    whose spread in each cell sets the cells' kernel width. At most ``max_images`` are used (a seeded
+    whose spread in each cell sets the cells' kernel width (or ``cell_spread``, per finest cell, as a saved
+    calibration records it, to refit a trained model's calibration). At most ``max_images`` are used (a seeded
     sample). Raises ``InputError`` for a head without a distribution (a single point estimate with
     fewer than 10 held-out images is the other case)."""
     lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
@@ -152,8 +153,8 @@ def calibrate_head(head, cells, emb, lat, lon, train_lat=None, train_lon=None, c
         true_cell = None if finest is None else finest.assign(lat[s : s + chunk], lon[s : s + chunk], nearest=True)
         parts.append(collect_mixtures(dist.head_output, dist.coords[:, 0], lat[s : s + chunk], lon[s : s + chunk],
                                       true_cell))
-    spread = None
-    if finest is not None and train_lat is not None and bool(getattr(head, "n_cells", 0)):
+    spread = None if cell_spread is None else np.asarray(cell_spread, dtype=np.float64)
+    if spread is None and finest is not None and train_lat is not None and bool(getattr(head, "n_cells", 0)):
         tl, tn = np.asarray(train_lat, dtype=np.float64), np.asarray(train_lon, dtype=np.float64)
         spread = cell_spread_km(finest.centroids, tl, tn, finest.assign(tl, tn, nearest=True))
     return fit_calibration(MixtureBatch.concat(parts), spread)
