@@ -11,7 +11,8 @@ from pathlib import Path
 
 #: name -> what it does (the README's table is generated from the same wording)
 ENVIRONMENT: dict[str, str] = {
-    "GEOSCOPE_CACHE": "cache folder for exported runtimes, gallery embeddings and indexes, prompts and plain copies of the place tables (default ~/.cache/geoscope)",
+    "GEOSCOPE_CACHE": ("cache folder for exported runtimes, gallery embeddings and indexes, prompts and plain copies "
+                       "of the place tables (default ~/.cache/geoscope)"),
     "GEOSCOPE_DATA": "folder of the derived border and place data (default: the packaged data, else ~/.cache/geoscope/data)",
     "GEOSCOPE_WEIGHTS": "folders (separated by the OS path separator) holding hub models as ORG/NAME/, ORG--NAME/ or NAME/",
     "GEOSCOPE_CLIP_L14": "a local copy of openai/clip-vit-large-patch14 for the geoclip model",
