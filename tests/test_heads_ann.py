@@ -145,3 +145,27 @@ def test_repair_links_an_entry_the_graph_cannot_reach(tmp_path, monkeypatch):
 
     monkeypatch.setattr(AnnIndex, "build", no_build)
     assert cached_index(g, new).n == len(g) and new.is_file()
+
+
+def test_served_arrays_are_mapped_from_the_file_and_a_damaged_file_is_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from geoscope.heads.gallery_search import map_safetensors
+
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1.5], np.float64),
+              "c": np.zeros((0, 2), np.float32), "d": np.array([7, -8], np.int64)}
+    path = tmp_path / "t.safetensors"
+    save_file(arrays, str(path), metadata={"format": "x"})
+    mapped, read = map_safetensors(path), load_file(str(path))
+    assert sorted(mapped) == sorted(read) == sorted(arrays)
+    for k in arrays:
+        assert mapped[k].dtype == read[k].dtype and mapped[k].shape == read[k].shape
+        np.testing.assert_array_equal(mapped[k], read[k])
+    assert not mapped["a"].flags.writeable  # mapped read-only, never written back
+    path.write_bytes(path.read_bytes()[:-8])  # cut short: the last tensor no longer fits
+    with pytest.raises(ValueError, match="does not fit"):
+        map_safetensors(path)
+    path.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        map_safetensors(path)
+    assert ServedRetrievalHead.load(path) is None

@@ -38,6 +38,39 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+                       "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def map_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as read-only arrays mapped from it (the format: an 8-byte
+    little-endian header length, a JSON header of dtype / shape / byte offsets, the data). A file
+    that does not add up is a ValueError."""
+    import json
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 2 <= n <= min(size - 8, 100_000_000):
+            raise ValueError(f"{path}: not a safetensors file")
+        header = json.loads(f.read(n))
+    base = 8 + n
+    out: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+        shape = tuple(int(d) for d in info["shape"])
+        start, end = (int(v) for v in info["data_offsets"])
+        count = int(np.prod(shape, dtype=np.int64))
+        if not 0 <= start <= end <= size - base or end - start != count * dtype.itemsize:
+            raise ValueError(f"{path}: tensor {name} does not fit the file")
+        out[name] = (np.memmap(path, dtype=dtype, mode="r", offset=base + start, shape=shape) if count
+                     else np.zeros(shape, dtype))
+    return out
+
+
 class GallerySearch:
     """A gallery ((N, 2) lat/lon and (N, D) unit embeddings) searched by unit image features.
 
@@ -153,12 +186,12 @@ class ServedRetrievalHead:
 
     @classmethod
     def load(cls, path: str | Path, index_path: str | Path | None = None) -> "ServedRetrievalHead | None":
-        """The head saved at ``path``, or None when the file is missing or unreadable."""
+        """The head saved at ``path``, or None when the file is missing or unreadable. The arrays are
+        mapped from the file, not read: a cold start does not copy a 200 MB gallery it touches once."""
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
 
         try:
-            t = load_file(str(path))
+            t = map_safetensors(path)
             n = sum(1 for k in t if k.startswith("layers.") and k.endswith(".weight"))
             layers = [(t[f"layers.{i}.weight"], t[f"layers.{i}.bias"]) for i in range(n)]
             search = GallerySearch(t["gallery"], t["gallery_embeddings"], float(t["logit_scale"][0]), index_path)
