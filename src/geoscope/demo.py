@@ -69,9 +69,7 @@ class DemoConfig:
     encoder: str = "efficientnet-lite0"
     min_cell: int = 5
     max_cells: tuple[int, ...] = (400, 100, 25)
-    #: the hybrid is a baseline beside the overhead model: its validation median levels off by epoch
-    #: 20-25 of a 40-epoch schedule, and every epoch validates with the kNN refinement (most of its time)
-    epochs: int = 20
+    epochs: int = 40
     tau_km: float = 150.0
     k_neighbors: int = 8
     batch_size: int = 32
