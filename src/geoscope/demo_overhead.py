@@ -234,7 +234,8 @@ def build_gallery(raster, cfg, folder: Path, backbone, stage, min_lat: float, ma
             return torch.cat(refs), torch.stack([torch.cat(q) for q in qs])
 
         ref, views = stage.run(f"cut and describe {len(g_lat)} gallery tiles and {cfg.desc_views} perturbed views "
-                               f"of each (every {cfg.gallery_km:g} km over land)", describe_all)
+                               f"of each (every {cfg.gallery_km:g} km over land and the sea within "
+                               f"{cfg.gallery_reach_km:g} km of it)", describe_all)
         _save_tensor(desc_path, (ref, views))
 
     proj_dir = folder / "encoder"
