@@ -46,15 +46,18 @@ def main() -> None:
         goal = (f"Goal (issue 11: median <= 60 km and >= 98 % within 750 km on held-out land tiles): "
                 f"{over['method']} median {r['median_km']:.0f} km, {100 * r['acc_750km']:.1f} % within 750 km "
                 f"({'reached' if met else 'not reached'}); its gallery: {over['gallery_size']} tiles every "
-                f"{report['config']['gallery_km']:g} km over land, the CNN view of {over['cnn_gallery_size']} tiles "
-                f"every {report['config']['cnn_gallery_km']:g} km. ")
+                f"{report['config']['gallery_km']:g} km over land and the sea within "
+                f"{report['config'].get('gallery_reach_km', 0):g} km of land, the CNN view of {over['cnn_gallery_size']} "
+                f"tiles every {report['config']['cnn_gallery_km']:g} km (sea within "
+                f"{report['config'].get('cnn_reach_km', 0):g} km of land). ")
     notes = goal + (
         f"Hybrid: {report['n_train_positions']} training positions on land ({report['n_train_tiles']} tiles), "
         f"{report['n_test']['land']} held-out land tiles at unseen positions with rotation, scale, colour and "
         f"JPEG perturbations; cells per level {report['cells']}. Whole run (cold cache) "
         f"{wall:.0f} s wall, {cpu:.0f} s CPU (all threads and children; 2 cores would need at least "
-        f"{cpu / 2:.0f} s), load average {load0[0]:.1f} before and {load1[0]:.1f} after; stages: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())
+        f"{cpu / 2:.0f} s), load average {load0[0]:.1f} before and {load1[0]:.1f} after; stages (wall / CPU): "
+        + ", ".join(f"{k} {v:.0f} / {report.get('cpu_s', {}).get(k, float('nan')):.0f} s"
+                    for k, v in report["timings_s"].items())
         + (f". Sea tiles (n={report['n_test']['sea']}): hybrid median "
            f"{sea['hybrid (classify + refine)']['median_km']:.0f} km (open ocean is featureless at this scale)."
            if sea else "")

@@ -29,6 +29,9 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     assert land["hybrid (classify + refine)"]["median_km"] < land["baseline: training mean"]["median_km"]
     assert land[OVERHEAD_METHOD]["median_km"] < land["baseline: training mean"]["median_km"]
     assert (out / "model" / "config.json").exists() and (out / "report.txt").exists()
+    # every stage has its wall and CPU seconds (the CPU of all threads: what 2 quiet cores turn into time)
+    assert set(report["cpu_s"]) == set(report["timings_s"]) and all(v >= 0 for v in report["cpu_s"].values())
+    assert sum(report["cpu_s"].values()) > 0
     # the overhead model: its table row, calibration, and a model folder that loads and predicts alike
     over = report["overhead"]
     assert over["method"] == OVERHEAD_METHOD and over["gallery_size"] > 100

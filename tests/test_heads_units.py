@@ -191,6 +191,19 @@ def test_hybrid_refines_inside_the_chosen_cells(data):
     hybrid_err = np.median(haversine_km(out.coords[:, 0, 0], out.coords[:, 0, 1], lat[va], lon[va]))
     class_err = np.median(haversine_km(classifier_only[:, 0], classifier_only[:, 1], lat[va], lon[va]))
     assert hybrid_err < class_err
+    # the matches of all images at once (each cell's bank converted once, in bounded products) are the
+    # matches of each image and cell alone
+    queries = head._bank_vectors(emb[va][:40])
+    cand = out.cells[:40]
+    for budget in (1 << 24, 7):
+        every = head._all_matches(queries, cand, budget=budget)
+        for b in range(len(cand)):
+            for j, c in enumerate(cand[b]):
+                one, many = head._matches(queries[b], int(c)), every[b][j]
+                assert (one is None) == (many is None)
+                if one is not None:
+                    np.testing.assert_allclose(many[0], one[0], atol=1e-5)
+                    np.testing.assert_allclose(many[1][0], one[1][0])
 
 
 @pytest.mark.parametrize("kind", ["classifier", "hybrid", "regressor", "retrieval"])

@@ -109,3 +109,29 @@ def test_batched_cutter_matches_the_package_tile_cutter():
         ours = (batch[i].permute(1, 2, 0).numpy() * 255).astype(np.float32)
         diff = np.abs(ours - ref.astype(np.float32))
         assert np.median(diff) < 3.0 and diff.mean() < 6.0, (la, lo, r, np.median(diff), diff.mean())
+
+
+def test_gallery_lattice_reaches_islands_and_coasts_but_not_open_sea():
+    pytest.importorskip("global_land_mask")
+    from scipy.spatial import cKDTree
+
+    from geoscope.demo import is_land
+    from geoscope.demo_overhead import land_lattice
+    from geoscope.geo.sphere import EARTH_RADIUS_KM, to_unit
+
+    land = land_lattice(100.0, -60.0, 84.0)
+    reach = land_lattice(100.0, -60.0, 84.0, reach_km=60.0)
+    assert is_land(*land).all()
+    # a superset: every land point stays, and the added points are sea with land within the reach
+    assert (cKDTree(to_unit(*reach)).query(to_unit(*land))[0] < 1e-9).all()
+    added = ~is_land(*reach)
+    assert 0.05 * len(land[0]) < added.sum() < 0.4 * len(land[0])
+    # Bahamas and Solomon Islands: land centres with no land-lattice entry near, one with the reach
+    points = np.array([[22.7, -74.2], [-8.6, 157.9]])
+    assert is_land(points[:, 0], points[:, 1]).all()
+    far = cKDTree(to_unit(*land)).query(to_unit(points[:, 0], points[:, 1]))[0] * EARTH_RADIUS_KM
+    near = cKDTree(to_unit(*reach)).query(to_unit(points[:, 0], points[:, 1]))[0] * EARTH_RADIUS_KM
+    assert (far > 120).all() and (near < 70).all()
+    # the middle of the Pacific stays out
+    mid = cKDTree(to_unit(*reach)).query(to_unit(np.array([-30.0]), np.array([-130.0])))[0] * EARTH_RADIUS_KM
+    assert mid[0] > 500

@@ -32,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 
 #: per-epoch figures that are wall-clock measurements, so differ between any two runs
-TIMING_KEYS = {"seconds", "samples_per_s", "cpu_seconds", "timings_s", "total_s"}
+TIMING_KEYS = {"seconds", "samples_per_s", "cpu_seconds", "timings_s", "cpu_s", "total_s"}
 
 
 @dataclass

@@ -123,6 +123,31 @@ class HybridHead(ClassifierHead):
         top, idx = sims.topk(min(self.k_neighbors, e - s))
         return top.double().numpy(), self.bank_latlon[s:e][idx].double().numpy()
 
+    def _all_matches(self, queries: torch.Tensor, cand: np.ndarray, budget: int = 1 << 24) -> list[list]:
+        """``_matches`` of every image (``queries`` (B, dim)) with each of its candidate cells (``cand``
+        (B, C)), as ``[b][c]``: each cell's float16 bank rows are converted once for all the images that
+        consider it, and compared in one product of at most ``budget`` similarities at a time (per image
+        and cell, the conversion cost more than the comparison: most of the time of a validation pass)."""
+        n_img, n_c = cand.shape
+        out: list[list] = [[None] * n_c for _ in range(n_img)]
+        flat = np.asarray(cand).reshape(-1)
+        for cell in np.unique(flat):
+            s, e = int(self.bank_offsets[cell]), int(self.bank_offsets[cell + 1])
+            if e <= s:
+                continue
+            at = np.flatnonzero(flat == cell)
+            bank = self.bank_emb[s:e].float()
+            latlon = self.bank_latlon[s:e]
+            k = min(self.k_neighbors, e - s)
+            step = max(1, budget // (e - s))
+            for i in range(0, len(at), step):
+                part = at[i:i + step]
+                top, idx = (queries[torch.as_tensor(part // n_c)] @ bank.T).topk(k, dim=1)
+                top_np, pts = top.double().numpy(), latlon[idx].double().numpy()
+                for r, pos in enumerate(part):
+                    out[pos // n_c][pos % n_c] = (top_np[r], pts[r])
+        return out
+
     def refine(self, query: torch.Tensor, cell: int, matches=None) -> tuple[float, float] | None:
         """The refined location for one query vector inside ``cell``, or None if the cell has no points."""
         matches = self._matches(query, cell) if matches is None else matches
@@ -176,9 +201,10 @@ class HybridHead(ClassifierHead):
         # per image, each considered cell's mass sits around its refined point (for confidence radii)
         support = np.repeat(np.asarray(out.support)[None], n_img, axis=0)
         refined = np.zeros(probs.shape, dtype=bool)
+        every = self._all_matches(queries, np.asarray(out_cells))
         for b in range(n_img):
             cand = out_cells[b]
-            matches = [self._matches(queries[b], int(c)) for c in cand]
+            matches = every[b]
             best_sim = np.array([-1.0 if m is None else m[0][0] for m in matches])
             joint = best_sim / self.joint_temperature + self.prior_weight * np.log(cell_probs[b, cand] + 1e-12)
             probs[b] = self.cell_distribution(cell_probs[b], cand, joint)
