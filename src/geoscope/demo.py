@@ -42,7 +42,7 @@ from geoscope.errors import InputError
 
 #: bumped when training changes what a model holds (v2: a calibration fitted on held-out tiles), so a
 #: cached model from before is trained again
-MODEL_FORMAT = "v2-calibrated"
+MODEL_FORMAT = "v3-calibrated"
 #: the table row of the overhead-retrieval model (``demo_overhead``)
 OVERHEAD_METHOD = "overhead retrieval (CNN + ring descriptors, voting)"
 
@@ -64,8 +64,8 @@ class DemoConfig:
     n_test_sea: int = 100
     #: held-out tiles the model's calibration is fitted on: drawn like the test tiles (random positions,
     #: land and sea, full perturbations) with another seed, never trained on
-    n_cal_land: int = 500
-    n_cal_sea: int = 100
+    n_cal_land: int = 2000
+    n_cal_sea: int = 400
     encoder: str = "efficientnet-lite0"
     min_cell: int = 5
     max_cells: tuple[int, ...] = (400, 100, 25)
