@@ -115,23 +115,24 @@ def _neighbourhood(pred) -> str:
     return f"of its {kind}" if kind else "score"
 
 
-def _start_early(geo, images: int, batch_size: int) -> None:
+def _start_early(geo, first_batch: int) -> None:
     """Let the backbone compile (OpenVINO) while the images are read, and the place names load while
-    the backbone runs: for one photo, most of a cold start is these waits one after another."""
+    the backbone runs: for one photo, most of a cold start is these waits one after another. (A named
+    model's backbone is already compiling, from ``load_geolocator(warm=)``; warming again starts nothing.)"""
     from geoscope.geo.places import preload
 
     warm = getattr(geo.encoder, "warm", None)
     if warm is not None:
-        warm(min(images, batch_size))
+        warm(first_batch)
     if geo.places:
         preload()
 
 
 def run(args) -> int:
     paths = expand_inputs(args.images)
-    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress,
-                          warm=min(len(paths), args.batch_size))
-    _start_early(geo, len(paths), args.batch_size)
+    first_batch = min(len(paths), args.batch_size)
+    geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress, warm=first_batch)
+    _start_early(geo, first_batch)
     preds = geo.locate(paths, top_k=args.top_k, batch_size=args.batch_size,
                        progress=not args.no_progress and len(paths) > 1, exif=not args.no_exif)
     skipped = [skip_reason(p, args.min_localizability) for p in preds]

@@ -5,8 +5,8 @@ Natural Earth polygons (:mod:`geoscope.geo.borders`), so a point near a border g
 in, not the one whose capital is nearer. Towns are GeoNames populated places (cities1000: more than
 1000 people or an administrative seat), found with a k-d tree over unit vectors (for a handful of
 points, one matrix product over all towns instead: no tree to build, and no scipy to import).
-:func:`preload` reads everything in a background thread, for a caller with other work to do meanwhile. The data is derived
-once by ``python -m geoscope.geo.data_setup``; nothing here needs a network.
+:func:`preload` reads everything in a background thread, for a caller with other work to do meanwhile.
+The data is derived once by ``python -m geoscope.geo.data_setup``; nothing here needs a network.
 
 Contains data from GeoNames (https://www.geonames.org), CC-BY 4.0. Borders: Natural Earth (public domain).
 """
@@ -141,13 +141,16 @@ def _towns() -> _Towns:
 
 
 def _borders():
+    """Countries and regions with their lookup grids read (under the lock: a preload in progress is
+    waited for, not repeated)."""
     with _LOADING:
-        return borders.countries(), borders.admin1()
+        cs, rs = borders.countries(), borders.admin1()
+        cs.grid, rs.grid  # noqa: B018 - read the lookup grids now, not at the first point
+        return cs, rs
 
 
 def _load_all() -> None:
-    cs, rs = _borders()
-    cs.grid, rs.grid  # noqa: B018 - read the lookup grids now, not at the first point
+    _borders()
     _towns().unit  # noqa: B018
 
 
