@@ -192,14 +192,21 @@ def test_hybrid_refines_inside_the_chosen_cells(data):
     class_err = np.median(haversine_km(classifier_only[:, 0], classifier_only[:, 1], lat[va], lon[va]))
     assert hybrid_err < class_err
     # the matches of all images at once (each cell's bank converted once, in bounded products) are the
-    # matches of each image and cell alone
+    # matches of each image and cell alone, computed here directly from the cell's bank
+    def alone(query, cell):
+        s, e = int(head.bank_offsets[cell]), int(head.bank_offsets[cell + 1])
+        if e <= s:
+            return None
+        top, idx = (head.bank_emb[s:e].float() @ query).topk(min(head.k_neighbors, e - s))
+        return top.double().numpy(), head.bank_latlon[s:e][idx].double().numpy()
+
     queries = head._bank_vectors(emb[va][:40])
     cand = out.cells[:40]
     for budget in (1 << 24, 7):
         every = head._all_matches(queries, cand, budget=budget)
         for b in range(len(cand)):
             for j, c in enumerate(cand[b]):
-                one, many = head._matches(queries[b], int(c)), every[b][j]
+                one, many = alone(queries[b], int(c)), every[b][j]
                 assert (one is None) == (many is None)
                 if one is not None:
                     np.testing.assert_allclose(many[0], one[0], atol=1e-5)

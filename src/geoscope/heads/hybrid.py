@@ -116,12 +116,7 @@ class HybridHead(ClassifierHead):
 
     def _matches(self, query: torch.Tensor, cell: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Similarities and (lat, lon) of the ``k_neighbors`` most similar training points of ``cell``."""
-        s, e = int(self.bank_offsets[cell]), int(self.bank_offsets[cell + 1])
-        if e <= s:
-            return None
-        sims = self.bank_emb[s:e].float() @ query
-        top, idx = sims.topk(min(self.k_neighbors, e - s))
-        return top.double().numpy(), self.bank_latlon[s:e][idx].double().numpy()
+        return self._all_matches(query.reshape(1, -1), np.array([[int(cell)]]))[0][0]
 
     def _all_matches(self, queries: torch.Tensor, cand: np.ndarray, budget: int = 1 << 24) -> list[list]:
         """``_matches`` of every image (``queries`` (B, dim)) with each of its candidate cells (``cand``
