@@ -440,26 +440,44 @@ def make_tiny_model(root: Path) -> tuple[Path, Path]:
     return enc_dir, model_dir
 
 
+#: Runs ``argv[2:]`` as a child of this small process and writes the child's peak RSS (KiB) to
+#: ``argv[1]``. On Linux a process's ``ru_maxrss`` starts at its parent's RSS when it forks and keeps
+#: it through ``exec``, so a command started straight from a pytest worker that has grown to gigabytes
+#: reports the worker's size, not its own; started from this launcher, it reports its own peak.
+_LAUNCHER = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+if os.WIFSIGNALED(status):  # die of the same signal, so the caller sees the same exit status
+    if os.WTERMSIG(status) not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _run(cmd: list[str], timeout: float, env: dict) -> tuple[int | None, str, str, float, float]:
     """(exit code or None on timeout, stdout, stderr, seconds, peak RSS in MB) of one command."""
+    import signal
     import tempfile
 
     t = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        rc, rss = None, 0.0
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                rc, rss = os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024.0
-                p.returncode = rc
-                break
-            if time.perf_counter() - t > timeout:
-                p.kill()
-                _, _, usage = os.wait4(p.pid, 0)
-                p.returncode, rss = -9, usage.ru_maxrss / 1024.0
-                break
-            time.sleep(0.05)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as peak:
+        p = subprocess.Popen([sys.executable, "-c", _LAUNCHER, peak.name, *cmd], stdout=out, stderr=err, env=env,
+                             start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # the launcher and the command
+            p.wait()
+            rc = -9
+        text = peak.read().strip()
+        rss = int(text) / 1024.0 if text else 0.0
         out.seek(0)
         err.seek(0)
         return rc, out.read().decode(errors="replace"), err.read().decode(errors="replace"), time.perf_counter() - t, rss
