@@ -88,6 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", default="efficientnet-lite0")
     ap.add_argument("--runtime", default="auto", help="encoder runtime (torch, onnx, openvino, auto)")
+    ap.add_argument("--precision", default=None, help="encoder precision (auto, fp32, bf16, int8; default: the encoder's)")
     ap.add_argument("--photo-size", default="640x480", help="WIDTHxHEIGHT of the synthetic JPEGs")
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -102,7 +103,7 @@ def main() -> None:
     from geoscope.store import default_workers
 
     load0 = f"{os.getloadavg()[0]:.1f}"
-    encoder = create_encoder(args.encoder, runtime=args.runtime)
+    encoder = create_encoder(args.encoder, runtime=args.runtime, precision=args.precision)
     size = tuple(int(v) for v in args.photo_size.lower().split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     try:
@@ -147,8 +148,12 @@ def main() -> None:
                  "when decoding fully overlaps the forward pass; 'time in forward' is the share of the pipeline's "
                  "wall time the model was busy (100% = the model never waits for images). "
                  f"Load average before / after: {load0} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.")
+        label = Path(args.encoder).name if os.path.isdir(args.encoder) else args.encoder
         name = "embed" if size == (640, 480) else f"embed_{size[0]}x{size[1]}"
-        write_result(name, f"Embedding throughput: {args.encoder} ({encoder.runtime}), {size[0]}x{size[1]} photos, "
+        if label != "efficientnet-lite0":
+            name += "_" + "".join(c if c.isalnum() else "-" for c in label)
+        write_result(name, f"Embedding throughput: {label} ({encoder.runtime}, "
+                     f"{getattr(encoder, 'precision', 'fp32')}), {size[0]}x{size[1]} photos, "
                      "pipeline vs forward pass",
                      ["what", "batch", "images/s", "of forward", "CPU ms/image", "forward CPU / CPU", "time in forward"],
                      rows, notes)

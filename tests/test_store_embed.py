@@ -182,3 +182,41 @@ def test_cli_embed_errors_are_one_line(tmp_path, capsys, monkeypatch):
     rc = main(["embed", str(tmp_path / "photos"), "--encoder", "clip-vit-l14", "-o", str(tmp_path / "st")])
     err = capsys.readouterr().err
     assert rc == 1 and "not on this machine" in err and err.count("\n") == 1
+
+
+def test_in_process_decoding_runs_ahead_of_the_forward_pass(tiny, tmp_path):
+    """With no worker processes, a background thread decodes the next batch while the model runs."""
+    import io
+    import threading
+
+    decoded: list[tuple[int, str]] = []
+    next_batch_decoded = threading.Event()
+
+    def payload(i):
+        buf = io.BytesIO()
+        synthetic_image(10.0 + i, 20.0, size=(48, 40)).save(buf, format="PNG")
+
+        def load():
+            decoded.append((i, threading.current_thread().name))
+            if i >= 3:
+                next_batch_decoded.set()
+            return buf.getvalue()
+        return load
+
+    items = [(f"t{i}", payload(i), 10.0 + i, 20.0) for i in range(9)]
+    forward = tiny.encode_pixels
+    overlapped: list[bool] = []
+
+    def slow_forward(pixels):  # the model "runs" until the next batch is decoded (or 10 s pass)
+        overlapped.append(next_batch_decoded.wait(10.0))
+        return forward(pixels)
+
+    tiny.encode_pixels = slow_forward
+    try:
+        store = embed_dataset(items, tiny, tmp_path / "s", batch_size=3, workers=0, progress=False)
+    finally:
+        del tiny.encode_pixels
+    assert overlapped[0] is True  # images of batch 2 were decoded while batch 1 was in the model
+    assert {name for _, name in decoded} == {"geoscope-decode"}
+    assert list(store.ids) == [f"t{i}" for i in range(9)]
+    _scaled_close(store.embeddings, tiny.encode_images([Image.open(io.BytesIO(p())) for _, p, _, _ in items]))

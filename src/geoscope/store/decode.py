@@ -1,7 +1,8 @@
 """What ``embed_dataset`` reads: input samples normalised to items, decoded and resized ahead of the model.
 
-Images are decoded and resized (``ImageTransform.to_uint8``) in worker processes, a few chunks ahead of
-the forward pass, so decoding overlaps the model; the workers never import torch.
+Images are decoded and resized (``ImageTransform.to_uint8``) a few chunks ahead of the forward pass, so
+decoding overlaps the model: in worker processes (which never import torch), or with no workers in one
+background thread of this process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import inspect
 import math
 import multiprocessing
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable, Iterator
@@ -126,7 +129,10 @@ def reason_text(exc: BaseException) -> str:
 
 def _prepare(task: list[tuple[int, Any]]) -> list[tuple[int, np.ndarray | None, str | None]]:
     """Worker: decode + resize + crop each image; (pos, uint8 array, None) or (pos, None, reason)."""
-    loader, transform = _WORKER["loader"], _WORKER["transform"]
+    return _decode_chunk(_WORKER["loader"], _WORKER["transform"], task)
+
+
+def _decode_chunk(loader, transform, task: list[tuple[int, Any]]) -> list[tuple[int, np.ndarray | None, str | None]]:
     out: list[tuple[int, np.ndarray | None, str | None]] = []
     for pos, payload in task:
         try:
@@ -147,14 +153,59 @@ def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
         yield chunk
 
 
+_DONE = object()
+
+
+def _prepared_in_thread(items: Iterator[_Item], loader, transform, chunk: int, ahead: int):
+    """Decode in one background thread of this process, up to ``ahead`` chunks ahead of the consumer.
+
+    Pillow's decoders and resampling and the runtimes' forward passes all release the GIL, so decoding
+    the next images overlaps the model without a worker process (no start-up, no pickling of pixels).
+    Items are read from ``items`` in the thread too; an exception there (a duplicate id, a bad sample)
+    is raised here, in order, after the chunks before it. Closing the generator stops the thread."""
+    out: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for c in _chunks(items, chunk):
+                done = [(it, arr, reason) for it, (_, arr, reason) in
+                        zip(c, _decode_chunk(loader, transform, [(it.pos, it.payload) for it in c]))]
+                if not put(done):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(exc)
+
+    thread = threading.Thread(target=work, name="geoscope-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            entry = out.get()
+            if entry is _DONE:
+                return
+            if isinstance(entry, BaseException):
+                raise entry
+            yield from entry
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _prepared(items: Iterator[_Item], loader, transform, workers: int, chunk: int, ahead: int):
     """Yield (item, uint8 array or None, reason) in input order, decoding up to ``ahead`` chunks ahead."""
     loader = DraftLoader(loader, getattr(transform, "resize", None))
     if workers <= 0:
-        _WORKER.update(loader=loader, transform=transform)
-        for c in _chunks(items, chunk):
-            for it, (_, arr, reason) in zip(c, _prepare([(it.pos, it.payload) for it in c])):
-                yield it, arr, reason
+        yield from _prepared_in_thread(items, loader, transform, chunk, ahead)
         return
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
