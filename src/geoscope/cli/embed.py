@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     add_encoder(p)
     add_output(p, metavar="STORE", help="store folder to write (or to continue)")
     add_batch_size(p, default=32)
-    add_workers(p, default=None, help="image decoding processes; 0 decodes in the main process "
+    add_workers(p, default=None, help="image decoding processes; 0 decodes in a thread of the main process "
                 "(default on CPU: 0 up to 2 cores, else 1 per 4 cores). With --ray: embedding actors, one model each "
                 "(default: one per GPU share with --gpus-per-worker, else half the cores)")
     p.add_argument("--overwrite", action="store_true", help="start again, replacing an existing store")
