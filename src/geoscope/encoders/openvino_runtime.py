@@ -29,6 +29,7 @@ import logging
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,10 +42,10 @@ from geoscope.optional import require
 PRECISIONS = ("fp32", "bf16", "int8")
 _HINT = {"fp32": "f32", "bf16": "bf16"}
 #: how the int8-weight model is made: part of its folder's name, so other settings make another model
-INT8_WEIGHTS = {"tool": "nncf.compress_weights", "mode": "int8_sym", "group_size": -1, "ratio": 1.0, "version": 1}
+INT8_WEIGHTS: dict[str, Any] = {"tool": "nncf.compress_weights", "mode": "int8_sym", "group_size": -1, "ratio": 1.0, "version": 1}
 
 
-def int8_dir_name(settings: dict | None = None) -> str:
+def int8_dir_name(settings: dict[str, Any] | None = None) -> str:
     """``openvino-i8w-<hash of the compression settings>``: the folder of the int8-weight model."""
     doc = json.dumps(INT8_WEIGHTS if settings is None else settings, sort_keys=True).encode()
     return "openvino-i8w-" + hashlib.sha256(doc).hexdigest()[:12]
@@ -59,7 +60,7 @@ def convert_ir(source: Path, folder: Path, input_size: int, fp16_weights: bool) 
     ov.save_model(model, str(folder / "model_b1.xml"), compress_to_fp16=fp16_weights)
 
 
-def convert_ir_int8(source: Path, folder: Path, input_size: int, settings: dict | None = None) -> None:
+def convert_ir_int8(source: Path, folder: Path, input_size: int, settings: dict[str, Any] | None = None) -> None:
     """``convert_ir``'s two models with int8 weights (per output channel, symmetric): see :data:`INT8_WEIGHTS`."""
     ov = require("openvino", "the openvino runtime")
     nncf = require("nncf", "int8-weight OpenVINO models")
