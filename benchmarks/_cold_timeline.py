@@ -14,6 +14,7 @@ the process's CPU time (every thread) at exit, and, at each top-level mark, so f
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import json
 import os
 import sys
@@ -50,35 +51,60 @@ def timed(owner, attr: str, label: str) -> None:
     setattr(owner, attr, wrapper)
 
 
+#: module -> [(attribute path, label)]: wrapped as soon as the module is imported (by the command itself,
+#: so the profile does not import anything earlier than the command would)
+PATCHES: dict[str, list[tuple[str, str]]] = {
+    "geoscope.cli": [("build_parser", "parser")],
+    "geoscope.cli.locate": [("load_geolocator", "load_geolocator (head, Geolocator)"),
+                            ("print_json", "output"), ("render", "output")],
+    "geoscope.pretrained.loading": [("create_backbone", "backbone: create (manifest, IR, OpenVINO core)")],
+    "geoscope.pretrained.served": [("served_geoclip_head", "head: load served GeoCLIP head")],
+    "geoscope.encoders.openvino_runtime": [("OpenVINOEncoder._compile", "backbone: compile (from cache)"),
+                                           ("OpenVINOEncoder.compiled", "backbone: wait for compile"),
+                                           ("OpenVINOEncoder._run", "backbone: inference (incl. wait)")],
+    "geoscope.encoders.exported": [("ExportedEncoder.preprocess", "image: preprocess")],
+    "geoscope.geolocator": [("load_image", "image: decode"), ("Geolocator.locate", "locate (all)"),
+                            ("Geolocator.locate_embeddings", "head: search + places"),
+                            ("Geolocator._places", "places: reverse geocode (incl. wait)")],
+    "geoscope.geo.places": [("_load_all", "places: load (preload thread)")],
+}
+
+
+def _patch(module) -> None:
+    for path, label in PATCHES.get(module.__name__, []):
+        owner = module
+        *parents, attr = path.split(".")
+        for p in parents:
+            owner = getattr(owner, p)
+        timed(owner, attr, label)
+    if module.__name__ == "geoscope.geolocator":
+        mark("geoscope.geolocator imported")
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Wraps the functions of PATCHES as their modules finish importing."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in PATCHES:
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None and spec.loader is not None:
+                exec_module = spec.loader.exec_module
+
+                def run(module, exec_module=exec_module):
+                    exec_module(module)
+                    _patch(module)
+
+                spec.loader.exec_module = run  # type: ignore[method-assign]
+                return spec
+        return None
+
+
 def install() -> None:
-    import geoscope.cli as cli
-    import geoscope.cli.locate as locate
-
-    mark("imports: geoscope.cli and the locate command")
-    timed(cli, "build_parser", "parser")
-    timed(locate, "load_geolocator", "load_geolocator (all)")
-
-    import geoscope.encoders.openvino_runtime as ovr
-    import geoscope.geo.places as places
-    import geoscope.geolocator as geolocator
-    import geoscope.pretrained.loading as loading
-    import geoscope.pretrained.served as served
-    from geoscope.encoders.exported import ExportedEncoder
-
-    mark("imports: geolocator, pretrained, openvino_runtime modules")
-    timed(loading, "create_backbone", "backbone: create (manifest, IR, OpenVINO core)")
-    timed(served, "served_geoclip_head", "head: load served GeoCLIP head")
-    timed(ovr.OpenVINOEncoder, "_compile", "backbone: compile (from cache)")
-    timed(ovr.OpenVINOEncoder, "compiled", "backbone: wait for compile")
-    timed(ovr.OpenVINOEncoder, "_run", "backbone: inference (incl. wait)")
-    timed(ExportedEncoder, "preprocess", "image: preprocess")
-    timed(geolocator, "load_image", "image: decode")
-    timed(geolocator.Geolocator, "locate", "locate (all)")
-    timed(geolocator.Geolocator, "locate_embeddings", "head: search + places")
-    timed(geolocator.Geolocator, "_places", "places: reverse geocode (incl. wait)")
-    timed(places, "_load_all", "places: load (preload thread)")
-    timed(locate, "print_json", "output")
-    timed(locate, "render", "output")
+    sys.meta_path.insert(0, _AfterImport())
 
 
 def main() -> int:
@@ -86,6 +112,8 @@ def main() -> int:
     mark("interpreter started")
     install()
     from geoscope.cli import main as cli_main
+
+    mark("imports: geoscope.cli")
 
     rc = 1
     try:

@@ -128,9 +128,20 @@ def _start_early(geo, first_batch: int) -> None:
         preload()
 
 
+def _prepare_backbone(args, first_batch: int) -> None:
+    """A named model's backbone is built, and starts compiling (OpenVINO), before the Geolocator and its
+    head are imported and loaded: those imports then overlap the compile instead of preceding it."""
+    from geoscope.pretrained.loading import prepare_backbone
+    from geoscope.pretrained.specs import is_model_name
+
+    if is_model_name(args.model) and not Path(args.model).expanduser().is_dir():
+        prepare_backbone(args.model, args.weights, args.precision, warm=first_batch)
+
+
 def run(args) -> int:
     paths = expand_inputs(args.images)
     first_batch = min(len(paths), args.batch_size)
+    _prepare_backbone(args, first_batch)
     geo = load_geolocator(args.model, args.weights, args.precision, progress=not args.no_progress, warm=first_batch)
     _start_early(geo, first_batch)
     preds = geo.locate(paths, top_k=args.top_k, batch_size=args.batch_size,
