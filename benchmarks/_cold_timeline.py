@@ -114,15 +114,27 @@ def main() -> int:
     from geoscope.cli import main as cli_main
 
     mark("imports: geoscope.cli")
+    # run as the geoscope program itself (its __main__ calls cli.main), which ends with os._exit after
+    # its output (cli/locate.py): the timeline is written just before
+    sys.modules["__main__"].main = cli_main  # type: ignore[attr-defined]
+    real_exit = os._exit
 
-    rc = 1
-    try:
-        rc = cli_main(sys.argv[2:])
-    finally:
+    def write(rc: int = 0) -> None:
         mark("end")
         doc = {"start": START, "marks": MARKS, "events": EVENTS, "cpu_total": time.process_time()}
         with open(out, "w") as f:
             json.dump(doc, f)
+
+    def exit_(rc: int) -> None:
+        write()
+        real_exit(rc)
+
+    os._exit = exit_  # type: ignore[assignment]
+    rc = 1
+    try:
+        rc = cli_main(sys.argv[2:])
+    finally:
+        write()
     return rc
 
 

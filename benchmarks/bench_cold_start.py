@@ -71,7 +71,7 @@ PHASES = [
     ("place names loaded (preload thread)", lambda d: _event(d, "places: load (preload thread)", "end")),
     ("head search + place names finished", lambda d: _event(d, "head: search + places", "end")),
     ("output printed", lambda d: _event(d, "output", "end")),
-    ("command returned (model freed)", lambda d: _mark(d, "end")),
+    ("command returned (model freed, unless it exits at once)", lambda d: _mark(d, "end")),
 ]
 CPU_PARTS = [
     ("main thread: backbone build (OpenVINO import, IR, core)", ["backbone: create (manifest, IR, OpenVINO core)"]),
