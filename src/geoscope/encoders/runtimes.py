@@ -20,11 +20,12 @@ OpenVINO and ONNX Runtime run fp32 several times faster than torch (its depthwis
 slow on CPU), OpenVINO ahead; for CLIP ViTs, OpenVINO bf16 is the fastest way to run bf16 and starts
 in a fraction of the time (no transformers import), and at fp32 OpenVINO is ahead of ONNX Runtime.
 int8 (torch's own dynamic quantisation is deprecated) has its own order, :data:`PRECISION_PREFERENCE`:
-for CLIP ViTs OpenVINO's int8 weights (ViT-L/14, 2 cores: compiled from cache in 0.57 s CPU against
-ONNX Runtime's 0.7-1.1 s session start, 0.42 s CPU a steady image against 0.39-0.48 s, cosine
-0.99988 to bf16 against 0.99978), elsewhere ONNX Runtime's dynamic quantisation (OpenVINO's int8
-weights are unmeasured on convolutional nets). Where neither runtime package is installed, ``auto``
-falls back to torch.
+for CLIP ViTs OpenVINO's int8 weights (ViT-L/14, 2 cores, a shared machine: compiled from cache in
+0.57 s CPU against ONNX Runtime's 0.7-1.1 s session start, 0.42 s CPU a steady image against
+0.39-0.48 s, cosine 0.99988 to bf16 against 0.99978), elsewhere ONNX Runtime's dynamic quantisation
+(OpenVINO's int8 weights are unmeasured on convolutional nets). ``precision="auto"`` never picks int8:
+on ViT-L/14 it starts faster than bf16 but a steady image costs about a quarter more. Where neither
+runtime package is installed, ``auto`` falls back to torch.
 
 ``runtime=None`` (``create_encoder``'s default) is the reference, torch, wherever torch computes the
 precision asked for, and ``auto`` otherwise (int8).
