@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 CONFIGS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"),
-           ("openvino", "bf16")]
+           ("openvino", "bf16"), ("openvino", "int8")]
 
 
 def photos(n: int):
@@ -126,7 +126,9 @@ def main() -> None:
         f"torch {torch.__version__} with {torch.get_num_threads()} threads; ONNX Runtime and OpenVINO with "
         f"{os.cpu_count()} threads (GEOSCOPE_THREADS). bf16 runs natively here (AVX512-BF16 / AMX). "
         "EfficientNet-Lite0's bf16 drifts too far (cosine well under 0.999), which is why its auto precision is fp32; "
-        "its int8 is its fp32 (int8 quantises linear layers, and its image tower has none). "
+        "its onnx int8 is its fp32 (ONNX Runtime's int8 quantises linear layers, and its image tower has none). "
+        "openvino int8 stores the weights of linear layers and convolutions in int8 (NNCF), computed in bf16 "
+        "(fp32 without native bf16). "
         f"The machine is shared with other jobs (1-min load average {load0:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores): absolute numbers are noisy, ratios in "
         "one run less so."

@@ -1,5 +1,6 @@
 """Encoders served by ONNX Runtime and OpenVINO from a cached export: same embeddings as torch, exported once,
-atomically, keyed by the weights; ``runtime="auto"``; int8 on ONNX Runtime."""
+atomically, keyed by the weights; ``runtime="auto"``; int8 on ONNX Runtime (dynamic quantisation) and on
+OpenVINO (int8 weights)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from geoscope.encoders import create_encoder
 from geoscope.encoders.export import exported_model, exports_dir, file_digest, read_manifest
+from geoscope.encoders.openvino_runtime import INT8_WEIGHTS, int8_dir_name
 from geoscope.encoders.runtimes import choose_runtime, concrete_precision
 from geoscope.encoders.testing import save_tiny_clip
 from geoscope.errors import InputError
@@ -55,7 +57,8 @@ def test_tiny_clip_on_every_runtime_matches_torch(cache, clip_dir):
     ref = ref_enc.encode_images(_images())
     assert ref_enc.runtime == "torch" and ref_enc.precision == "fp32"
     for runtime, precision, min_cos in (("onnx", "fp32", 0.99999), ("openvino", "fp32", 0.99999),
-                                        ("openvino", "bf16", 0.99), ("onnx", "int8", 0.98)):
+                                        ("openvino", "bf16", 0.99), ("onnx", "int8", 0.98),
+                                        ("openvino", "int8", 0.999)):
         enc = create_encoder(str(clip_dir), runtime=runtime, precision=precision)
         assert (enc.runtime, enc.precision, enc.dim, enc.input_size) == (runtime, precision, ref_enc.dim, 32)
         assert enc.transform == ref_enc.transform and enc.name == str(clip_dir)
@@ -68,12 +71,12 @@ def test_tiny_clip_on_every_runtime_matches_torch(cache, clip_dir):
     folders = [p for p in exports_dir().iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(folders) == 1
     assert {p.name for p in folders[0].iterdir()} >= {"model.onnx", "export.json", "onnx-int8", "openvino-f32",
-                                                      "openvino-f16w"}
+                                                      "openvino-f16w", int8_dir_name()}
 
 
 def test_int8_runs_on_onnx_runtime_and_keeps_the_nearest_neighbour(cache, clip_dir):
     ref = create_encoder(str(clip_dir)).encode_images(_images(8, seed=1))
-    q = create_encoder(str(clip_dir), precision="int8")  # default runtime: torch cannot, so onnx
+    q = create_encoder(str(clip_dir), precision="int8", runtime="onnx")
     assert q.runtime == "onnx" and q.precision == "int8"
     ops = {n.op_type for n in __import__("onnx").load(str(q.model_path), load_external_data=False).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # the linear layers run in int8
@@ -89,6 +92,37 @@ def test_int8_runs_on_onnx_runtime_and_keeps_the_nearest_neighbour(cache, clip_d
         create_encoder(str(clip_dir), runtime="torch", precision="int8")
     with pytest.raises(InputError, match="onnx runtime runs fp32 and int8"):
         create_encoder(str(clip_dir), runtime="onnx", precision="bf16")
+
+
+def test_int8_weights_on_openvino_are_keyed_by_their_settings_reused_and_close(cache, clip_dir, caplog):
+    pics = _images(8, seed=1)
+    ref = create_encoder(str(clip_dir)).encode_images(pics)
+    q = create_encoder(str(clip_dir), precision="int8")  # a CLIP's int8: OpenVINO's int8 weights (encoders.runtimes)
+    assert (q.runtime, q.precision) == ("openvino", "int8")
+    assert q.ir.name == int8_dir_name() and q.ir.parent == q.folder
+    # the linear layers' weights are stored as int8 (with their scales), nothing else changes
+    import openvino as ov
+
+    model = ov.Core().read_model(str(q.ir / "model_b1.xml"))
+    kinds = {o.get_element_type().get_type_name() for o in model.get_ops() if o.get_type_name() == "Constant"}
+    assert "i8" in kinds
+    out = q.encode_images(pics, batch_size=3)
+    assert out.shape == ref.shape and not np.array_equal(out, ref)
+    assert _cos(out, ref).min() >= 0.999, _cos(out, ref)
+    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sim_ref, sim_q = norm(ref) @ norm(ref).T, norm(out) @ norm(ref).T
+    np.fill_diagonal(sim_ref, -2)
+    np.fill_diagonal(sim_q, -2)
+    assert (sim_ref.argmax(1) == sim_q.argmax(1)).all()
+    # made once: a second encoder reuses the folder and says nothing
+    stamp = (q.ir / "model.bin").stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="geoscope.encoders.export"):
+        again = create_encoder(str(clip_dir), precision="int8")
+    assert not caplog.records and again.ir == q.ir and (q.ir / "model.bin").stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.encode_images(pics[:2]), out[:2], atol=1e-5)
+    # other compression settings are another folder
+    assert int8_dir_name({**INT8_WEIGHTS, "mode": "int8_asym"}) != int8_dir_name()
 
 
 def test_export_is_keyed_by_the_weights_and_reused(cache, clip_dir, tmp_path, caplog):
@@ -160,9 +194,13 @@ def test_cached_export_loads_without_torch_or_transformers(cache, clip_dir):
 
 def test_the_auto_rule():
     assert choose_runtime("efficientnet", None, ["torch", "onnx", "openvino"], "auto") == "openvino"
-    assert choose_runtime("clip", "int8", ["torch", "onnx", "openvino"], "auto") == "onnx"
+    assert choose_runtime("clip", "int8", ["torch", "onnx", "openvino"], "auto") == "openvino"  # int8 weights
     assert choose_runtime("clip", "fp32", ["torch", "onnx", "openvino"], None) == "torch"  # the reference
-    assert choose_runtime("clip", "int8", ["torch", "onnx", "openvino"], None) == "onnx"
+    assert choose_runtime("clip", "int8", ["torch", "onnx", "openvino"], None) == "openvino"
+    assert choose_runtime("clip", "int8", ["torch", "onnx"], None) == "onnx"
+    # int8 elsewhere: ONNX Runtime's dynamic quantisation first (OpenVINO's int8 weights are measured on ViTs)
+    assert choose_runtime("efficientnet", "int8", ["torch", "onnx", "openvino"], "auto") == "onnx"
+    assert choose_runtime("other", "int8", ["torch", "onnx", "openvino"], None) == "onnx"
     assert choose_runtime("other", "fp32", ["torch", "onnx"], "auto") == "torch"  # unmeasured families
     assert choose_runtime("clip", "bf16", ["torch", "onnx"], "auto") == "torch"  # onnx has no bf16
     with pytest.raises(InputError, match="no runtime of this encoder computes int8"):
@@ -173,8 +211,11 @@ def test_the_auto_rule():
 def test_auto_falls_back_to_torch_without_the_runtime_packages(monkeypatch):
     import geoscope.encoders.runtimes as rt
 
-    monkeypatch.setattr(rt, "installed", lambda runtime: runtime == "torch")
+    monkeypatch.setattr(rt, "available", lambda module: module == "torch")
     assert choose_runtime("efficientnet", "fp32", ["torch", "onnx", "openvino"], "auto") == "torch"
+    # OpenVINO without nncf cannot make int8 weights: a CLIP's int8 goes to ONNX Runtime
+    monkeypatch.setattr(rt, "available", lambda module: module != "nncf")
+    assert choose_runtime("clip", "int8", ["torch", "onnx", "openvino"], None) == "onnx"
 
 
 def test_openvino_warm_compiles_in_the_background_and_errors_surface_at_use(cache, clip_dir):

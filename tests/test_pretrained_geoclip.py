@@ -144,7 +144,8 @@ def test_bf16_and_int8_stay_close(clip_dir, gallery, images, tmp_path, monkeypat
     enc32, head, _ = _ours(clip_dir, gallery, tmp_path, "fp32")
     emb32 = enc32.encode_images(pics)
     ref = head.predict(emb32, top_k=3)
-    for precision, runtime, min_cos in (("bf16", "torch", 0.999), ("bf16", "openvino", 0.999), ("int8", "onnx", 0.995)):
+    for precision, runtime, min_cos in (("bf16", "torch", 0.999), ("bf16", "openvino", 0.999), ("int8", "onnx", 0.995),
+                                        ("int8", "openvino", 0.999)):
         enc, head_p, meta = _ours(clip_dir, gallery, tmp_path, precision, runtime=runtime)
         assert (meta["precision"], enc.runtime, enc.precision) == (precision, runtime, precision)
         if runtime == "torch":
@@ -155,6 +156,32 @@ def test_bf16_and_int8_stay_close(clip_dir, gallery, images, tmp_path, monkeypat
         out = head_p.predict(emb, top_k=3)
         np.testing.assert_array_equal(out.extra["gallery_index"][:, 0], ref.extra["gallery_index"][:, 0])
         np.testing.assert_allclose(out.scores[:, 0], ref.scores[:, 0], rtol=0.1)
+
+
+def test_a_prepared_backbone_is_the_one_load_parts_takes(clip_dir, gallery, tmp_path, monkeypatch):
+    """``geoscope locate`` builds the backbone (and starts its compile) before importing the rest."""
+    from geoscope.pretrained import loading
+
+    monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(loading, "_PREPARED", {})
+    assert loading.prepare_backbone("geoclip", weights=clip_dir, precision="fp32", warm=1)
+    (prepared,) = loading._PREPARED.values()
+    assert prepared.runtime == "openvino" and set(prepared._warming) | set(prepared._compiled) == {True}
+    encoder, _, meta = load_parts("geoclip", weights=clip_dir, precision="fp32", cache=tmp_path, gallery=gallery,
+                                  progress=False)
+    assert encoder is prepared and meta["precision"] == "fp32" and not loading._PREPARED
+    # another precision is another backbone: the prepared one is not taken for it
+    assert loading.prepare_backbone("geoclip", weights=clip_dir, precision="fp32")
+    other, _, _ = load_parts("geoclip", weights=clip_dir, precision="int8", cache=tmp_path, gallery=gallery,
+                             progress=False)
+    assert other.precision == "int8" and len(loading._PREPARED) == 1
+    # nothing is prepared where nothing would compile, or where load_parts will say what is wrong
+    monkeypatch.setattr(loading, "_PREPARED", {})
+    assert not loading.prepare_backbone("geoclip", weights=clip_dir, runtime="torch")
+    assert not loading.prepare_backbone("streetclip", weights=clip_dir)
+    assert not loading.prepare_backbone("geoclip", weights=tmp_path / "missing")
+    assert not loading.prepare_backbone("geoclip", weights=clip_dir, precision="float32")
+    assert not loading._PREPARED
 
 
 def test_missing_backbone_is_one_fast_sentence(tmp_path, monkeypatch):

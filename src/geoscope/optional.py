@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "ray": ("ray", "running jobs on Ray"),
     "onnxruntime": ("fast", "the onnx runtime (ONNX Runtime) and int8 encoders"),
     "openvino": ("fast", "the openvino runtime (OpenVINO)"),
+    "nncf": ("fast", "int8-weight OpenVINO models"),
     "onnx": ("fast", "exporting encoders to ONNX"),
     "onnxscript": ("fast", "exporting encoders to ONNX"),
     "faiss": ("fast", "approximate nearest-neighbour search over large galleries"),

@@ -3,9 +3,10 @@
 ``create_encoder(name, precision=...)`` is the one place a precision is chosen; ``auto`` becomes
 ``bf16`` where the CPU computes bfloat16 natively (AVX512-BF16 / AMX) and ``fp32`` elsewhere (a family
 may keep fp32: ``encoders.runtimes.NO_AUTO_BF16``). A torch encoder runs ``fp32`` / ``bf16`` as its
-parameter dtype. ``int8`` is ONNX Runtime's dynamic quantisation of the linear layers (int8 weights,
-activations quantised per batch; ``encoders/onnx_runtime.py``), which replaced torch's deprecated
-``torch.ao.quantization.quantize_dynamic``: ``create_encoder(name, precision="int8")`` builds it there.
+parameter dtype. ``int8`` replaced torch's deprecated ``torch.ao.quantization.quantize_dynamic``: for
+CLIP ViTs it is OpenVINO's int8 weights (``encoders/openvino_runtime.py``), elsewhere ONNX Runtime's
+dynamic quantisation of the linear layers (int8 weights, activations quantised per batch;
+``encoders/onnx_runtime.py``): ``create_encoder(name, precision="int8")`` builds it there.
 Which runtime computes which precision is in ``encoders.runtimes``. Importing this module does not
 import torch.
 """

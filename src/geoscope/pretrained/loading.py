@@ -7,13 +7,14 @@ Geolocator: it sits below it).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from geoscope import settings
 from geoscope.encoders.precision import resolve_precision
-from geoscope.errors import InputError, WeightsUnavailableError
-from geoscope.pretrained.specs import resolve_model
+from geoscope.errors import GeoscopeError, InputError, WeightsUnavailableError
+from geoscope.pretrained.specs import MODELS, resolve_model
 from geoscope.pretrained.weights import backbone_available, backbone_dir, create_backbone, heads_available
 
 
@@ -21,6 +22,47 @@ def cache_dir() -> Path:
     """Where computed artefacts (exported encoders, gallery and prompt embeddings) are cached:
     ``$GEOSCOPE_CACHE`` or ``~/.cache/geoscope``."""
     return settings.cache_dir()
+
+
+#: backbones built ahead of ``load_parts`` by :func:`prepare_backbone`, by what they were built from
+_PREPARED: dict[tuple, Any] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def _backbone_key(name: str, source: str | None, precision: str, runtime: str | None,
+                  allow_download: bool | None) -> tuple:
+    return (name, source, precision, runtime, allow_download)
+
+
+def prepare_backbone(name: str, weights: str | os.PathLike | None = None, precision: str | None = None,
+                     runtime: str | None = None, warm: int | None = None) -> bool:
+    """Build the backbone of the named model ``name`` now and let it start compiling for batches of
+    ``warm`` (OpenVINO compiles in the background), so that the caller's next imports (the Geolocator,
+    the head) overlap the compile; ``load_parts`` with the same name, weights, precision and runtime
+    then takes this backbone instead of building another. Only for models whose backbone does not run
+    on torch (a torch backbone compiles nothing, and building it here would only move the torch import
+    earlier). Returns whether a backbone is waiting; anything that goes wrong is left for ``load_parts``
+    to raise with its own sentence."""
+    spec = MODELS.get(str(name))
+    if spec is None or (runtime or spec.runtime) == "torch" or heads_available(spec)[0] is False:
+        return False
+    try:
+        concrete = resolve_precision(precision or "auto")
+        source = backbone_dir(spec, weights)
+        if source is None:
+            return False  # found by the encoder registry's search: load_parts does it, with its checks
+        key = _backbone_key(spec.name, source, concrete, runtime or spec.runtime, None)
+        with _PREPARED_LOCK:
+            if key in _PREPARED:
+                return True
+        encoder = create_backbone(spec, source, concrete, runtime=runtime or spec.runtime)
+    except GeoscopeError:
+        return False
+    if warm is not None and hasattr(encoder, "warm"):
+        encoder.warm(int(warm))
+    with _PREPARED_LOCK:
+        _PREPARED[key] = encoder
+    return True
 
 
 def load_parts(
@@ -82,7 +124,11 @@ def load_parts(
     cache = Path(cache) if cache is not None else cache_dir()
     if not given:
         extra = {} if allow_download is None else {"allow_download": allow_download}
-        encoder = create_backbone(spec, source, precision, runtime=runtime or spec.runtime, **extra)
+        with _PREPARED_LOCK:  # built ahead by prepare_backbone
+            encoder = _PREPARED.pop(_backbone_key(spec.name, source, precision, runtime or spec.runtime,
+                                                  allow_download), None)
+        if encoder is None:
+            encoder = create_backbone(spec, source, precision, runtime=runtime or spec.runtime, **extra)
         if warm is not None and hasattr(encoder, "warm"):
             encoder.warm(int(warm))
     if spec.kind == "geoclip":
