@@ -88,7 +88,7 @@ def test_int8_runs_on_onnx_runtime_and_keeps_the_nearest_neighbour(cache, clip_d
     np.fill_diagonal(sim_ref, -2)
     np.fill_diagonal(sim_q, -2)
     assert (sim_ref.argmax(1) == sim_q.argmax(1)).mean() >= 0.75
-    with pytest.raises(InputError, match="int8 runs on the onnx runtime"):
+    with pytest.raises(InputError, match="int8 runs on the onnx or openvino runtime"):
         create_encoder(str(clip_dir), runtime="torch", precision="int8")
     with pytest.raises(InputError, match="onnx runtime runs fp32 and int8"):
         create_encoder(str(clip_dir), runtime="onnx", precision="bf16")

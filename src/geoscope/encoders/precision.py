@@ -50,7 +50,7 @@ def quantize_int8(encoder) -> None:
 
     int8 encoders run on ONNX Runtime: ``create_encoder(name, precision="int8")``.
     """
-    raise InputError("int8 runs on the onnx runtime now (torch's dynamic quantisation is deprecated): "
+    raise InputError("int8 runs on the onnx or openvino runtime now (torch's dynamic quantisation is deprecated): "
                      "build the encoder with create_encoder(name, precision='int8')")
 
 
@@ -66,7 +66,7 @@ def build_torch(factory: Callable[..., Any], precision: str | None, **kwargs: An
             raise InputError("give an encoder either precision= or dtype=, not both")
         concrete = resolve_precision(precision)
         if concrete == "int8":
-            raise InputError("the torch runtime computes fp32 and bf16; int8 runs on the onnx runtime "
+            raise InputError("the torch runtime computes fp32 and bf16; int8 runs on the onnx or openvino runtime "
                              "(create_encoder(name, precision='int8') or runtime='onnx')")
         kwargs["dtype"] = TORCH_DTYPES[concrete]
     return factory(**kwargs).eval()
