@@ -277,9 +277,15 @@ def measure(name: str, conf, shown, loc, err, in_best_cell=None, with_extras: bo
 
 
 def _kept(cal) -> str:
-    notes = [] if cal is None else (cal.report.get("radius_maps") or [])
-    kept = [f"{n['radius_km']:g}" for n in notes if n.get("kept")]
-    return ", ".join(kept) if kept else "no radius"
+    """The per-radius maps a calibration holds: the kind chosen at each radius (the beta maps of older
+    calibrations: the radii that kept one)."""
+    if cal is None:
+        return "no radius"
+    notes = cal.report.get("radius_models")
+    if notes:
+        return ", ".join(f"{n['radius_km']:g} km: {n['kind']}" for n in notes)
+    kept = [f"{n['radius_km']:g}" for n in (cal.report.get("radius_maps") or []) if n.get("kept")]
+    return "beta maps at " + ", ".join(kept) + " km" if kept else "no radius"
 
 
 def main() -> None:
