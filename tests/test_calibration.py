@@ -3,6 +3,8 @@ fit correcting a deliberately over-confident toy head on a synthetic world."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.special import chndtr
@@ -342,6 +344,24 @@ def test_fit_corrects_an_overconfident_toy_head_on_fresh_data():
     assert before["25"]["ece"] > 0.5 and before["200"]["ece"] > 0.3  # a point mass of 0.9 at the centroid
     for r in ("25", "200", "750", "2500"):
         assert after[r]["ece"] <= 0.04, (r, after[r])
+    # the per-radius maps read the masses within every fitted radius: a radius asked alone, or between
+    # fitted ones, is computed with them, and more radius never means less mass
+    # (this toy's kernel needs no maps; these are set by hand, one reading the other radii)
+    kernel = dataclasses.replace(cal, radius_models=None)
+    maps = [RadiusMap(25.0, "beta", (0.5, 1.0, 1.0)),
+            RadiusMap(200.0, "beta+context", (0.0, 1.0, 1.0, 0.4, -0.3), context_radii=(25.0, 2500.0)),
+            RadiusMap(750.0, "identity"), RadiusMap(2500.0, "beta", (-0.5, 1.0, 1.0))]
+    mapped = dataclasses.replace(cal, radius_models=maps)
+    sub = test_emb[:200]
+    geo = Geolocator(None, head, cells, places=False, calibration=mapped)
+    full = geo.distribution(sub, top_k=3, radii_km=radii).confidence
+    plain = Geolocator(None, head, cells, places=False, calibration=kernel).distribution(sub, top_k=3, radii_km=radii)
+    np.testing.assert_allclose(full, mapped.recalibrate(plain.confidence, radii))
+    alone = geo.distribution(sub, top_k=3, radii_km=(200,)).confidence
+    np.testing.assert_allclose(alone[:, 0], full[:, 1])
+    between = geo.distribution(sub, top_k=3, radii_km=(100, 1000)).confidence
+    ladder = np.column_stack([full[:, 0], between[:, 0], full[:, 1], full[:, 2], between[:, 1], full[:, 3]])
+    assert np.all(np.diff(ladder, axis=1) >= -1e-12)
     # the candidate's probability (its cell's mass) is now about the share of truths in that cell
     in_cell = cells.finest.assign(test_lat, test_lon, nearest=True) == fixed.cells[:, 0]
     assert fixed.probs[:, 0].mean() == pytest.approx(in_cell.mean(), abs=0.05)
