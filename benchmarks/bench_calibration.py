@@ -424,6 +424,10 @@ def main() -> None:
         f"cross-validated on the {refit.report.get('n')} calibration tiles (each tile's maps fitted without it) "
         f"{cv_eces(refit)}; localizability AUROC {summary[REFIT]['localizability_auroc']:.3f}. "
         + short_over +
+        "\"As saved\" is the calibration in the demo folder's models, fitted by the geoscope that ran the demo (a "
+        "demo run before `MODEL_FORMAT` v4 holds the older beta maps, kept per radius where cross-validation "
+        "lowered the log loss); \"refitted\" is what this geoscope fits on the same calibration tiles, and what a "
+        "demo run by it saves. "
         f"Machine load (1-minute average) when the run started: {load:.1f} on {os.cpu_count()} cores (other "
         "jobs shared them; the ECE does not depend on timing). "
         f"The demo's held-out tiles, {land.sum()} land and {(~land).sum()} sea together (`geoscope demo -o {args.out}`; "
