@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -277,9 +278,15 @@ def measure(name: str, conf, shown, loc, err, in_best_cell=None, with_extras: bo
 
 
 def _kept(cal) -> str:
-    notes = [] if cal is None else (cal.report.get("radius_maps") or [])
-    kept = [f"{n['radius_km']:g}" for n in notes if n.get("kept")]
-    return ", ".join(kept) if kept else "no radius"
+    """The per-radius maps a calibration holds: the kind chosen at each radius (the beta maps of older
+    calibrations: the radii that kept one)."""
+    if cal is None:
+        return "no radius"
+    notes = cal.report.get("radius_models")
+    if notes:
+        return ", ".join(f"{n['radius_km']:g} km: {n['kind']}" for n in notes)
+    kept = [f"{n['radius_km']:g}" for n in (cal.report.get("radius_maps") or []) if n.get("kept")]
+    return "beta maps at " + ", ".join(kept) + " km" if kept else "no radius"
 
 
 def main() -> None:
@@ -295,6 +302,7 @@ def main() -> None:
     from geoscope.demo import OVERHEAD_METHOD, is_land
     from geoscope.geolocator import Geolocator
 
+    load = os.getloadavg()[0]
     cfg, report = demo_config(args.out)
     geo = Geolocator.from_pretrained(report["model"], places=False)
     if geo.calibration is None or not geo.calibration.fitted:
@@ -391,10 +399,37 @@ def main() -> None:
         rel = summary[name]["reliability"]
         return " / ".join(f"{rel[str(r)]['ece_noise_floor']['mean']:.3f}" for r in RADII)
 
+    def cv_eces(cal):
+        rel = (cal.report.get("after_cross_validated") or {}) if cal is not None else {}
+        return " / ".join(f"{rel[str(r)]['ece']:.3f}" if str(r) in rel else "-" for r in RADII)
+
+    short_over = ""
+    if over is not None:
+        o_rel = {k: over[k]["reliability"] for k in (SAVED, REFIT) if k in over}
+
+        def o_eces(name):
+            return " / ".join(f"{o_rel[name][str(r)]['ece']:.3f}" for r in RADII) if name in o_rel else "-"
+
+        def o_floors(name):
+            return (" / ".join(f"{o_rel[name][str(r)]['ece_noise_floor']['mean']:.3f}" for r in RADII)
+                    if name in o_rel else "-")
+
+        short_over = (f"The {OVERHEAD_METHOD} model (the demo's main model), same tiles: refitted {o_eces(REFIT)}, as "
+                      f"saved {o_eces(SAVED)}, exactly right probabilities would show {o_floors(REFIT)}; "
+                      f"cross-validated on the calibration tiles {cv_eces(o_refit)}; localizability AUROC "
+                      f"{over[REFIT]['localizability_auroc']:.3f}. ")
     notes = (
         f"In short (hybrid model, all {n} tiles, ECE at {' / '.join(str(r) for r in RADII)} km): refitted "
         f"{eces(REFIT)}, as saved {eces(SAVED)}, exactly right probabilities would show {floors(REFIT)}; "
-        f"localizability AUROC {summary[REFIT]['localizability_auroc']:.3f}. "
+        f"cross-validated on the {refit.report.get('n')} calibration tiles (each tile's maps fitted without it) "
+        f"{cv_eces(refit)}; localizability AUROC {summary[REFIT]['localizability_auroc']:.3f}. "
+        + short_over +
+        "\"As saved\" is the calibration in the demo folder's models, fitted by the geoscope that ran the demo (a "
+        "demo run before `MODEL_FORMAT` v4 holds the older beta maps, kept per radius where cross-validation "
+        "lowered the log loss); \"refitted\" is what this geoscope fits on the same calibration tiles, and what a "
+        "demo run by it saves. "
+        f"Machine load (1-minute average) when the run started: {load:.1f} on {os.cpu_count()} cores (other "
+        "jobs shared them; the ECE does not depend on timing). "
         f"The demo's held-out tiles, {land.sum()} land and {(~land).sum()} sea together (`geoscope demo -o {args.out}`; "
         f"the model never saw these positions, nor any sea position).{extra} Stated = the mean probability the model "
         "gives to \"the truth lies within R of my best guess\"; observed = the share of tiles for which it does; ECE = "
@@ -409,16 +444,18 @@ def main() -> None:
         "component's weight). The refitted one is what this geoscope's `geoscope train` and `geoscope demo` fit on "
         "the same calibration tiles (`train.calibrate_head`, refitted here on the demo's cached calibration "
         "embeddings, never on the tiles measured): the kernel fit started from several points (the log loss is flat "
-        "for kernels much narrower than the distances that matter, where a single start can stall), then a beta "
-        "calibration map of the mass within each radius, kept where 5-fold cross-validation on the calibration tiles "
-        f"lowers the log loss (hybrid: kept at {_kept(refit)} km). "
+        "for kernels much narrower than the distances that matter, where a single start can stall), then per radius "
+        "a map of the mass within it, its kind chosen by 3 x 5-fold cross-validation on the calibration tiles "
+        "(identity, beta, a monotone spline in logit mass, or either with the masses within the other radii as "
+        "context; the lowest out-of-fold log loss among those whose out-of-fold ECE is no worse than the "
+        f"identity's; hybrid: {_kept(refit)}). "
         "\"best candidate's cell\": the probability shown for the best candidate against the share of tiles "
         "whose truth lies in that cell. Localizability AUROC within land only "
         f"{per_subset.get('land', float('nan')):.3f}, sea only {per_subset.get('sea', float('nan')):.3f}. "
         + ("" if over is None else
            f"The {OVERHEAD_METHOD} model (`model-overhead/`, the demo's main model) is measured on the same tiles "
            "with its own calibration, fitted by the demo on the same calibration tiles, as saved and refitted "
-           f"(maps kept at {_kept(o_refit)} km). ")
+           f"(maps: {_kept(o_refit)}). ")
         + "Details: benchmarks/results/calibration_details.json.\n\n"
         "Reliability diagrams (observed share against stated probability per bin; the diagonal is perfect):\n\n"
         "![before](benchmarks/results/calibration_before.png)\n\n"

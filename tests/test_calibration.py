@@ -3,6 +3,8 @@ fit correcting a deliberately over-confident toy head on a synthetic world."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.special import chndtr
@@ -13,7 +15,9 @@ from geoscope.calibration import (
     cell_spread_km,
     disc_mass,
     entropy_score,
+    RadiusMap,
     fit_radius_maps,
+    fit_radius_models,
     mixture_mass,
     plot_reliability,
     reliability,
@@ -181,6 +185,99 @@ def test_radius_maps_are_kept_only_where_cross_validation_says_they_help():
     assert not notes[0]["kept"] and "fewer than" in notes[0]["reason"]
 
 
+def _s_curve_world(rng, n):
+    """Masses m whose true hit rate is an S in logit m with plateaus at 0.15 and 0.85: a reliability curve
+    no beta map can follow (beta sends q to 0 as m goes to 0 and to 1 as m goes to 1)."""
+    m = rng.uniform(0.01, 0.99, n)
+    q = 0.15 + 0.7 / (1 + np.exp(-3 * np.log(m / (1 - m))))
+    return m, (rng.random(n) < q).astype(float), q
+
+
+def test_radius_models_choose_a_monotone_spline_that_fixes_a_curve_beta_cannot():
+    rng = np.random.default_rng(3)
+    m, y, _ = _s_curve_world(rng, 3000)
+    maps, notes, oof = fit_radius_models(m[:, None], y[:, None], (100,))
+    assert notes[0]["kind"].startswith("spline")
+    cv = notes[0]["cv"]
+    assert cv["spline"]["cv_ece"] < 0.03 < cv["beta"]["cv_ece"]
+    assert reliability(oof[:, 0], y)["ece"] == pytest.approx(cv[notes[0]["kind"]]["cv_ece"], abs=0.015)
+    m_new, y_new, q_new = _s_curve_world(rng, 20000)  # fresh data from the same world
+    fixed = Calibration(radius_models=maps).recalibrate(m_new[:, None], (100,))[:, 0]
+    beta = fit_radius_models(m[:, None], y[:, None], (100,), kinds=("beta",))[0]
+    by_beta = Calibration(radius_models=beta).recalibrate(m_new[:, None], (100,))[:, 0]
+    assert reliability(by_beta, y_new)["ece"] > 0.06 and np.abs(by_beta - q_new).mean() > 0.06
+    assert reliability(fixed, y_new)["ece"] < 0.03 and np.abs(fixed - q_new).mean() < 0.03
+    assert np.all(np.diff(fixed[np.argsort(m_new)]) >= -1e-12)  # monotone in the mass
+
+
+def test_radius_models_read_the_masses_within_other_radii():
+    """Two images with the same mass within 100 km but different masses within 1,000 km are not alike (a
+    sea tile spreads its mass wider than a land tile): a map that reads the other radius fixes both
+    groups where a map of the own mass alone can only fix their average."""
+    rng = np.random.default_rng(4)
+
+    def world(n):
+        m = rng.uniform(0.05, 0.9, n)
+        wide = 1 / (1 + np.exp(-rng.normal(0.0, 1.5, n)))
+        q = 1 / (1 + np.exp(-(np.log(m / (1 - m)) + 1.5 * np.log(wide / (1 - wide)))))
+        masses = np.column_stack([m, wide])  # (not kept above m: the maps need not know that)
+        return masses, (rng.random(n) < q).astype(float), wide < 0.3
+
+    M, y, _ = world(3000)
+    maps, notes, _ = fit_radius_models(M, np.column_stack([y, np.ones_like(y)]), (100, 1000))
+    assert notes[0]["kind"].endswith("context") and maps[0].context_radii == (1000.0,)
+    assert notes[1]["kind"] == "identity" and "fewer than" in notes[1]["reason"]  # every image a hit
+    M2, y2, low = world(20000)
+    q = Calibration(radius_models=maps).recalibrate(M2, (100, 1000))[:, 0]
+    own = Calibration(radius_models=fit_radius_models(M, y[:, None], (100,), kinds=("spline",))[0])
+    q_own = own.recalibrate(M2[:, :1], (100,))[:, 0]
+    for group in (low, ~low):
+        assert reliability(q[group], y2[group])["ece"] < 0.04
+    assert max(reliability(q_own[g], y2[g])["ece"] for g in (low, ~low)) > 0.1
+
+
+def test_radius_models_stay_ordered_across_radii_round_trip_and_old_files_load():
+    radii = (25.0, 200.0, 750.0)
+    maps = [RadiusMap(25.0, "beta", (1.5, 1.0, 1.0)),  # pushes the 25 km mass up past the 200 km one
+            RadiusMap(200.0, "beta+context", (0.0, 1.0, 1.0, 0.0, -0.5), context_radii=(25.0, 750.0)),
+            RadiusMap(750.0, "spline", (0.0, 1.0, 1.0, 0.5, 2.0), knots=(-1.0, 0.0, 1.0))]
+    cal = Calibration(radius_models=maps)
+    rng = np.random.default_rng(0)
+    m = np.sort(rng.uniform(0.01, 0.99, (500, 3)), axis=1)
+    q = cal.recalibrate(m, radii)
+    assert np.all(np.diff(q, axis=1) >= 0)  # never less mass within a larger radius
+    assert np.any(q[:, 1] > _sig(maps[1].logit(m[:, 1], m, radii)) + 1e-9)  # ... because the running max acted
+    # the maps read every fitted radius: asked for fewer, the caller computes the rest (needed_radii)
+    assert cal.needed_radii((200, 100)) == [200.0, 100.0, 25.0, 750.0]
+    with pytest.raises(InputError, match="needs the masses within 25, 750 km"):
+        cal.recalibrate(m[:, 1:2], (200,))
+    # a radius between two fitted ones blends their logits linearly in log R; one asked alone (with the
+    # fitted radii beside it) gets what it gets among the others
+    mid = float(np.sqrt(200.0 * 750.0))
+    cols = np.column_stack([m[:, 1], m[:, 0], m[:, 1], m[:, 2]])
+    q_mid = cal.recalibrate(cols, (mid, 25.0, 200.0, 750.0))
+    blend = _sig(0.5 * maps[1].logit(m[:, 1], m, radii) + 0.5 * maps[2].logit(m[:, 1], m, radii))
+    np.testing.assert_allclose(q_mid[:, 0], np.maximum(blend, q_mid[:, 2]))
+    assert np.all(q_mid[:, 0] <= q_mid[:, 3] + 1e-12)
+    # saved and read back; a file from before (beta maps, no radius_models) loads and applies as before
+    back = Calibration.from_dict(cal.to_dict())
+    assert back.radius_models == cal.radius_models
+    np.testing.assert_allclose(back.recalibrate(m, radii), q)
+    old = Calibration(radius_maps=[(200.0, 0.0, 2.0, 2.0)]).to_dict()
+    del old["radius_models"]
+    loaded = Calibration.from_dict(old)
+    assert loaded.radius_models is None and loaded.needed_radii((200,)) == [200.0]
+    assert loaded.recalibrate(np.array([[0.7]]), (200,))[0, 0] == pytest.approx(1 / (1 + (0.3 / 0.7) ** 2))
+    with pytest.raises(InputError, match="malformed"):
+        Calibration.from_dict({**cal.to_dict(), "radius_models": [{**maps[0].to_dict(), "coef": [0.0, 1.0]}]})
+    with pytest.raises(InputError, match="malformed"):  # reads a radius that has no map
+        Calibration.from_dict({**cal.to_dict(), "radius_models": [maps[1].to_dict()]})
+
+
+def _sig(z):
+    return 1 / (1 + np.exp(-z))
+
+
 def test_grouped_split_keeps_views_of_one_place_together():
     lat = np.repeat(np.arange(50.0), 2)
     lon = np.zeros(100)
@@ -247,6 +344,24 @@ def test_fit_corrects_an_overconfident_toy_head_on_fresh_data():
     assert before["25"]["ece"] > 0.5 and before["200"]["ece"] > 0.3  # a point mass of 0.9 at the centroid
     for r in ("25", "200", "750", "2500"):
         assert after[r]["ece"] <= 0.04, (r, after[r])
+    # the per-radius maps read the masses within every fitted radius: a radius asked alone, or between
+    # fitted ones, is computed with them, and more radius never means less mass
+    # (this toy's kernel needs no maps; these are set by hand, one reading the other radii)
+    kernel = dataclasses.replace(cal, radius_models=None)
+    maps = [RadiusMap(25.0, "beta", (0.5, 1.0, 1.0)),
+            RadiusMap(200.0, "beta+context", (0.0, 1.0, 1.0, 0.4, -0.3), context_radii=(25.0, 2500.0)),
+            RadiusMap(750.0, "identity"), RadiusMap(2500.0, "beta", (-0.5, 1.0, 1.0))]
+    mapped = dataclasses.replace(cal, radius_models=maps)
+    sub = test_emb[:200]
+    geo = Geolocator(None, head, cells, places=False, calibration=mapped)
+    full = geo.distribution(sub, top_k=3, radii_km=radii).confidence
+    plain = Geolocator(None, head, cells, places=False, calibration=kernel).distribution(sub, top_k=3, radii_km=radii)
+    np.testing.assert_allclose(full, mapped.recalibrate(plain.confidence, radii))
+    alone = geo.distribution(sub, top_k=3, radii_km=(200,)).confidence
+    np.testing.assert_allclose(alone[:, 0], full[:, 1])
+    between = geo.distribution(sub, top_k=3, radii_km=(100, 1000)).confidence
+    ladder = np.column_stack([full[:, 0], between[:, 0], full[:, 1], full[:, 2], between[:, 1], full[:, 3]])
+    assert np.all(np.diff(ladder, axis=1) >= -1e-12)
     # the candidate's probability (its cell's mass) is now about the share of truths in that cell
     in_cell = cells.finest.assign(test_lat, test_lon, nearest=True) == fixed.cells[:, 0]
     assert fixed.probs[:, 0].mean() == pytest.approx(in_cell.mean(), abs=0.05)

@@ -40,9 +40,10 @@ from geoscope import optional
 from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
 
-#: bumped when training changes what a model holds (v2: a calibration fitted on held-out tiles), so a
-#: cached model from before is trained again
-MODEL_FORMAT = "v3-calibrated"
+#: bumped when training changes what a model holds (v2: a calibration fitted on held-out tiles; v4: its
+#: per-radius maps chosen by cross-validation among beta, monotone-spline and context maps), so a cached
+#: model from before is trained again
+MODEL_FORMAT = "v4-calibrated"
 #: the table row of the overhead-retrieval model (``demo_overhead``)
 OVERHEAD_METHOD = "overhead retrieval (CNN + ring descriptors, voting)"
 

@@ -227,8 +227,9 @@ class Geolocator:
             scores = np.take_along_axis(scores, order, axis=1)
             cells = None if cells is None else np.take_along_axis(cells, order, axis=1)
             if M > 1 or sigma is not None:
-                masses = mixture_mass(coords[:, 0], support, weights, sigma, list(radii) + [LOCALIZABILITY_RADIUS_KM])
-                confidence = cal.recalibrate(masses[:, :-1], radii)
+                need = cal.needed_radii(radii)  # the maps also read the masses within their own radii
+                masses = mixture_mass(coords[:, 0], support, weights, sigma, need + [LOCALIZABILITY_RADIUS_KM])
+                confidence = cal.recalibrate(masses[:, :-1], need)[:, : len(radii)]
                 if M > 1:  # a single point carries no spread to judge it by
                     localizability = cal.localizability(weights, masses[:, -1])
             if cell_probs is not None and getattr(out, "support_cells", False):
