@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from geoscope.demo import OVERHEAD_METHOD
+from geoscope.demo import OVERHEAD_METHOD, DemoConfig
 
 
 def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
@@ -49,6 +49,7 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
 
     plain = Geolocator.from_pretrained(model_dir)
     assert type(plain.encoder).__name__ == "OverheadEncoder"
+    assert plain.encoder.cnn_weight == pytest.approx(DemoConfig().cnn_weight)  # the config's CNN share is saved
     tile = Image.fromarray((np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8))
     a, b = geo.locate([tile], top_k=3)[0], plain.locate([tile], top_k=3)[0]
     assert (b.best.lat, b.best.lon) == pytest.approx((a.best.lat, a.best.lon), abs=1e-6)
