@@ -88,7 +88,35 @@ def test_encoder_is_invariant_to_right_angle_turns_and_round_trips(tmp_path):
         OverheadEncoder.load(tmp_path / "enc", backbone=_FakeBackbone())
 
 
+def test_an_ensemble_of_projections_averages_their_cosines_and_round_trips(tmp_path):
+    x = _trained_projection()[1]
+    g = torch.Generator().manual_seed(1)
+    views = torch.stack([describe((x * (0.8 + 0.4 * torch.rand(40, 1, 1, 1, generator=g))).clamp(0, 1)) for _ in range(2)])
+    projs = [train_projection(views, describe(x), epochs=10, batch=40, pca=16, hidden=32, dim=8, seed=s) for s in (0, 1, 2)]
+    enc = OverheadEncoder(_FakeBackbone(), projs, cnn_weight=0.6)
+    assert enc.dim == 12 + 3 * 8 and enc.desc_dim == 24
+    e = enc.encode_tiles(x[:4])
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    # the descriptor cosine is the mean of the three projections' cosines (each differs: other seeds)
+    with torch.no_grad():
+        each = [p(describe(x[:2])).numpy() for p in projs]
+    cosines = [float(z[0] @ z[1]) for z in each]
+    assert len({round(c, 4) for c in cosines}) == 3
+    c = enc.cnn_features(x[:2])
+    assert float(e[0] @ e[1]) == pytest.approx(0.6 * float(c[0] @ c[1]) + 0.4 * float(np.mean(cosines)), abs=1e-5)
+    enc.save(tmp_path / "enc")
+    back = OverheadEncoder.load(tmp_path / "enc", backbone=_FakeBackbone())
+    assert len(back.projections) == 3 and np.allclose(back.encode_tiles(x[:4]), e, atol=1e-6)
+    # a single projection still writes (and reads) the first format
+    OverheadEncoder(_FakeBackbone(), projs[0]).save(tmp_path / "one")
+    assert '"geoscope-overhead-encoder/1"' in (tmp_path / "one" / "overhead.json").read_text()
+    assert len(OverheadEncoder.load(tmp_path / "one", backbone=_FakeBackbone()).projections) == 1
+
+
 def test_bad_arguments_are_clear():
+    with pytest.raises(InputError, match="same input and output size"):
+        OverheadEncoder(_FakeBackbone(), [DescriptorProjection(10, pca=4, hidden=8, dim=4),
+                                          DescriptorProjection(10, pca=4, hidden=8, dim=6)])
     with pytest.raises(InputError, match="cnn_weight"):
         OverheadEncoder(_FakeBackbone(), DescriptorProjection(10, pca=4, hidden=8, dim=4), cnn_weight=1.5)
     with pytest.raises(InputError, match="views, N, D"):

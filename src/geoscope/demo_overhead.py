@@ -245,9 +245,13 @@ def build_gallery(raster, cfg, folder: Path, backbone, stage, min_lat: float, ma
     if (proj_dir / "overhead.json").exists():
         encoder = OverheadEncoder.load(proj_dir, backbone=backbone)
     else:
-        proj = stage.run(f"train the ring-descriptor projection on {len(g_lat)} places x {cfg.desc_views} views",
-                         train_projection, views, ref, epochs=cfg.desc_epochs, seed=cfg.seed, progress=cfg.progress)
-        encoder = OverheadEncoder(backbone, proj, cfg.cnn_weight)
+        def train_all():
+            return [train_projection(views, ref, epochs=cfg.desc_epochs, seed=cfg.seed + i, progress=cfg.progress)
+                    for i in range(cfg.desc_seeds)]
+
+        many = f"{cfg.desc_seeds} ring-descriptor projections (seeds)" if cfg.desc_seeds > 1 else "the ring-descriptor projection"
+        projs = stage.run(f"train {many} on {len(g_lat)} places x {cfg.desc_views} views", train_all)
+        encoder = OverheadEncoder(backbone, projs, cfg.cnn_weight)
         encoder.save(proj_dir)
 
     cnn_path = folder / "cnn.npy"
@@ -274,7 +278,5 @@ def build_gallery(raster, cfg, folder: Path, backbone, stage, min_lat: float, ma
     from geoscope.geo.sphere import to_unit
 
     _, nearest = cKDTree(to_unit(c_lat, c_lon)).query(to_unit(g_lat, g_lon))
-    with torch.no_grad():
-        desc = encoder.projection(ref).numpy().astype(np.float32)
-    emb = encoder.combine(cnn[nearest], desc)
+    emb = encoder.combine(cnn[nearest], encoder.project_descriptors(ref))
     return encoder, emb, g_lat, g_lon
