@@ -222,13 +222,14 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     import torch
 
     from geoscope.crossview.gallery import embed_views, store_features
-    from geoscope.crossview.train import CrossViewConfig, train_crossview
+    from geoscope.crossview.train import CrossViewConfig, store_dirs, train_crossview
     from geoscope.data.overhead import cut_tile_array, open_raster
     from geoscope.data.view_augment import rotation_views
     from geoscope.demo import train_positions
     from geoscope.encoders import create_encoder
     from geoscope.geolocator import Geolocator
     from geoscope.heads.crossview.head import CrossViewHead
+    from geoscope.train import training_state_dir
 
     if cfg.n_train < 10 or cfg.n_test < 1:
         raise InputError("the cross-view demo needs at least 10 training positions and 1 query")
@@ -308,11 +309,11 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     pred_refined = out_model.coords[:, 0]
     pred_entry = gallery[out_model.extra["gallery_index"][:, 0]]
     # frozen-feature baseline over the same gallery, views and pooling
-    ref_store_dir = next((p for p in (model_dir.parent / (model_dir.name + ".train")).glob("references-*")), None)
     from geoscope.store import EmbeddingStore
 
-    if ref_store_dir is None:
-        raise InputError(f"the reference embeddings of {model_dir} are missing (no references-* store in "
+    ref_store_dir = store_dirs(pairs, xcfg, training_state_dir(model_dir))[1]
+    if not ref_store_dir.is_dir():
+        raise InputError(f"the reference embeddings of {model_dir} are missing (no {ref_store_dir.name} in "
                          f"{model_dir.name}.train/); delete {model_dir} to retrain it")
     ref_store = EmbeddingStore.open(ref_store_dir)
     g_ids, g_first = pairs.gallery()

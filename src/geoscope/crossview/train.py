@@ -139,17 +139,22 @@ def _encoders(cfg: CrossViewConfig):
     return enc, ref
 
 
+def store_dirs(pairs: Pairs, cfg: CrossViewConfig, state_dir: Path) -> tuple[Path, Path]:
+    """The embedding stores of ``pairs``' query views and of their references under ``state_dir`` (named by
+    what they hold, so stores of other pairs or settings beside them are never read)."""
+    view_key = _fingerprint(pairs.key(), pairs.ids[:50], len(pairs), cfg.views, cfg.query_rotation(pairs.overhead_query),
+                            cfg.strength, cfg.seed, "q1")
+    ref_key = _fingerprint(pairs.key(), pairs.ids[:50], len(pairs), cfg.ref_strength, cfg.seed, "r1")
+    return Path(state_dir) / f"queries-{view_key}", Path(state_dir) / f"references-{ref_key}"
+
+
 def embed_pairs(pairs: Pairs, cfg: CrossViewConfig, state_dir: Path, encoders=None, progress: bool = True):
     """Query view features (N, V, D), reference features (N, D') and the rows where both exist (gallery-only
     pairs are never rows: their query is not embedded)."""
     enc, ref = encoders or _encoders(cfg)
-    view_key = _fingerprint(pairs.key(), pairs.ids[:50], len(pairs), cfg.views, cfg.query_rotation(pairs.overhead_query),
-                            cfg.strength, cfg.seed, "q1")
-    ref_key = _fingerprint(pairs.key(), pairs.ids[:50], len(pairs), cfg.ref_strength, cfg.seed, "r1")
-    qs = embed_views(lambda: query_view_items(pairs, cfg), enc, state_dir / f"queries-{view_key}", "query views",
-                     cfg.batch_embed, progress)
-    rs = embed_views(lambda: reference_view_items(pairs, cfg), ref, state_dir / f"references-{ref_key}",
-                     "reference gallery", cfg.batch_embed, progress)
+    q_dir, r_dir = store_dirs(pairs, cfg, state_dir)
+    qs = embed_views(lambda: query_view_items(pairs, cfg), enc, q_dir, "query views", cfg.batch_embed, progress)
+    rs = embed_views(lambda: reference_view_items(pairs, cfg), ref, r_dir, "reference gallery", cfg.batch_embed, progress)
     V = max(1, cfg.views)
     qf, q_ok = store_features(qs, [f"{pid}#v{v}" for pid in pairs.ids for v in range(V)], "query views")
     rf, r_ok = store_features(rs, pairs.ref_ids(), "reference gallery")
