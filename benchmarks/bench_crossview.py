@@ -18,6 +18,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/crossview-demo")
     ap.add_argument("--train", type=int, default=None, help="lattice positions (default: the demo's)")
     ap.add_argument("--test", type=int, default=None, help="held-out queries (default: the demo's)")
+    ap.add_argument("--near", type=int, default=None, help="extra training places (default: the demo's)")
     ap.add_argument("--note", default="", help="a sentence added to the notes (e.g. the cold run's time)")
     args = ap.parse_args()
 
@@ -28,6 +29,8 @@ def main() -> None:
         kw["n_train"] = args.train
     if args.test:
         kw["n_test"] = args.test
+    if args.near is not None:
+        kw["n_near"] = args.near
     report = run_crossview_demo(CrossViewDemoConfig(**kw))
     keys = ["recall@1", "recall@5", "recall@10", "within_25km", "within_200km", "within_750km"]
     rows = [[name] + [f"{100 * r[k]:.1f}%" for k in keys] + [f"{r['median_km']:.0f}"]
@@ -38,9 +41,12 @@ def main() -> None:
     cfg = report["config"]
     notes = (
         f"{report['gallery_size']} Blue Marble reference tiles ({cfg['size_km']:g} km, {cfg['pixels']} px) on a land "
-        f"lattice (also the training positions; query tiles jittered up to {cfg['jitter_km']:g} km); "
+        f"lattice (also training positions, query tiles jittered up to {cfg['jitter_km']:g} km) plus "
+        f"{cfg['n_near']} extra training places at random land positions, each paired with its nearest reference tile; "
+        f"no trained query tile within {report['guard_km']:g} km of a held-out query "
+        f"({report['gallery_only_pairs']} lattice pairs only give their reference to the gallery); "
         f"{report['n_queries']} shaded-relief queries at random land positions, random heading, {cfg['rotations']} "
-        f"rotations pooled. {kinds}. Training: {tr['train_pairs']} pairs x {cfg['views']} views, best epoch "
+        f"rotations pooled. {kinds}. Training: {tr['train_pairs']} pairs x {cfg['views']} view(s), best epoch "
         f"{tr['best_epoch']}, fit {tr['fit_s']:.0f} s at {tr['fit_samples_per_s']:.0f} pairs/s (frozen features); "
         f"embedding the pairs {tr['embed_s']:.0f} s. Whole run {report['total_s']:.0f} s; stages: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())

@@ -13,7 +13,7 @@ from geoscope.crossview.demo import CrossViewDemoConfig, check_coverage, run_cro
 from geoscope.errors import InputError
 
 TINY = dict(encoder="test-thumbs", n_train=60, n_test=8, size_km=3000.0, pixels=32, views=1, rotations=2, epochs=2,
-            batch_size=32, jitter_km=100.0, n_examples=2, progress=False)
+            batch_size=32, jitter_km=100.0, n_examples=2, n_near=60, progress=False)
 
 
 @pytest.mark.slow
@@ -40,3 +40,33 @@ def test_queries_outside_every_reference_tile_are_one_sentence():
     check_coverage(np.array([0.0]), np.array([5.0]), gallery, 800.0)
     with pytest.raises(InputError, match=r"query 1 at \(40\.000, 40\.000\) lies outside every reference tile"):
         check_coverage(np.array([0.0, 40.0]), np.array([5.0, 40.0]), gallery, 800.0)
+
+
+@pytest.mark.slow  # about 10 s: the land mask and the raster are read
+def test_no_training_query_tile_lies_within_the_guard_of_a_held_out_query():
+    from geoscope.crossview.demo import covered_queries, guard_violations, training_pairs
+    from geoscope.data.overhead import open_raster
+    from geoscope.demo import train_positions
+    from geoscope.geo.sphere import pairwise_km
+
+    cfg = CrossViewDemoConfig(**{**TINY, "n_train": 300, "n_test": 40, "size_km": 800.0, "jitter_km": 150.0,
+                                 "n_near": 400})
+    raster = open_raster("bmng")  # one raster for both sides: only positions matter here (tiles are cut lazily)
+    q_lat, q_lon, _, _ = covered_queries(cfg.n_test, cfg.seed, np.stack(train_positions(cfg.n_train), 1), cfg.size_km)
+    pairs = training_pairs(cfg, raster, raster, q_lat, q_lon)
+    assert guard_violations(pairs, q_lat, q_lon, 150.0) == 0
+    # the guard bites: lattice pairs whose jittered query tile came near a query only give their reference ...
+    only = ~pairs.trainable()
+    assert 0 < only.sum() < 300 and not only[300:].any()
+    # ... and the gallery still holds every lattice tile; every extra place found a lattice tile as reference
+    ids, first = pairs.gallery()
+    assert len(ids) == 300 and first.tolist() == list(range(300))
+    assert len(pairs) > 300 + 300 and set(pairs.ref_ids()[300:]) <= set(ids)
+    # an extra place's reference is its nearest lattice tile, and the place itself keeps out of the guard
+    ql, qn = pairs.query_centres()
+    lat, lon = train_positions(cfg.n_train)
+    nearest = pairwise_km(ql[300:], qn[300:], lat, lon).argmin(1)
+    assert [pairs.ids[j] for j in nearest] == pairs.ref_ids()[300:]
+    assert pairwise_km(ql[300:], qn[300:], q_lat, q_lon).min() > 150.0
+    # a wider guard than the one used finds the tiles just outside it
+    assert guard_violations(pairs, q_lat, q_lon, 400.0) > 0

