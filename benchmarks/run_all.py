@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "memory": ["benchmarks/bench_memory.py"],
     "reliability": ["benchmarks/bench_reliability.py"],  # the summary of the four above; runs nothing
     "calibration": ["benchmarks/bench_calibration.py", "--extra", "4200"],  # reuses the demo's cache (runs/demo)
+    "demo_extra": ["benchmarks/bench_demo_extra.py", "--extra", "4200"],  # the extra tiles calibration cut (runs/demo)
     "area_search": ["benchmarks/bench_area_search.py"],
 }
 
