@@ -126,8 +126,10 @@ def test_tampered_or_incomplete_model_directory_is_a_clear_error(world, tmp_path
     assert "not a model directory" in capsys.readouterr().err
 
 
-def test_weights_and_precision_apply_to_a_model_directory(world, tmp_path, capsys):
+def test_weights_and_precision_apply_to_a_model_directory(world, tmp_path, capsys, monkeypatch):
     import shutil
+
+    monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))  # the runtime exports stay out of the user's cache
 
     import torch
 
