@@ -471,12 +471,11 @@ class RadiusMap:
 
 def _map_own_features(m, knots: Sequence[float] = ()) -> np.ndarray:
     """``ln m``, ``-ln(1 - m)`` and the ramps of logit m between consecutive ``knots``: (B, 2 + ramps)."""
-    m = np.clip(np.asarray(m, dtype=np.float64).ravel(), 1e-6, 1 - 1e-6)
-    cols = [np.log(m), -np.log1p(-m)]
-    if len(knots) > 1:
-        x = np.log(m) - np.log1p(-m)
-        cols += [np.clip(x - lo, 0.0, hi - lo) for lo, hi in zip(knots[:-1], knots[1:])]
-    return np.column_stack(cols)
+    beta = _beta_features(np.asarray(m, dtype=np.float64).ravel())
+    if len(knots) < 2:
+        return beta
+    x = beta[:, 0] + beta[:, 1]  # logit m
+    return np.column_stack([beta] + [np.clip(x - lo, 0.0, hi - lo) for lo, hi in zip(knots[:-1], knots[1:])])
 
 
 @dataclass
@@ -972,24 +971,11 @@ def _log_loss(q, y) -> float:
 def _fit_beta_map(m, y) -> tuple[float, float, float]:
     """(c, a, b) of the beta calibration map of masses ``m`` to outcomes ``y`` (log loss, pulled lightly
     towards the identity)."""
-    from scipy.optimize import minimize
-
-    x = _beta_features(m)
-    y = np.asarray(y, dtype=np.float64)
     ident = np.asarray(_IDENTITY_MAP)
-
-    def loss(t):
-        z = t[0] + x @ t[1:]
-        return float(np.mean(np.logaddexp(0.0, z) - y * z) + RECAL_L2 * np.sum((t - ident) ** 2))
-
-    def grad(t):
-        z = t[0] + x @ t[1:]
-        r = (_sigmoid(z) - y) / len(y)
-        return np.concatenate([[r.sum()], x.T @ r]) + 2 * RECAL_L2 * (t - ident)
-
-    res = minimize(loss, ident, jac=grad, method="L-BFGS-B",
-                   bounds=[(None, None), (RECAL_MIN_SLOPE, None), (RECAL_MIN_SLOPE, None)])
-    return float(res.x[0]), float(res.x[1]), float(res.x[2])
+    t = _fit_log_loss(np.column_stack([np.ones(len(np.ravel(m))), _beta_features(m)]), y, ident, RECAL_L2,
+                      prior=ident, penalise_intercept=True,
+                      bounds=[(None, None), (RECAL_MIN_SLOPE, None), (RECAL_MIN_SLOPE, None)])
+    return float(t[0]), float(t[1]), float(t[2])
 
 
 def fit_radius_maps(masses, hits, radii_km: Sequence[float], seed: int = 0) -> tuple[list, list[dict]]:
@@ -1045,8 +1031,6 @@ def _fit_radius_map(kind: str, radius: float, m, context, fit_radii: Sequence[fl
     ``context`` (N, len(fit_radii)) within every fitted radius and outcomes ``y`` (N,). The features are
     standardised for the fit (an L2 pull of ``RECAL_L2`` on the standardised coefficients); the map keeps
     the coefficients on the raw features."""
-    from scipy.optimize import minimize
-
     if kind == "identity":
         return RadiusMap(float(radius))
     knots = _spline_knots(m) if kind.startswith("spline") else ()
@@ -1057,21 +1041,10 @@ def _fit_radius_map(kind: str, radius: float, m, context, fit_radii: Sequence[fl
     mu, sd = X.mean(axis=0), X.std(axis=0)
     sd = np.where(sd > 1e-12, sd, 1.0)
     Z = np.column_stack([np.ones(len(X)), (X - mu) / sd])
-    y = np.asarray(y, dtype=np.float64)
-
-    def loss(t):
-        z = Z @ t
-        return float(np.mean(np.logaddexp(0.0, z) - y * z) + RECAL_L2 * np.sum(t[1:] ** 2))
-
-    def grad(t):
-        g = Z.T @ (_sigmoid(Z @ t) - y) / len(y)
-        g[1:] += 2 * RECAL_L2 * t[1:]
-        return g
-
     t0 = np.zeros(Z.shape[1])
     t0[1 : 1 + n_mono] = 0.1
     bounds = [(None, None)] + [(0.0, None)] * n_mono + [(None, None)] * len(ctx)
-    t = minimize(loss, t0, jac=grad, method="L-BFGS-B", bounds=bounds).x
+    t = _fit_log_loss(Z, y, t0, RECAL_L2, bounds=bounds)
     raw = t[1:] / sd
     rm.coef = (float(t[0] - raw @ mu),) + tuple(float(v) for v in raw)
     return rm
@@ -1146,22 +1119,31 @@ def finite_or_none(v: float) -> float | None:
 def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, ...] | None:
     """Coefficients (intercept first) of a logistic regression of ``y`` on the columns of ``x`` (N, F),
     lightly regularised; None without both classes."""
-    from scipy.optimize import minimize
-
     y = np.asarray(y, dtype=np.float64)
     if y.min() == y.max():
         return None
     X = np.column_stack([np.ones(len(y)), np.asarray(x, dtype=np.float64).reshape(len(y), -1)])
+    return tuple(float(v) for v in _fit_log_loss(X, y, np.zeros(X.shape[1]), 1e-4, method="BFGS"))
+
+
+def _fit_log_loss(X: np.ndarray, y, t0: np.ndarray, l2: float, prior: np.ndarray | None = None,
+                  penalise_intercept: bool = False, bounds=None, method: str = "L-BFGS-B") -> np.ndarray:
+    """Coefficients ``t`` of the logistic model ``sigmoid(X @ t)`` (``X``'s first column the intercept's
+    ones) minimising the mean log loss of outcomes ``y`` plus ``l2 * |t - prior|^2`` (the intercept left
+    out unless ``penalise_intercept``; ``prior`` 0 when None), from ``t0``; ``bounds`` for L-BFGS-B."""
+    from scipy.optimize import minimize
+
+    y = np.asarray(y, dtype=np.float64)
+    prior = np.zeros(X.shape[1]) if prior is None else np.asarray(prior, dtype=np.float64)
+    weight = np.ones(X.shape[1])
+    if not penalise_intercept:
+        weight[0] = 0.0
 
     def loss(t):
         z = X @ t
-        return float(np.mean(np.logaddexp(0.0, z) - y * z) + 1e-4 * np.sum(t[1:] ** 2))
+        return float(np.mean(np.logaddexp(0.0, z) - y * z) + l2 * np.sum(weight * (t - prior) ** 2))
 
     def grad(t):
-        z = X @ t
-        g = X.T @ (1.0 / (1.0 + np.exp(-z)) - y) / len(y)
-        g[1:] += 2e-4 * t[1:]
-        return g
+        return X.T @ (_sigmoid(X @ t) - y) / len(y) + 2 * l2 * weight * (t - prior)
 
-    res = minimize(loss, np.zeros(X.shape[1]), jac=grad, method="BFGS")
-    return tuple(float(v) for v in res.x)
+    return minimize(loss, t0, jac=grad, method=method, bounds=bounds).x
