@@ -56,7 +56,11 @@ def int8_dir_name(settings: dict[str, Any] | None = None) -> str:
 def convert_ir(source: Path, folder: Path, input_size: int, fp16_weights: bool) -> None:
     """Write ``model.xml`` (batch axis dynamic) and ``model_b1.xml`` (batch of one) from an ONNX file."""
     ov = require("openvino", "the openvino runtime")
-    model = ov.Core().read_model(str(source))
+    _save_ir(ov, ov.Core().read_model(str(source)), folder, input_size, fp16_weights)
+
+
+def _save_ir(ov, model, folder: Path, input_size: int, fp16_weights: bool) -> None:
+    """Save ``model`` as ``model.xml`` (batch axis as it is: dynamic) and ``model_b1.xml`` (a batch of one)."""
     ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=fp16_weights)
     model.reshape({model.inputs[0]: [1, 3, input_size, input_size]})
     ov.save_model(model, str(folder / "model_b1.xml"), compress_to_fp16=fp16_weights)
@@ -79,9 +83,7 @@ def convert_ir_int8(source: Path, folder: Path, input_size: int, settings: dict[
                                           group_size=int(settings["group_size"]), ratio=float(settings["ratio"]))
     finally:
         noisy.setLevel(level)
-    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
-    model.reshape({model.inputs[0]: [1, 3, input_size, input_size]})
-    ov.save_model(model, str(folder / "model_b1.xml"), compress_to_fp16=False)
+    _save_ir(ov, model, folder, input_size, fp16_weights=False)
 
 
 class OpenVINOEncoder(ExportedEncoder):
