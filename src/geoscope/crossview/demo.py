@@ -72,6 +72,11 @@ class CrossViewDemoConfig:
     n_examples: int = 6
     progress: bool = True
 
+    @property
+    def guard(self) -> float:
+        """How far from every held-out query no training query tile is centred (km): ``guard_km`` or ``jitter_km``."""
+        return self.jitter_km if self.guard_km is None else float(self.guard_km)
+
     @classmethod
     def quick(cls, **kw) -> "CrossViewDemoConfig":
         """A few hundred small tiles: proves the pipeline in a minute or two (the tests use smaller still)."""
@@ -146,7 +151,7 @@ def training_pairs(cfg: CrossViewDemoConfig, query_raster, ref_raster, held_lat,
     from geoscope.demo import test_positions, train_positions
     from geoscope.geo.sphere import pairwise_km
 
-    guard = cfg.jitter_km if cfg.guard_km is None else float(cfg.guard_km)
+    guard = cfg.guard
     held_lat, held_lon = np.asarray(held_lat, np.float64), np.asarray(held_lon, np.float64)
 
     def near_held(la, lo) -> np.ndarray:
@@ -248,7 +253,7 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     lattice_latlon = np.stack(train_positions(cfg.n_train), 1)
     q_lat, q_lon, heading, dropped = covered_queries(cfg.n_test, cfg.seed, lattice_latlon, cfg.size_km)
     pairs = st.run("choose the training pairs", training_pairs, cfg, query_raster, ref_raster, q_lat, q_lon)
-    guard = cfg.jitter_km if cfg.guard_km is None else float(cfg.guard_km)
+    guard = cfg.guard
     if guard_violations(pairs, q_lat, q_lon, guard):  # pragma: no cover - training_pairs keeps out of the guard
         raise RuntimeError("a training query tile lies within the guard around a held-out query")
     # query views turn by up to half the step between test-time rotations (any angle without them)
