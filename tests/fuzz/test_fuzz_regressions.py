@@ -81,3 +81,25 @@ def test_flat_images_at_the_edge_of_the_budgets_still_load():
         im.save(buf, fmt, **kw)
         out = load_image(buf.getvalue(), name=f"flat.{fmt.lower()}")
         assert out.size == (2000, 1500)
+
+
+def test_scan_count_skips_stuffing_restart_markers_and_fill_bytes():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from geoscope.data.images import _jpeg_layout
+
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "JPEG", quality=95, progressive=True, restart_marker_blocks=4)
+    data = buf.getvalue()
+    # the entropy-coded data holds stuffed 0xFF 0x00 bytes and restart markers the scan must step over
+    assert data.count(b"\xff\x00") > 10 and data.count(b"\xff\xd0") > 10
+    sos = data.count(b"\xff\xda")  # a marker never occurs inside entropy-coded data (0xFF is stuffed)
+    assert sos > 1 and _jpeg_layout(data) == (True, sos)
+    filled = data.replace(b"\xff\xda", b"\xff\xff\xff\xda")  # fill bytes before a marker are legal
+    assert _jpeg_layout(filled) == (True, sos)
+    assert load_image(filled, name="filled.jpg").size == (160, 120)
+    assert _jpeg_layout(data[: len(data) // 2])[1] < sos  # a truncated file stops at its last whole marker

@@ -229,17 +229,21 @@ def _png_data_bytes(data: bytes) -> int:
     return total
 
 
+#: the next real marker inside entropy-coded data: 0xFF followed by neither stuffing (0x00), a restart
+#: marker (0xD0-0xD7) nor fill (0xFF). One regex scan in C instead of a Python loop over every 0xFF byte:
+#: on a 2.2 MB 3000 x 2000 photo load_image(draft_size=224) went from 26.8 to 26.2 ms of CPU.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # "\xff+..." would defeat the literal-prefix search: 17x slower
+
+
 def _jpeg_layout(data: bytes) -> tuple[bool, int]:
     """(Huffman-coded, number of scans) of a JPEG, from its markers (stops at the first problem)."""
     huffman, scans, i, n = True, 0, 2, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:  # entropy-coded data: skip to the next marker that is not a restart or stuffing
-            j = data.find(b"\xff", i)
-            while j != -1 and j + 1 < n and (data[j + 1] == 0 or 0xD0 <= data[j + 1] <= 0xD7 or data[j + 1] == 0xFF):
-                j = data.find(b"\xff", j + 1)
-            if j == -1 or j + 1 >= n:
+            m = _NEXT_MARKER.search(data, i)
+            if m is None:
                 break
-            i = j
+            i = m.start()  # on the marker's last 0xFF (fill bytes before it are skipped)
             continue
         marker = data[i + 1]
         if marker == 0xFF:
