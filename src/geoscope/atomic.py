@@ -141,6 +141,18 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
     write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def write_figure(path, fig, **savefig) -> Any:
+    """Save a matplotlib figure as PNG: to a binary file object as it is (nothing touches the disk), or
+    atomically to a path. Returns what it was given (a path as a ``Path``)."""
+    if hasattr(path, "write"):
+        fig.savefig(path, format="png", **savefig)
+        return path
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **savefig)
+    return path
+
+
 class _Sink:
     """A file object that remembers the first ``OSError`` of its writes (torch.save reports a failed
     write as "[enforce fail at inline_container.cc] unexpected pos", without the reason)."""

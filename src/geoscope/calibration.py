@@ -305,7 +305,7 @@ def plot_reliability(tables: dict[str, dict[str, dict]], path, title: str | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from geoscope.atomic import atomic_path
+    from geoscope.atomic import write_figure
 
     radii = list(dict.fromkeys(r for t in tables.values() for r in t))
     if not radii:
@@ -333,8 +333,7 @@ def plot_reliability(tables: dict[str, dict[str, dict]], path, title: str | None
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    write_figure(path, fig, dpi=110)
     plt.close(fig)
     return path
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from geoscope import optional
-from geoscope.atomic import atomic_path
+from geoscope.atomic import write_figure
 from geoscope.errors import InputError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -368,10 +368,4 @@ def save_overlay(image: Any, attribution: Attribution, path: str | Path | Binary
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    if hasattr(path, "write"):  # a binary file object (e.g. BytesIO): nothing touches the disk
-        fig.savefig(path, format="png")
-        return path
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return write_figure(path, fig)  # a binary file object (e.g. BytesIO) or a path

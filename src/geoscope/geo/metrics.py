@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from geoscope.atomic import atomic_path
+from geoscope.atomic import write_figure
 from geoscope.errors import InputError
 from geoscope.geo import places
 from geoscope.geo.sphere import haversine_km, validate_latlon
@@ -139,7 +139,6 @@ def plot_cumulative_error(errors_by_name: Mapping[str, npt.ArrayLike], path: str
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        write_figure(path, fig)
     finally:
         plt.close(fig)

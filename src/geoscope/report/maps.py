@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import numpy.typing as npt
 
-from geoscope.atomic import atomic_path
+from geoscope.atomic import write_figure
 from geoscope.errors import GeoscopeError, InputError
 
 log = logging.getLogger(__name__)
@@ -336,10 +336,4 @@ def plot_prediction(
     ax.grid(True, lw=0.3, color="white", alpha=0.7)
     ax.set_title(title or f"{Path(str(pred.source)).name}: where the model puts its probability", fontsize=10)
     fig.tight_layout()
-    if hasattr(path, "write"):  # a binary file object (e.g. BytesIO): nothing touches the disk
-        fig.savefig(path, format="png")
-        return path
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return write_figure(path, fig)  # a binary file object (e.g. BytesIO) or a path
