@@ -235,3 +235,16 @@ def test_openvino_warm_compiles_in_the_background_and_errors_surface_at_use(cach
     broken.warm(1)
     with pytest.raises(RuntimeError, match="no CPU plugin"):
         broken.encode_images(_images(1))
+
+
+def test_openvino_compiles_unpinned_and_its_cached_model_matches_torch(cache, clip_dir):
+    # OpenVINO pins its threads to cores by default; geoscope turns that off (COMPILE_CONFIG), for the
+    # first compile and for the model compiled again from OpenVINO's cache, which must still equal torch
+    ref = create_encoder(str(clip_dir), runtime="torch").encode_images(_images(3))
+    first = create_encoder(str(clip_dir), runtime="openvino")
+    first.encode_images(_images(1))
+    assert list((first.ir / "compiled").iterdir())  # OpenVINO's cache holds the compiled model
+    again = create_encoder(str(clip_dir), runtime="openvino")
+    out = again.encode_images(_images(3), batch_size=1)
+    assert again.compiled(1).get_property("ENABLE_CPU_PINNING") is False
+    assert _cos(out, ref).min() > 0.99999

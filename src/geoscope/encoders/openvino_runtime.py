@@ -45,6 +45,10 @@ PRECISIONS = ("fp32", "bf16", "int8")
 _HINT = {"fp32": "f32", "bf16": "bf16"}
 #: how the int8-weight model is made: part of its folder's name, so other settings make another model
 INT8_WEIGHTS: dict[str, Any] = {"tool": "nncf.compress_weights", "mode": "int8_sym", "group_size": -1, "ratio": 1.0, "version": 1}
+#: OpenVINO CPU settings every compiled model gets. ``ENABLE_CPU_PINNING`` off: OpenVINO pins its
+#: inference threads to cores by default on Linux, so on a machine whose cores other processes also use
+#: a pinned thread waits for its own core instead of taking a free one (see the module docstring).
+COMPILE_CONFIG: dict[str, Any] = {"ENABLE_CPU_PINNING": False}
 
 
 def int8_dir_name(settings: dict[str, Any] | None = None) -> str:
@@ -108,7 +112,7 @@ class OpenVINOEncoder(ExportedEncoder):
         self.core = ov.Core()
         self.core.set_property({"CACHE_DIR": str(self.ir / "compiled")})
         self.config = {"INFERENCE_NUM_THREADS": runtime_threads(), "INFERENCE_PRECISION_HINT": hint,
-                       "PERFORMANCE_HINT": "LATENCY"}
+                       "PERFORMANCE_HINT": "LATENCY", **COMPILE_CONFIG}
         self._compiled: dict[bool, object] = {}
         self._warming: dict[bool, threading.Thread] = {}
         self._failed: dict[bool, BaseException] = {}
