@@ -19,8 +19,9 @@ channel (NNCF's ``compress_weights``, symmetric, made once from the export's fp3
 folder named after those settings: :data:`INT8_WEIGHTS`); OpenVINO turns them back into bf16 (fp32
 without native bfloat16) as it multiplies, and quantises the activations of those products per group
 of 32 (its ``DYNAMIC_QUANTIZATION_GROUP_SIZE`` default) where the CPU has int8 instructions. Half the
-bytes of the bf16 model: compiling it from OpenVINO's cache (what a cold start waits for) takes about
-half the CPU (ViT-L/14 on 2 cores: 0.57 s against 1.0 s), while a steady image takes about a quarter
+bytes of the bf16 model: compiling it from OpenVINO's cache (what a cold start waits for) takes less
+CPU (ViT-L/14 on 2 cores: 0.57 s against 1.0 s when bf16's weights were stored as fp16, about 0.75 s
+with them stored as bfloat16), while a steady image takes about a quarter
 more CPU than bf16 (0.58 s against 0.47 s, ``benchmarks/bench_cold_start.py``, on a shared machine), so
 ``precision="auto"`` stays bf16; int8 is for a one-photo cold start. Embeddings stay at cosine >= 0.9998
 to fp32 and bf16 on ViT-L/14, with the same top-1 through GeoCLIP's head.
