@@ -71,7 +71,7 @@ def test_tiny_clip_on_every_runtime_matches_torch(cache, clip_dir):
     folders = [p for p in exports_dir().iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(folders) == 1
     assert {p.name for p in folders[0].iterdir()} >= {"model.onnx", "export.json", "onnx-int8", "openvino-f32",
-                                                      "openvino-f16w", int8_dir_name()}
+                                                      "openvino-bf16w", int8_dir_name()}
 
 
 def test_int8_runs_on_onnx_runtime_and_keeps_the_nearest_neighbour(cache, clip_dir):
@@ -235,3 +235,45 @@ def test_openvino_warm_compiles_in_the_background_and_errors_surface_at_use(cach
     broken.warm(1)
     with pytest.raises(RuntimeError, match="no CPU plugin"):
         broken.encode_images(_images(1))
+
+
+def test_openvino_compiles_unpinned_and_its_cached_model_matches_torch(cache, clip_dir):
+    # OpenVINO pins its threads to cores by default; geoscope turns that off (COMPILE_CONFIG), for the
+    # first compile and for the model compiled again from OpenVINO's cache, which must still equal torch
+    ref = create_encoder(str(clip_dir), runtime="torch").encode_images(_images(3))
+    first = create_encoder(str(clip_dir), runtime="openvino")
+    first.encode_images(_images(1))
+    assert list((first.ir / "compiled").iterdir())  # OpenVINO's cache holds the compiled model
+    again = create_encoder(str(clip_dir), runtime="openvino")
+    out = again.encode_images(_images(3), batch_size=1)
+    assert again.compiled(1).get_property("ENABLE_CPU_PINNING") is False
+    assert _cos(out, ref).min() > 0.99999
+
+
+def test_bf16_openvino_model_stores_its_weights_as_bfloat16_rounded_once_from_fp32(cache, clip_dir):
+    import openvino as ov
+    import torch
+
+    enc = create_encoder(str(clip_dir), runtime="openvino", precision="bf16")
+    assert enc.ir.name == "openvino-bf16w"
+    core = ov.Core()
+    fp32 = {op.get_friendly_name(): op.get_data() for op in core.read_model(str(enc.folder / "model.onnx")).get_ops()
+            if op.get_type_name() == "Constant"}
+    for xml in ("model.xml", "model_b1.xml"):
+        weights, others = 0, 0
+        for op in core.read_model(str(enc.ir / xml)).get_ops():
+            if op.get_type_name() != "Convert" or op.input_value(0).get_node().get_type_name() != "Constant":
+                continue
+            users = {t.get_node().get_type_name() for t in op.output(0).get_target_inputs()}
+            stored = op.input_value(0).get_element_type()
+            if users <= {"MatMul", "Convolution"}:
+                assert stored == ov.Type.bf16, op.get_friendly_name()
+                bits = np.array(op.input_value(0).get_node().get_data()).view(np.uint16)
+                exact = torch.from_numpy(fp32[op.get_friendly_name()].astype(np.float32))
+                # torch's own fp32 -> bfloat16 rounding (to nearest even) is the oracle
+                np.testing.assert_array_equal(bits, exact.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16))
+                weights += 1
+            elif stored != ov.Type.i64:
+                assert stored == ov.Type.f16  # biases, norms, embeddings stay fp16
+                others += 1
+        assert weights >= 6 and others >= 1  # the tiny CLIP's projections and patch convolution; its biases
