@@ -44,6 +44,9 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     geo = Geolocator.from_pretrained(model_dir, encoder=OverheadEncoder.load(
         model_dir / "encoder", backbone=create_encoder("efficientnet-lite0", runtime="auto")))
     assert geo.calibration is not None and len(geo.head) == over["gallery_size"]
+    # its head re-scores the first candidates by the CNN view and the descriptors apart (the config's settings)
+    assert geo.head.rescore_candidates == DemoConfig().rescore_candidates > 0
+    assert tuple(geo.head.parts) == geo.encoder.parts and sum(geo.encoder.parts) == geo.encoder.dim
     # the folder carries its encoder (encoder/): it loads by itself, as `geoscope locate -m` does
     from PIL import Image
 

@@ -17,7 +17,8 @@ Stages (each cached under ``OUT/cache/overhead-KEY/``, so a rerun or an interrup
    noise, resolution loss: wider than the held-out perturbations, for imagery from other sources);
 3. the descriptor projection trained contrastively on those pairs (``train_projection``);
 4. the CNN view of the coarse lattice's clean tiles; each gallery entry takes the CNN view of its
-   nearest coarse tile and its own descriptor;
+   nearest coarse tile and its own descriptor (the CNN view matters most at a candidate: the head's
+   re-score weights it 0.7, so a finer coarse lattice pays, see ``DemoConfig.cnn_gallery_km``);
 5. the model: ``OverheadEncoder`` + ``NeighboursHead`` over the gallery, calibrated on the demo's
    held-out calibration tiles, saved as a model folder with the encoder in ``encoder/``.
 

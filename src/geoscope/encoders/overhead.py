@@ -262,6 +262,11 @@ class OverheadEncoder:
     def input_size(self) -> int:
         return int(self.backbone.input_size)
 
+    @property
+    def parts(self) -> tuple[int, int]:
+        """Sizes of the embedding's two parts, the CNN view then the descriptors (``NeighboursHead(parts=...)``)."""
+        return int(self.backbone.dim), int(self.desc_dim)
+
     def eval(self) -> "OverheadEncoder":
         return self
 
