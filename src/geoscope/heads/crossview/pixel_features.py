@@ -23,7 +23,7 @@ N_FEATURES = 28
 
 def to_float(tiles) -> torch.Tensor:
     """(N, H, W, 3) or (H, W, 3) uint8 tiles -> (N, 3, H, W) float in 0..1."""
-    x = tiles if isinstance(tiles, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tiles))
+    x = tiles if isinstance(tiles, torch.Tensor) else torch.from_numpy(np.array(tiles, dtype=np.uint8, copy=True))
     if x.ndim == 3:
         x = x[None]
     return x.permute(0, 3, 1, 2).float() / 255.0
