@@ -10,8 +10,6 @@ against every turn at once, in a cost that does not depend on the disc size.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -108,5 +106,4 @@ def offset_position(lat, lon, east_km, north_km):
                        np.hypot(east_km, north_km))
 
 
-__all__ = ["angles", "correlate", "disc_mask", "math", "offset_position", "peaks", "rotate_batch",
-           "shift_to_offset_km"]
+__all__ = ["angles", "correlate", "disc_mask", "offset_position", "peaks", "rotate_batch", "shift_to_offset_km"]
