@@ -439,8 +439,8 @@ def _ensure_verifier(cfg: CrossViewDemoConfig, st: "_Stages", geo, model_dir: Pa
 
     head = geo.head
     gallery = head.gallery_latlon.double().numpy()
-    vcfg = dict(query_km=cfg.size_km, window_km=cfg.verify_window * cfg.size_km, km_per_px=cfg.size_km / 40.0,
-                rotations=cfg.verify_rotations, top_k=cfg.verify_top_k)
+    vcfg: dict[str, Any] = dict(query_km=cfg.size_km, window_km=cfg.verify_window * cfg.size_km,
+                                km_per_px=cfg.size_km / 40.0, rotations=cfg.verify_rotations, top_k=cfg.verify_top_k)
     key = _key(model_key, vcfg, cfg.verify_pairs, cfg.verify_steps, cfg.query, cfg.reference, cfg.seed)
     stamp = model_dir / "verifier_key.txt"
     report_path = model_dir / "verifier_report.json"

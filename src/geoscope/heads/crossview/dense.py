@@ -32,6 +32,11 @@ def _side(dim: int, hidden: int) -> nn.Sequential:
 class DenseTwin(nn.Module):
     """``query`` and ``reference`` per-pixel networks into one ``dim``-space (see the module docstring)."""
 
+    q_mean: torch.Tensor
+    q_std: torch.Tensor
+    r_mean: torch.Tensor
+    r_std: torch.Tensor
+
     def __init__(self, dim: int = 16, hidden: int = 64):
         super().__init__()
         self.dim, self.hidden = int(dim), int(hidden)
