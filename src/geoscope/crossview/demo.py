@@ -74,7 +74,7 @@ class CrossViewDemoConfig:
     verify_top_k: int = 50
     #: pixel-aligned pairs (query and reference cut at one centre and heading) the verifier's dense twin learns on
     verify_pairs: int = 3000
-    verify_steps: int = 3000
+    verify_steps: int = 1500
     #: headings tried when aligning a query with a reference window
     verify_rotations: int = 36
     #: the reference window around a gallery entry, in tile widths (the search reaches half the excess)
