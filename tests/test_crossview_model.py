@@ -218,5 +218,7 @@ def test_verifier_is_used_by_locate_and_saved_with_the_model(trained, tmp_path):
     again = Geolocator.from_pretrained(tmp_path / "verified", encoder=ThumbEncoder())
     assert again.head.verifier is not None and again.head.verifier.config() == v.config()
     preds2 = again.locate(imgs, top_k=3)
-    for a, b in zip(preds, preds2):
-        assert [c.lat for c in a.candidates] == pytest.approx([c.lat for c in b.candidates])
+    via_model = CrossViewModel(again).locate(imgs, top_k=3)
+    for a, b, c in zip(preds, preds2, via_model):
+        assert [x.lat for x in a.candidates] == pytest.approx([x.lat for x in b.candidates])
+        assert [x.lat for x in c.candidates] == pytest.approx([x.lat for x in b.candidates])
