@@ -13,7 +13,8 @@ from geoscope.crossview.demo import CrossViewDemoConfig, check_coverage, run_cro
 from geoscope.errors import InputError
 
 TINY = dict(encoder="test-thumbs", n_train=60, n_test=8, size_km=3000.0, pixels=32, views=1, rotations=2, epochs=2,
-            batch_size=32, jitter_km=100.0, n_examples=2, n_near=60, progress=False)
+            batch_size=32, jitter_km=100.0, n_examples=2, n_near=60, progress=False, verify_pairs=40,
+            verify_steps=20, verify_top_k=5, verify_rotations=8)
 
 
 @pytest.mark.slow
@@ -32,6 +33,8 @@ def test_demo_runs_caches_and_reports(tmp_path):
     # the second run loads the cached model and stores, and says the same
     again = run_crossview_demo(cfg)
     assert "load cached model" in again["timings_s"]
+    assert not any(stage.startswith("fit the verifier") for stage in again["timings_s"])  # saved with the model
+    assert rep["verifier"]["fit"]["pairs"] == 40 and rep["global_only"]["recall@1"] <= 1.0
     assert again["recall@1"] == rep["recall@1"] and again["median_km"] == pytest.approx(rep["median_km"])
 
 

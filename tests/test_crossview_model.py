@@ -13,6 +13,7 @@ from _crossviewfixtures import ThumbEncoder, place_image, synthetic_pairs
 from geoscope.crossview.model import CrossViewModel
 from geoscope.crossview.train import CrossViewConfig, train_crossview
 from geoscope.errors import InputError
+from geoscope.geo.sphere import haversine_km
 from geoscope.geolocator import Geolocator
 from geoscope.heads.crossview import CrossViewHead
 
@@ -174,3 +175,50 @@ def test_consistency_prefers_a_patch_of_similar_references_over_a_lone_match(tra
     assert int(head.predict(np.zeros((1, 48), np.float32), top_k=1).extra["gallery_index"][0, 0]) == 4
     with pytest.raises(InputError, match="consistency is a share"):
         CrossViewHead(48, consistency=1.0)
+
+
+def test_verifier_is_used_by_locate_and_saved_with_the_model(trained, tmp_path):
+    from geoscope.crossview.verifier_train import fit_verifier
+    from geoscope.heads.crossview.verifier import Verifier
+
+    out, geo, _ = trained
+    loaded = Geolocator.from_pretrained(out, encoder=ThumbEncoder())
+    head = loaded.head
+    n = len(head.gallery_latlon)
+    torch.manual_seed(0)
+    v = Verifier(dim=8, hidden=16, query_km=400.0, window_km=800.0, km_per_px=40.0, rotations=4, top_k=6)
+    # aligned pairs: the two sources of one synthetic place, pixel for pixel
+    q_tiles = np.stack([np.asarray(place_image(1000 + i, size=40, source="b")) for i in range(n)])
+    r_tiles = np.stack([np.asarray(place_image(1000 + i, size=40, source="a")) for i in range(n)])
+    fit = fit_verifier(v, q_tiles, r_tiles, steps=30, batch=16, pixels=8, progress=False)
+    assert fit["loss_end"] < fit["loss_start"]
+    windows = np.full((n, v.window_fine_px, v.window_fine_px, 3), 128, np.uint8)
+    # each place in the middle of its window, at the window's fine resolution (2 px per 40 km map pixel)
+    windows[:, 10:30, 10:30] = np.stack([np.asarray(place_image(1000 + i, size=20, source="a")) for i in range(n)])
+    v.set_windows(windows)
+    with pytest.raises(InputError, match="reference windows"):
+        head.attach_verifier(Verifier(dim=8, hidden=16, query_km=400.0, window_km=800.0, km_per_px=40.0))
+    head.attach_verifier(v)
+    imgs = [place_image(1000 + i, size=40, source="b") for i in range(4)]
+    preds = loaded.locate(imgs, top_k=3)
+    assert all(p.error is None and len(p.candidates) == 3 for p in preds)
+    gal = head.gallery_latlon.double().numpy()
+    for p in preds:
+        entries = p.extra["gallery_index"]
+        assert "peak" in p.extra and len(entries) == 3
+        # each candidate lies within the reach of its window: (800 - 400) / 2 km on each axis from the entry
+        for c, e in zip(p.candidates, entries):
+            d = float(haversine_km(c.lat, c.lon, gal[e, 0], gal[e, 1]))
+            assert d <= 200.0 * np.sqrt(2) + 1.0
+    # without pixels (embeddings only) the global ranking is used
+    emb = CrossViewModel(loaded).query_features(imgs)
+    glob = loaded.locate_embeddings(emb, top_k=3)
+    assert "peak" not in glob[0].extra
+    loaded.save_pretrained(tmp_path / "verified")
+    again = Geolocator.from_pretrained(tmp_path / "verified", encoder=ThumbEncoder())
+    assert again.head.verifier is not None and again.head.verifier.config() == v.config()
+    preds2 = again.locate(imgs, top_k=3)
+    via_model = CrossViewModel(again).locate(imgs, top_k=3)
+    for a, b, c in zip(preds, preds2, via_model):
+        assert [x.lat for x in a.candidates] == pytest.approx([x.lat for x in b.candidates])
+        assert [x.lat for x in c.candidates] == pytest.approx([x.lat for x in b.candidates])

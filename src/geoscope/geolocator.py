@@ -22,6 +22,7 @@ source cannot honour is an ``InputError``, never silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -362,6 +363,13 @@ class Geolocator:
 
     def _locate_loaded(self, images, names, findings, top_k, radii_km=CONFIDENCE_RADII_KM) -> list[Prediction]:
         encoder = self.encoder  # a missing backbone is a model-level error: raise it
+        # a head that verifies its candidates on the pixels (crossview with a verifier) is given the images too
+        verifies = getattr(self.head, "verifier", None) is not None and hasattr(self.head, "query_pixels")
+        pixels = [np.asarray(im.convert("RGB")) for im in images] if verifies else None
+
+        def with_pixels(rows):
+            return self.head.query_pixels(rows) if rows is not None else contextlib.nullcontext()
+
         views = getattr(self.head, "image_views", None)
         if views is not None:  # the head asks for test-time views of each image (crossview: crops, rotations)
             images = [list(views(im)) for im in images]
@@ -371,13 +379,15 @@ class Geolocator:
             raise
         except Exception:  # noqa: BLE001 - retry one by one so a single bad image is isolated
             out = []
-            for im, name, found in zip(images, names, findings):
+            for i, (im, name, found) in enumerate(zip(images, names, findings)):
                 try:
-                    out += self.locate_embeddings(self._encode(encoder, [im]), top_k, [name], [found], radii_km)
+                    with with_pixels(None if pixels is None else pixels[i:i + 1]):
+                        out += self.locate_embeddings(self._encode(encoder, [im]), top_k, [name], [found], radii_km)
                 except Exception as exc:  # noqa: BLE001
                     out.append(Prediction.failed(name, f"{name}: {type(exc).__name__}: {exc}", model=self.name))
             return out
-        return self.locate_embeddings(emb, top_k, names, findings, radii_km)
+        with with_pixels(pixels):
+            return self.locate_embeddings(emb, top_k, names, findings, radii_km)
 
     @staticmethod
     def _encode(encoder, images) -> np.ndarray:

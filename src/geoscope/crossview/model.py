@@ -148,7 +148,13 @@ class CrossViewModel:
     def locate(self, images: Sequence, headings: Sequence[float | None] | None = None, top_k: int = 5,
                sources: Sequence[str] | None = None) -> list[Prediction]:
         """Predictions over the reference gallery: candidates are the best-matching reference positions, refined
-        between neighbours, with the model's confidence and place names."""
+        between neighbours (or, with a verifier, verified on the pixels and placed where the best alignment puts
+        the query), with the model's confidence and place names."""
+        images = list(images)
         feats = self.query_features(images, headings)
         names = list(sources) if sources is not None else [f"image {i}" for i in range(len(feats))]
-        return self.geolocator.locate_embeddings(feats, top_k=top_k, sources=names)
+        if getattr(self.head, "verifier", None) is None:
+            return self.geolocator.locate_embeddings(feats, top_k=top_k, sources=names)
+        # the verifier aligns the pixels over every heading itself: the images go in as they are
+        with self.head.query_pixels([np.asarray(im.convert("RGB")) for im in images]):
+            return self.geolocator.locate_embeddings(feats, top_k=top_k, sources=names)

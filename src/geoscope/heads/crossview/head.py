@@ -12,13 +12,18 @@ projects backbone features of the tiles, ``set_gallery_embeddings`` takes ready 
 probability-weighted spherical mean of the gallery entries within ``refine_km`` of it), and its
 probability is its entry's share of the softmax. A query given as several views (B, R, in_dim), e.g.
 rotations of an image of unknown heading, scores each entry by its best view (test-time rotation
-pooling). ``same_place`` is the calibrated same-place classifier over a pair of embeddings.
+pooling). ``same_place`` is the calibrated same-place classifier over a pair of embeddings. With a
+``verifier`` (``heads.crossview.verifier``: a dense twin and the reference windows of the gallery's entries), the
+best entries are checked on the pixels of the query, re-ranked and placed continuously: ``verify`` does it for
+(embeddings, query tiles); ``predict`` does it when the query tiles are given by ``query_pixels`` (as
+``Geolocator.locate`` does), and ranks by the global embedding alone otherwise.
 
 Trained on pairs by ``geoscope crossview train`` (``geoscope.crossview.train``), not by ``geoscope train``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -33,6 +38,7 @@ from geoscope.heads.crossview.branch import ViewBranch
 from geoscope.heads.crossview.losses import hardest_negatives, info_nce, same_place_loss, triplet_loss
 from geoscope.heads.crossview.mining import nearest_positions, same_place_mask
 from geoscope.heads.crossview.same_place import SamePlaceClassifier
+from geoscope.heads.crossview.verifier import Verifier
 from geoscope.heads.registry import register_head
 
 #: neighbours of each gallery entry kept for refinement
@@ -55,6 +61,7 @@ class CrossViewHead(Head):
             reference tiles overlap, the true place shows as a patch of similar entries while a chance match
             stands alone; 0.3 over 8 neighbours added 2 points of recall@1 and 5 of recall@10 in the cross-view
             demo (200 queries, within noise for recall@1) and cut the median error from 1,166 to 687 km.
+        verifier: the config of a :class:`Verifier` (None: none; ``attach_verifier`` adds a fitted one).
     """
 
     gallery_emb: torch.Tensor
@@ -67,7 +74,7 @@ class CrossViewHead(Head):
     def __init__(self, in_dim: int, ref_dim: int | None = None, out_dim: int = 256, hidden: int = 512,
                  dropout: float = 0.1, shared: bool = False, reference_encoder: str | None = None,
                  refine_km: float | None = None, rotations: int = 1, temperature: float = 0.07,
-                 same_place_hidden: int = 64, consistency: float = 0.0):
+                 same_place_hidden: int = 64, consistency: float = 0.0, verifier: dict | None = None):
         super().__init__()
         self.in_dim = int(in_dim)
         self.ref_dim = int(ref_dim if ref_dim is not None else in_dim)
@@ -88,6 +95,8 @@ class CrossViewHead(Head):
         self.register_buffer("gallery_emb", torch.zeros(0, self.out_dim))
         self.register_buffer("gallery_latlon", torch.zeros(0, 2))
         self.register_buffer("gallery_knn", torch.zeros(0, GALLERY_NEIGHBOURS, dtype=torch.int64))
+        self.verifier: Verifier | None = Verifier(**verifier) if verifier else None
+        self._pending_pixels: list | None = None
 
     # --- config ------------------------------------------------------------------------------------
 
@@ -96,7 +105,8 @@ class CrossViewHead(Head):
                 "hidden": self.hidden, "dropout": self.dropout, "shared": self.shared,
                 "reference_encoder": self.reference_encoder, "refine_km": self.refine_km,
                 "rotations": self.rotations, "temperature": self.temperature,
-                "same_place_hidden": self.same_place.hidden, "consistency": self.consistency}
+                "same_place_hidden": self.same_place.hidden, "consistency": self.consistency,
+                "verifier": self.verifier.config() if self.verifier is not None else None}
 
     @classmethod
     def from_config(cls, config: dict) -> "CrossViewHead":
@@ -210,6 +220,9 @@ class CrossViewHead(Head):
 
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
+        pixels = self._pending_pixels
+        if self.verifier is not None and pixels is not None and len(pixels) == len(emb):
+            return self.verify(emb, pixels, top_k)
         sim = self.gallery_scores(emb)
         scale = float(self.logit_scale.detach().clamp(max=4.6052).exp())
         probs = torch.softmax(scale * sim.double(), dim=1).numpy()
@@ -237,6 +250,65 @@ class CrossViewHead(Head):
         mean = (w[..., None] * unit[near]).sum(axis=2)
         lat, lon = from_unit(mean)
         return np.stack([lat, lon], axis=-1)
+
+    # --- verification ------------------------------------------------------------------------------
+
+    def attach_verifier(self, verifier: Verifier) -> None:
+        """Use a fitted :class:`Verifier` whose reference windows are this gallery's entries, in order."""
+        if len(verifier.windows) != len(self.gallery_latlon):
+            raise InputError(f"the verifier holds {len(verifier.windows)} reference windows but the gallery has "
+                             f"{len(self.gallery_latlon)} entries; cut one window per gallery entry")
+        self.verifier = verifier
+
+    @contextlib.contextmanager
+    def query_pixels(self, tiles):
+        """Within this context ``predict`` verifies its candidates on these query tiles ((H, W, 3) uint8 each,
+        one per embedding row, in order)."""
+        self._pending_pixels = list(tiles)
+        try:
+            yield self
+        finally:
+            self._pending_pixels = None
+
+    @torch.no_grad()
+    def verify(self, emb, tiles, top_k: int = 5) -> HeadOutput:
+        """Rank by the global embedding, verify the verifier's ``top_k`` best entries on the query ``tiles``
+        ((H, W, 3) uint8 each, covering the verifier's ``query_km``) and return them re-ranked by the verified
+        score, each placed where its window's best alignment puts the query. The support of the distribution is
+        the verified positions, weighted by a softmax of the verified score at the model's logit scale."""
+        if self.verifier is None:
+            raise InputError("this crossview model has no verifier; fit one (geoscope crossview demo fits it)")
+        sim = self.gallery_scores(emb).numpy()
+        if len(tiles) != len(sim):
+            raise InputError(f"verification needs one query tile per embedding, got {len(tiles)} for {len(sim)}")
+        v = self.verifier
+        m = min(v.top_k, sim.shape[1])
+        k = min(int(top_k), m)
+        latlon = self.gallery_latlon.double().numpy()
+        scale = float(self.logit_scale.detach().clamp(max=4.6052).exp())
+        B = len(sim)
+        order_all = np.argsort(-sim, axis=1, kind="stable")[:, :m]
+        support = np.zeros((B, m, 2))
+        support_probs = np.zeros((B, m))
+        entry = np.zeros((B, m), np.int64)
+        verified = np.zeros((B, m))
+        peak = np.zeros((B, m))
+        turn = np.zeros((B, m))
+        for b in range(B):
+            cand = order_all[b]
+            res = v.align(np.asarray(tiles[b]), cand, latlon[cand])
+            score = sim[b, cand] + v.weight * res["peak"]
+            o = np.argsort(-score, kind="stable")
+            entry[b], verified[b], peak[b], turn[b] = cand[o], score[o], res["peak"][o], res["rotation_deg"][o]
+            support[b] = np.stack([res["lat"][o], res["lon"][o]], 1)
+            z = scale * (score[o] - score[o].max())
+            support_probs[b] = np.exp(z) / np.exp(z).sum()
+        idx = np.repeat(np.arange(k)[None], B, 0)
+        return HeadOutput(None, support[:, :k], support_probs[:, :k], None,
+                          {"gallery_index": entry[:, :k], "similarity": np.take_along_axis(sim, entry[:, :k], 1),
+                           "verified_score": verified[:, :k], "peak": peak[:, :k], "rotation_deg": turn[:, :k]},
+                          support, support_probs, support_refined=np.ones((B, m), bool), candidate_support=idx,
+                          neighbourhood="gallery entry")
 
     @torch.no_grad()
     def same_place_probability(self, q_emb, r_emb, prior: float = 0.5) -> np.ndarray:

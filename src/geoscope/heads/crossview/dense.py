@@ -1,0 +1,76 @@
+"""Dense twin: per-pixel, modality-invariant features of a query view and of an overhead reference.
+
+Each side (separate weights per modality) is a per-pixel network (1x1 convolutions) over the hand-made
+descriptors of ``heads.crossview.pixel_features``, standardised with the training set's statistics, giving
+L2-normalised ``dim``-vectors per pixel. Trained on pixel-aligned pairs (query view and reference cut at the same
+centre and heading, so pixel (i, j) of one shows the ground of pixel (i, j) of the other) with
+:func:`dense_info_nce`: the query's vector at a sampled pixel should match the reference's vector at that pixel
+against the reference's vectors at every other sampled pixel of the batch (other places, other parts of the same
+tile), and the other way round. The aligner (``heads.crossview.align``) correlates these maps over turns and shifts
+to verify and place a candidate reference tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geoscope.heads.crossview.pixel_features import N_FEATURES
+
+#: CLIP's cap on the learnable logit scale (temperature >= 0.01)
+MAX_LOGIT_SCALE = 4.6052
+
+
+def _side(dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(N_FEATURES, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+                         nn.Conv2d(hidden, dim, 1))
+
+
+class DenseTwin(nn.Module):
+    """``query`` and ``reference`` per-pixel networks into one ``dim``-space (see the module docstring)."""
+
+    q_mean: torch.Tensor
+    q_std: torch.Tensor
+    r_mean: torch.Tensor
+    r_std: torch.Tensor
+
+    def __init__(self, dim: int = 16, hidden: int = 64):
+        super().__init__()
+        self.dim, self.hidden = int(dim), int(hidden)
+        self.query = _side(self.dim, self.hidden)
+        self.reference = _side(self.dim, self.hidden)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        for name in ("q_mean", "r_mean"):
+            self.register_buffer(name, torch.zeros(N_FEATURES, 1, 1))
+        for name in ("q_std", "r_std"):
+            self.register_buffer(name, torch.ones(N_FEATURES, 1, 1))
+
+    def config(self) -> dict:
+        return {"dim": self.dim, "hidden": self.hidden}
+
+    def fit_stats(self, q_desc: torch.Tensor, r_desc: torch.Tensor) -> None:
+        """Standardise each side's descriptors (N, N_FEATURES, ...) with their mean and spread."""
+        for desc, mean, std in ((q_desc, self.q_mean, self.q_std), (r_desc, self.r_mean, self.r_std)):
+            flat = desc.transpose(0, 1).reshape(N_FEATURES, -1).float()
+            mean.copy_(flat.mean(1)[:, None, None])
+            std.copy_(flat.std(1)[:, None, None] + 1e-6)
+
+    def embed_query(self, desc: torch.Tensor) -> torch.Tensor:
+        """Descriptors (N, N_FEATURES, H, W) of query views -> unit features (N, dim, H, W)."""
+        return F.normalize(self.query((desc - self.q_mean) / self.q_std), dim=1)
+
+    def embed_reference(self, desc: torch.Tensor) -> torch.Tensor:
+        """Descriptors (N, N_FEATURES, H, W) of reference tiles -> unit features (N, dim, H, W)."""
+        return F.normalize(self.reference((desc - self.r_mean) / self.r_std), dim=1)
+
+
+def dense_info_nce(q: torch.Tensor, r: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between matching rows of unit vectors ``q`` and ``r`` (M, dim): the features of M sampled
+    pixels (of several pairs) on the query side and at the same pixels on the reference side. Row k's positive is
+    column k; every other row is a negative. The mean of both directions' cross-entropy."""
+    logits = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * (q @ r.T)
+    target = torch.arange(len(q))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
