@@ -277,3 +277,16 @@ def test_bf16_openvino_model_stores_its_weights_as_bfloat16_rounded_once_from_fp
                 assert stored == ov.Type.f16  # biases, norms, embeddings stay fp16
                 others += 1
         assert weights >= 6 and others >= 1  # the tiny CLIP's projections and patch convolution; its biases
+
+
+def test_the_bf16_model_removes_the_folder_it_supersedes_and_nothing_else(cache, clip_dir):
+    first = create_encoder(str(clip_dir), runtime="openvino", precision="bf16")
+    first.encode_images(_images(1))
+    old = first.folder / "openvino-f16w"  # what an earlier geoscope made for bf16
+    (old / "compiled").mkdir(parents=True)
+    (old / "model.xml").write_text("<net/>")
+    keep = first.folder / "openvino-f32-mine"  # anything else in the export folder stays
+    keep.mkdir()
+    again = create_encoder(str(clip_dir), runtime="openvino", precision="bf16")
+    assert not old.exists() and keep.is_dir() and again.ir.is_dir()
+    np.testing.assert_allclose(again.encode_images(_images(1)), first.encode_images(_images(1)), atol=1e-6)

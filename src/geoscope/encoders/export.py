@@ -222,16 +222,23 @@ def exported_model(
     return folder, manifest
 
 
-def derived(folder: Path, name: str, make: Callable[[Path], None], what: str) -> Path:
+def derived(folder: Path, name: str, make: Callable[[Path], None], what: str,
+            supersedes: Iterable[str] = ()) -> Path:
     """A folder derived from an export (an int8 model, an OpenVINO IR, ...), made once by
-    ``make(tmp_folder)`` and renamed into ``folder / name`` in one step."""
+    ``make(tmp_folder)`` and renamed into ``folder / name`` in one step. ``supersedes``: folders an
+    earlier geoscope derived for the same purpose, removed once this one exists (an OpenVINO model and its
+    compiled cache are over a gigabyte for ViT-L/14)."""
     target = folder / name
+    if not target.is_dir():
+        log.warning("preparing %s once (cached in %s)", what, target)
+        with building_folder(target) as tmp:
+            if tmp is not None:
+                make(tmp)
     if target.is_dir():
-        return target
-    log.warning("preparing %s once (cached in %s)", what, target)
-    with building_folder(target) as tmp:
-        if tmp is not None:
-            make(tmp)
+        for old in supersedes:
+            if (folder / old).is_dir() and old != name:
+                log.info("removing %s, superseded by %s", folder / old, target)
+                shutil.rmtree(folder / old, ignore_errors=True)
     return target
 
 

@@ -54,6 +54,9 @@ INT8_WEIGHTS: dict[str, Any] = {"tool": "nncf.compress_weights", "mode": "int8_s
 #: inference threads to cores by default on Linux, so on a machine whose cores other processes also use
 #: a pinned thread waits for its own core instead of taking a free one (see the module docstring).
 COMPILE_CONFIG: dict[str, Any] = {"ENABLE_CPU_PINNING": False}
+#: folders an earlier geoscope made for the bf16 model (fp16-stored weights, converted at every compile):
+#: removed once ``openvino-bf16w`` exists
+SUPERSEDED = ("openvino-f16w",)
 
 
 def int8_dir_name(settings: dict[str, Any] | None = None) -> str:
@@ -161,7 +164,8 @@ class OpenVINOEncoder(ExportedEncoder):
         else:
             weights = "bf16" if precision == "bf16" else "f32"
             self.ir = derived(folder, f"openvino-{weights}w" if weights == "bf16" else "openvino-f32",
-                              lambda tmp: convert_ir(source, tmp, size, weights), f"the OpenVINO model of {self.name}")
+                              lambda tmp: convert_ir(source, tmp, size, weights), f"the OpenVINO model of {self.name}",
+                              supersedes=SUPERSEDED if weights == "bf16" else ())
             hint = _HINT[precision]
         self.core = ov.Core()
         self.core.set_property({"CACHE_DIR": str(self.ir / "compiled")})
