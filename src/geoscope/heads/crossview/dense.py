@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoscope.heads.crossview.losses import info_nce
 from geoscope.heads.crossview.pixel_features import N_FEATURES
-
-#: CLIP's cap on the learnable logit scale (temperature >= 0.01)
-MAX_LOGIT_SCALE = 4.6052
 
 
 def _side(dim: int, hidden: int) -> nn.Sequential:
@@ -70,7 +68,6 @@ class DenseTwin(nn.Module):
 def dense_info_nce(q: torch.Tensor, r: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE between matching rows of unit vectors ``q`` and ``r`` (M, dim): the features of M sampled
     pixels (of several pairs) on the query side and at the same pixels on the reference side. Row k's positive is
-    column k; every other row is a negative. The mean of both directions' cross-entropy."""
-    logits = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * (q @ r.T)
-    target = torch.arange(len(q))
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    column k; every other row is a negative. The twin's own loss (``losses.info_nce``) over pixels instead of
+    tiles."""
+    return info_nce(q, r, logit_scale)

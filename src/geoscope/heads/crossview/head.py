@@ -35,7 +35,8 @@ from geoscope.errors import InputError
 from geoscope.geo.sphere import from_unit, haversine_km, to_unit, validate_latlon
 from geoscope.heads.base import Head, HeadOutput, as_float_tensor, check_dim, eval_mode
 from geoscope.heads.crossview.branch import ViewBranch
-from geoscope.heads.crossview.losses import hardest_negatives, info_nce, same_place_loss, triplet_loss
+from geoscope.heads.crossview.losses import (MAX_LOGIT_SCALE, hardest_negatives, info_nce, same_place_loss,
+                                             triplet_loss)
 from geoscope.heads.crossview.mining import nearest_positions, same_place_mask
 from geoscope.heads.crossview.same_place import SamePlaceClassifier
 from geoscope.heads.crossview.verifier import Verifier
@@ -218,13 +219,17 @@ class CrossViewHead(Head):
             sim = (1.0 - self.consistency) * sim + self.consistency * sim[:, self.gallery_knn].mean(dim=2)
         return sim
 
+    def _scale(self) -> float:
+        """The learned inverse temperature of the gallery softmax, capped like the loss caps it."""
+        return float(self.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp())
+
     @torch.no_grad()
     def predict(self, emb, top_k: int = 5) -> HeadOutput:
         pixels = self._pending_pixels
         if self.verifier is not None and pixels is not None and len(pixels) == len(emb):
             return self.verify(emb, pixels, top_k)
         sim = self.gallery_scores(emb)
-        scale = float(self.logit_scale.detach().clamp(max=4.6052).exp())
+        scale = self._scale()
         probs = torch.softmax(scale * sim.double(), dim=1).numpy()
         k = min(int(top_k), probs.shape[1])
         idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
@@ -285,7 +290,7 @@ class CrossViewHead(Head):
         m = min(v.top_k, sim.shape[1])
         k = min(int(top_k), m)
         latlon = self.gallery_latlon.double().numpy()
-        scale = float(self.logit_scale.detach().clamp(max=4.6052).exp())
+        scale = self._scale()
         B = len(sim)
         order_all = np.argsort(-sim, axis=1, kind="stable")[:, :m]
         support = np.zeros((B, m, 2))
