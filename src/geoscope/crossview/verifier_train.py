@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from geoscope.errors import InputError
 from geoscope.heads.crossview.dense import dense_info_nce
-from geoscope.heads.crossview.pixel_features import N_FEATURES, pixel_features, to_float
+from geoscope.heads.crossview.pixel_features import FINE, N_FEATURES, pixel_features, to_float
 from geoscope.heads.crossview.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def reference_windows(ref_raster, latlon, verifier: Verifier, progress: bool = T
 
 def _descriptors(tiles: np.ndarray, verifier: Verifier, chunk: int = 256) -> torch.Tensor:
     """(N, N_FEATURES, Q, Q) float16 descriptors of query-sized tiles at the verifier's resolution."""
-    side = verifier.query_px * 2  # FINE pixels per map pixel
+    side = verifier.query_px * FINE
     out = []
     for s in range(0, len(tiles), chunk):
         x = to_float(tiles[s:s + chunk])
@@ -105,7 +105,7 @@ def fit_verifier(verifier: Verifier, q_tiles: np.ndarray, r_tiles: np.ndarray, s
         sched.step()
         losses.append(float(loss.detach()))
     twin.eval()
-    verifier._maps = verifier._have = None
+    verifier.forget_maps()
     secs = time.perf_counter() - t0
     k = max(1, min(50, len(losses) // 10))
     report = {"pairs": int(n), "steps": int(steps), "batch": int(batch), "pixels": int(pixels),

@@ -89,6 +89,10 @@ class Verifier(nn.Module):
             raise InputError(f"the verifier's reference windows must be (N, {s}, {s}, 3) uint8 tiles of "
                              f"{self.window_km:g} km, got {arr.shape} {arr.dtype}")
         self.register_buffer("windows", torch.from_numpy(np.ascontiguousarray(arr)))
+        self.forget_maps()
+
+    def forget_maps(self) -> None:
+        """Drop the cached dense maps of the reference windows (new windows, or a twin fitted again)."""
         self._maps = self._have = None
 
     @torch.no_grad()
