@@ -136,13 +136,22 @@ def test_queries(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return lat, lon, heading
 
 
+def within_km(lat, lon, other_lat, other_lon, km: float) -> np.ndarray:
+    """(N,) bool: which of the points (``lat``, ``lon``) lie within ``km`` of at least one other point (none when
+    there are no others)."""
+    from geoscope.geo.sphere import pairwise_km
+
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    if len(lat) == 0 or len(other_lat) == 0:
+        return np.zeros(len(lat), bool)
+    return pairwise_km(lat, lon, np.asarray(other_lat, np.float64), np.asarray(other_lon, np.float64)).min(1) <= km
+
+
 def covered_queries(n: int, seed: int, gallery: np.ndarray, size_km: float):
     """``n`` random land queries inside the reference coverage: within half a tile of some reference centre
     (small islands far from every lattice position on land are drawn again; how many is reported)."""
-    from geoscope.geo.sphere import pairwise_km
-
     lat, lon, heading = test_queries(4 * n + 16, seed)
-    near = pairwise_km(lat, lon, gallery[:, 0], gallery[:, 1]).min(1) <= size_km / 2
+    near = within_km(lat, lon, gallery[:, 0], gallery[:, 1], size_km / 2)
     keep = np.flatnonzero(near)[:n]
     if len(keep) < n:
         raise InputError(f"only {len(keep)} of {4 * n + 16} random land positions lie within half a tile of the "
@@ -165,13 +174,8 @@ def training_pairs(cfg: CrossViewDemoConfig, query_raster, ref_raster, held_lat,
     from geoscope.demo import test_positions, train_positions
     from geoscope.geo.sphere import pairwise_km
 
-    guard = cfg.guard
-    held_lat, held_lon = np.asarray(held_lat, np.float64), np.asarray(held_lon, np.float64)
-
     def near_held(la, lo) -> np.ndarray:
-        if len(held_lat) == 0 or len(la) == 0:
-            return np.zeros(len(la), bool)
-        return pairwise_km(np.asarray(la), np.asarray(lo), held_lat, held_lon).min(1) <= guard
+        return within_km(la, lo, held_lat, held_lon, cfg.guard)
 
     lat, lon = train_positions(cfg.n_train)
     lattice = pairs_from_rasters(query_raster, ref_raster, lat, lon, cfg.size_km, cfg.pixels,
@@ -198,14 +202,9 @@ def training_pairs(cfg: CrossViewDemoConfig, query_raster, ref_raster, held_lat,
 def guard_violations(pairs, held_lat, held_lon, guard_km: float) -> int:
     """How many trained query tiles (pairs not ``gallery_only``) are centred within ``guard_km`` of a held-out
     query: 0 for the demo's pairs."""
-    from geoscope.geo.sphere import pairwise_km
-
     train = pairs.trainable()
     q_lat, q_lon = pairs.query_centres()
-    if not train.any() or len(held_lat) == 0:
-        return 0
-    d = pairwise_km(q_lat[train], q_lon[train], np.asarray(held_lat, np.float64), np.asarray(held_lon, np.float64))
-    return int((d.min(1) <= guard_km).sum())
+    return int(within_km(q_lat[train], q_lon[train], held_lat, held_lon, guard_km).sum())
 
 
 def retrieval_metrics(sim: np.ndarray, pred: np.ndarray, true_lat, true_lon, gallery: np.ndarray) -> dict:
@@ -418,14 +417,11 @@ def verifier_places(cfg: CrossViewDemoConfig, held_lat, held_lon, gallery: np.nd
     """Centres and headings of the verifier's aligned pairs: random land places (their own seed) within half a
     tile of the gallery and farther than the guard from every held-out query, at random headings."""
     from geoscope.demo import test_positions
-    from geoscope.geo.sphere import pairwise_km
 
     n = cfg.verify_pairs
     lat, lon, _ = test_positions(3 * n + 64, 0, cfg.seed + 9000)
-    ok = np.ones(len(lat), bool)
-    if len(held_lat):
-        ok &= pairwise_km(lat, lon, np.asarray(held_lat, np.float64), np.asarray(held_lon, np.float64)).min(1) > cfg.guard
-    ok &= pairwise_km(lat, lon, gallery[:, 0], gallery[:, 1]).min(1) <= cfg.size_km / 2
+    ok = ~within_km(lat, lon, held_lat, held_lon, cfg.guard) & within_km(lat, lon, gallery[:, 0], gallery[:, 1],
+                                                                        cfg.size_km / 2)
     keep = np.flatnonzero(ok)[:n]
     heading = np.random.default_rng([cfg.seed, 91]).uniform(0.0, 360.0, len(keep))
     return lat[keep], lon[keep], heading
@@ -435,6 +431,7 @@ def _ensure_verifier(cfg: CrossViewDemoConfig, st: "_Stages", geo, model_dir: Pa
                      ref_raster, held_lat, held_lon) -> dict:
     """Fit the verifier on aligned pairs outside the guard (or find it saved with the model) and attach it."""
     from geoscope.crossview.verifier_train import aligned_pairs, fit_verifier, reference_windows
+    from geoscope.heads.crossview.pixel_features import FINE
     from geoscope.heads.crossview.verifier import Verifier
 
     head = geo.head
@@ -448,7 +445,7 @@ def _ensure_verifier(cfg: CrossViewDemoConfig, st: "_Stages", geo, model_dir: Pa
         return json.loads(report_path.read_text())
     verifier = Verifier(**vcfg)
     lat, lon, heading = verifier_places(cfg, held_lat, held_lon, gallery)
-    px = 2 * 2 * verifier.query_px  # twice the descriptors' fine resolution (FINE = 2)
+    px = 2 * FINE * verifier.query_px  # twice the descriptors' fine resolution
     cache = Path(cfg.out) / "cache" / f"aligned-{_key(key, px)}.npz"
     if cache.exists():
         with np.load(cache) as z:
