@@ -162,10 +162,10 @@ class OpenVINOEncoder(ExportedEncoder):
                               f"the int8-weight OpenVINO model of {self.name}")
             hint = "bf16" if cpu_has_bf16() else "f32"  # what the int8 weights are multiplied in
         else:
-            weights = "bf16" if precision == "bf16" else "f32"
-            self.ir = derived(folder, f"openvino-{weights}w" if weights == "bf16" else "openvino-f32",
-                              lambda tmp: convert_ir(source, tmp, size, weights), f"the OpenVINO model of {self.name}",
-                              supersedes=SUPERSEDED if weights == "bf16" else ())
+            bf16 = precision == "bf16"
+            self.ir = derived(folder, "openvino-bf16w" if bf16 else "openvino-f32",
+                              lambda tmp: convert_ir(source, tmp, size, "bf16" if bf16 else "f32"),
+                              f"the OpenVINO model of {self.name}", supersedes=SUPERSEDED if bf16 else ())
             hint = _HINT[precision]
         self.core = ov.Core()
         self.core.set_property({"CACHE_DIR": str(self.ir / "compiled")})
