@@ -184,6 +184,32 @@ def test_cli_embed_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert rc == 1 and "not on this machine" in err and err.count("\n") == 1
 
 
+def test_in_process_decoding_uses_two_threads_while_the_model_waits(tiny, tmp_path):
+    """Before the first batch nothing runs the model, so the consumer decodes beside the decoding thread:
+    two images that can only load together (a barrier of two) both load."""
+    import io
+    import threading
+
+    both = threading.Barrier(2, timeout=10.0)
+    threads: set[str] = set()
+
+    def payload(i):
+        buf = io.BytesIO()
+        synthetic_image(10.0 + i, 20.0, size=(48, 40)).save(buf, format="PNG")
+
+        def load():
+            threads.add(threading.current_thread().name)
+            if i < 2:
+                both.wait()  # raises BrokenBarrierError (an unreadable sample) if no second thread comes
+            return buf.getvalue()
+        return load
+
+    items = [(f"t{i}", payload(i), 10.0 + i, 20.0) for i in range(4)]
+    store = embed_dataset(items, tiny, tmp_path / "s", batch_size=4, workers=0, progress=False)
+    assert list(store.ids) == [f"t{i}" for i in range(4)]  # none failed: the two loads met
+    assert threads == {"geoscope-decode", threading.current_thread().name}
+
+
 def test_in_process_decoding_runs_ahead_of_the_forward_pass(tiny, tmp_path):
     """With no worker processes, a background thread decodes the next batch while the model runs."""
     import io
@@ -217,6 +243,8 @@ def test_in_process_decoding_runs_ahead_of_the_forward_pass(tiny, tmp_path):
     finally:
         del tiny.encode_pixels
     assert overlapped[0] is True  # images of batch 2 were decoded while batch 1 was in the model
-    assert {name for _, name in decoded} == {"geoscope-decode"}
+    names = dict(decoded)
+    assert names[3] == "geoscope-decode"  # the model was running: only the decoding thread decodes then
+    assert set(names.values()) <= {"geoscope-decode", threading.current_thread().name}
     assert list(store.ids) == [f"t{i}" for i in range(9)]
     _scaled_close(store.embeddings, tiny.encode_images([Image.open(io.BytesIO(p())) for _, p, _, _ in items]))

@@ -12,7 +12,6 @@ import inspect
 import math
 import multiprocessing
 import os
-import queue
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -156,48 +155,109 @@ def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
 _DONE = object()
 
 
+class _Handoff:
+    """Decoded chunks passed from the decoding thread to the consumer, at most ``ahead`` waiting.
+
+    The images of the chunk being decoded wait in ``todo``; the decoding thread takes them one at a
+    time, and so does the consumer while it has nothing else to do (the model is idle: its first batch,
+    or a model faster than decoding), so then every image decodes on two cores. While the model runs
+    only the decoding thread decodes, which leaves the model the other cores."""
+
+    def __init__(self, loader, transform, ahead: int):
+        self.loader, self.transform, self.ahead = loader, transform, max(1, ahead)
+        self.cond = threading.Condition()
+        self.ready: collections.deque = collections.deque()
+        self.todo: collections.deque = collections.deque()  # (index in chunk, (pos, payload))
+        self.done: list = []
+        self.left = 0  # images of the current chunk not decoded yet (queued or in a thread's hands)
+        self.stopped = False
+
+    def _decode_one(self) -> bool:
+        """Decode one waiting image of the current chunk, if there is one (called holding the lock)."""
+        if not self.todo:
+            return False
+        k, task = self.todo.popleft()
+        self.cond.release()
+        try:
+            result = _decode_chunk(self.loader, self.transform, [task])[0]
+        finally:
+            self.cond.acquire()
+        self.done[k] = result
+        self.left -= 1
+        if not self.left:
+            self.cond.notify_all()
+        return True
+
+    def decode(self, task: list) -> list | None:
+        """Decoding thread: the chunk's (pos, uint8 array or None, reason), in order; None once stopped."""
+        with self.cond:
+            self.todo.extend(enumerate(task))
+            self.done, self.left = [None] * len(task), len(task)
+            while self._decode_one():
+                pass
+            while self.left and not self.stopped:  # the consumer is finishing one
+                self.cond.wait()
+            return None if self.stopped else self.done
+
+    def put(self, entry) -> bool:
+        with self.cond:
+            while len(self.ready) >= self.ahead and not self.stopped:
+                self.cond.wait()
+            if self.stopped:
+                return False
+            self.ready.append(entry)
+            self.cond.notify_all()
+            return True
+
+    def get(self):
+        """Consumer: the next entry, decoding images of the current chunk while none is ready."""
+        with self.cond:
+            while not self.ready:
+                if not self._decode_one():
+                    self.cond.wait()
+            entry = self.ready.popleft()
+            self.cond.notify_all()
+            return entry
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.todo.clear()
+            self.cond.notify_all()
+
+
 def _prepared_in_thread(items: Iterator[_Item], loader, transform, chunk: int, ahead: int):
     """Decode in one background thread of this process, up to ``ahead`` chunks ahead of the consumer.
 
     Pillow's decoders and resampling and the runtimes' forward passes all release the GIL, so decoding
-    the next images overlaps the model without a worker process (no start-up, no pickling of pixels).
-    Items are read from ``items`` in the thread too; an exception there (a duplicate id, a bad sample)
-    is raised here, in order, after the chunks before it. Closing the generator stops the thread."""
-    out: queue.Queue = queue.Queue(maxsize=max(1, ahead))
-    stop = threading.Event()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    the next images overlaps the model without a worker process (no start-up, no pickling of pixels);
+    while the consumer waits for images it decodes too (``_Handoff``). Items are read from ``items`` in
+    the thread; an exception there (a duplicate id, a bad sample) is raised here, in order, after the
+    chunks before it. Closing the generator stops the thread."""
+    handoff = _Handoff(loader, transform, ahead)
 
     def work() -> None:
         try:
             for c in _chunks(items, chunk):
-                done = [(it, arr, reason) for it, (_, arr, reason) in
-                        zip(c, _decode_chunk(loader, transform, [(it.pos, it.payload) for it in c]))]
-                if not put(done):
+                decoded = handoff.decode([(it.pos, it.payload) for it in c])
+                if decoded is None or not handoff.put([(it, arr, reason) for it, (_, arr, reason) in zip(c, decoded)]):
                     return
-            put(_DONE)
+            handoff.put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put(exc)
+            handoff.put(exc)
 
     thread = threading.Thread(target=work, name="geoscope-decode", daemon=True)
     thread.start()
     try:
         while True:
-            entry = out.get()
+            entry = handoff.get()
             if entry is _DONE:
                 return
             if isinstance(entry, BaseException):
                 raise entry
             yield from entry
     finally:
-        stop.set()
+        handoff.stop()
         thread.join()
 
 
