@@ -133,7 +133,7 @@ def main() -> None:
             r = runs[w]
             cpu = med([x[1] for x in r])
             rows.append([f"embed pipeline, {w} decoding workers" + (" (default)" if w == default_workers(encoder) else ""),
-                         args.batch_size, round(med([x[0] for x in r]), 2), f"{100 * med([x[3] for x in r]):.0f}%",
+                         args.batch_size, round(med([x[0] for x in r]), 2), f"{100 * med([x[3] for x in r]):.1f}%",
                          round(cpu, 1), f"{100 * fwd_cpu / cpu:.0f}%", f"{100 * med([x[2] for x in r]):.0f}%"])
         notes = (f"{args.n} synthetic {size[0]}x{size[1]} JPEGs, encoder {args.encoder} on the {encoder.runtime} runtime "
                  f"({getattr(encoder, 'precision', 'fp32')}; torch has {torch.get_num_threads()} threads), medians of "
