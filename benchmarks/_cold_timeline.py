@@ -62,6 +62,8 @@ PATCHES: dict[str, list[tuple[str, str]]] = {
     "geoscope.encoders.openvino_runtime": [("OpenVINOEncoder._compile", "backbone: compile (from cache)"),
                                            ("OpenVINOEncoder.compiled", "backbone: wait for compile"),
                                            ("OpenVINOEncoder._run", "backbone: inference (incl. wait)")],
+    "geoscope.encoders.onnx_runtime": [("OnnxEncoder._open_session", "backbone: compile (from cache)"),
+                                       ("OnnxEncoder._run", "backbone: inference (incl. wait)")],
     "geoscope.encoders.exported": [("ExportedEncoder.preprocess", "image: preprocess")],
     "geoscope.geolocator": [("load_image", "image: decode"), ("Geolocator.locate", "locate (all)"),
                             ("Geolocator.locate_embeddings", "head: search + places"),

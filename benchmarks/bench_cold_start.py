@@ -9,7 +9,8 @@ Rows:
 
 - **bf16** (``--precision auto`` here): the ``geoclip`` model as ``geoscope locate`` builds it: backbone
   on ``runtime="auto"`` (OpenVINO, from the cached export), head served as numpy arrays; no torch.
-- **int8** (``--precision int8``): the same with the backbone's weights in int8 (OpenVINO, NNCF).
+- **int8** (``--precision int8``): the same with the backbone in int8 (ONNX Runtime's dynamic quantisation,
+  its weights packed for this CPU once and loaded packed).
 - with ``--compare-src DIR``: the bf16 command run from another source tree (``PYTHONPATH=DIR``, e.g.
   ``/work/main/src``), an A/B of two versions of geoscope in one run; its steady time is taken as bf16's.
 - with ``--torch``: the path geoscope took before, rebuilt in a script: backbone through torch +
@@ -62,11 +63,11 @@ print(json.dumps([p.to_dict(top_cells=10) for p in geo.locate([sys.argv[2]], top
 PHASES = [
     ("interpreter started", lambda d: d["start"]),
     ("geoscope.cli imported", lambda d: _mark(d, "imports: geoscope.cli")),
-    ("compile started (backbone built)", lambda d: _event(d, "backbone: compile (from cache)", "start")),
+    ("compile (OpenVINO) / session (ONNX Runtime) started", lambda d: _event(d, "backbone: compile (from cache)", "start")),
     ("geoscope.geolocator imported", lambda d: _mark(d, "geoscope.geolocator imported")),
     ("head loaded", lambda d: _event(d, "head: load served GeoCLIP head", "end")),
     ("image decoded + preprocessed", lambda d: _event(d, "image: preprocess", "end")),
-    ("compile finished", lambda d: _event(d, "backbone: compile (from cache)", "end")),
+    ("compile / session ready", lambda d: _event(d, "backbone: compile (from cache)", "end")),
     ("first inference finished", lambda d: _event(d, "backbone: inference (incl. wait)", "end")),
     ("place names loaded (preload thread)", lambda d: _event(d, "places: load (preload thread)", "end")),
     ("head search + place names finished", lambda d: _event(d, "head: search + places", "end")),
@@ -74,7 +75,7 @@ PHASES = [
     ("command returned (model freed, unless it exits at once)", lambda d: _mark(d, "end")),
 ]
 CPU_PARTS = [
-    ("main thread: backbone build (OpenVINO import, IR, core)", ["backbone: create (manifest, IR, OpenVINO core)"]),
+    ("main thread: backbone build (runtime import, model files)", ["backbone: create (manifest, IR, OpenVINO core)"]),
     ("main thread: image decode + preprocess", ["image: decode", "image: preprocess"]),
     ("main thread: first inference (its share)", ["backbone: inference (incl. wait)"]),
     ("main thread: head search + place lookup", ["head: search + places"]),
@@ -218,7 +219,7 @@ def main() -> None:
 
     table = []
     names = {"bf16": "bf16 (--precision auto: OpenVINO bf16, numpy head)",
-             "int8": "int8 (--precision int8: OpenVINO int8 weights, numpy head)",
+             "int8": "int8 (--precision int8: ONNX Runtime int8, weights packed once, numpy head)",
              "bf16, --compare-src": f"bf16 from {args.compare_src} (A/B)",
              "before (torch)": "before (torch + transformers, torch head)"}
     for label in rows:
@@ -240,7 +241,7 @@ def main() -> None:
         prof.append([f"CPU s, {part}"] + [statistics.median(
             sum(e["thread_cpu"] for e in d["events"] if e["label"] in events) for d in timelines[k])
             for k in prof_labels])
-    prof.append(["CPU s, the rest (interpreter, imports, OpenVINO compile and inference threads, exit)"]
+    prof.append(["CPU s, the rest (interpreter, imports, compile / session and inference threads, exit)"]
                 + [statistics.median(d["cpu"] - sum(e["thread_cpu"] for e in d["events"]
                                                     if any(e["label"] in ev for _, ev in CPU_PARTS))
                                      for d in timelines[k]) for k in prof_labels])
@@ -270,7 +271,7 @@ def main() -> None:
                  "with the cold runs of the table above. Times are when a phase ended, in wall seconds since the "
                  "process was started; phases on other threads (compile, place names) overlap the main thread's. "
                  "CPU rows: seconds of CPU of the thread(s) that ran the phase ('first inference' counts only the "
-                 f"main thread's share: OpenVINO's worker threads are in 'the rest'). {loads}.")
+                 f"main thread's share: the runtime's worker threads are in 'the rest'). {loads}.")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def test_precision_is_chosen_in_create_encoder(tiny_dir, tiny):
     assert bf.dtype == torch.bfloat16
     np.testing.assert_allclose(bf.encode_images(_images()), a, atol=0.1 * np.abs(a).max())
     q = create_encoder(str(tiny_dir), precision="int8")
-    assert (q.runtime, q.precision) == ("openvino", "int8")  # OpenVINO's int8 weights (encoders.runtimes)
+    assert (q.runtime, q.precision) == ("onnx", "int8")  # ONNX Runtime's dynamic int8 (encoders.runtimes)
     b = q.encode_images(_images())
     assert not np.array_equal(a, b)
     np.testing.assert_allclose(b, a, atol=0.15 * np.abs(a).max())

@@ -11,8 +11,9 @@ code that needs them asks ``create_encoder(..., runtime="torch")``. The runtimes
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,6 +31,46 @@ def runtime_threads() -> int:
         except ValueError:
             pass
     return max(1, os.cpu_count() or 1)
+
+
+class Background:
+    """A value a runtime prepares once (a compiled model, a session): ``start()`` begins making it in a
+    background thread (the runtimes release the GIL while they work), so a command can read its image
+    meanwhile; ``get()`` waits for it, making it now if nothing started it. An exception raised while
+    making it is raised by ``get()``, and the next ``get()`` tries again."""
+
+    def __init__(self, make: Callable[[], object], name: str):
+        self._make, self._name = make, name
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._value: object = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self._value = self._make()
+        except BaseException as exc:  # noqa: BLE001 - raised again by get()
+            self._error = exc
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def get(self):
+        self.start()
+        assert self._thread is not None
+        self._thread.join()
+        with self._lock:
+            if self._error is not None:
+                error, self._error, self._thread = self._error, None, None
+                raise error
+        return self._value
 
 
 def transform_from(doc: dict) -> ImageTransform:

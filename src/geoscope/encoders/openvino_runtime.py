@@ -32,16 +32,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import functools
 import logging
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geoscope.encoders.export import ONNX_FILE, derived
-from geoscope.encoders.exported import ExportedEncoder, runtime_threads
+from geoscope.encoders.exported import Background, ExportedEncoder, runtime_threads
 from geoscope.encoders.precision import cpu_has_bf16
 from geoscope.errors import InputError
 from geoscope.optional import require
@@ -171,42 +171,20 @@ class OpenVINOEncoder(ExportedEncoder):
         self.core.set_property({"CACHE_DIR": str(self.ir / "compiled")})
         self.config = {"INFERENCE_NUM_THREADS": runtime_threads(), "INFERENCE_PRECISION_HINT": hint,
                        "PERFORMANCE_HINT": "LATENCY", **COMPILE_CONFIG}
-        self._compiled: dict[bool, object] = {}
-        self._warming: dict[bool, threading.Thread] = {}
-        self._failed: dict[bool, BaseException] = {}
-        self._lock = threading.Lock()
+        self._compiled = {single: Background(functools.partial(self._compile, single), "geoscope-openvino-compile")
+                          for single in (True, False)}
 
-    def _compile(self, single: bool) -> None:
+    def _compile(self, single: bool):
         xml = self.ir / ("model_b1.xml" if single else "model.xml")
-        try:
-            self._compiled[single] = self.core.compile_model(str(xml), "CPU", self.config)
-        except BaseException as exc:  # noqa: BLE001 - raised again where the model is used
-            self._failed[single] = exc
+        return self.core.compile_model(str(xml), "CPU", self.config)
 
     def warm(self, batch: int = 1) -> None:
         """Start compiling the model for batches of ``batch`` in a background thread (once)."""
-        single = batch == 1
-        with self._lock:
-            if single in self._compiled or single in self._warming:
-                return
-            thread = threading.Thread(target=self._compile, args=(single,), name="geoscope-openvino-compile",
-                                      daemon=True)
-            self._warming[single] = thread
-            thread.start()
+        self._compiled[batch == 1].start()
 
     def compiled(self, batch: int):
         """The compiled model for a batch of ``batch`` images (one of one, or the dynamic one)."""
-        single = batch == 1
-        if single not in self._compiled:
-            with self._lock:
-                thread = self._warming.pop(single, None)
-            if thread is not None:
-                thread.join()
-            else:
-                self._compile(single)
-            if single in self._failed:
-                raise self._failed.pop(single)
-        return self._compiled[single]
+        return self._compiled[batch == 1].get()
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
         out = self.compiled(len(pixels))(pixels)[0]

@@ -8,7 +8,8 @@ once and cached (``encoders.export``), importing neither torch nor transformers.
 runtime    precisions         how
 =========  =================  ============================================================
 torch      fp32, bf16         parameter dtype
-onnx       fp32, int8         int8: ONNX Runtime dynamic quantisation of the linear layers
+onnx       fp32, int8         int8: ONNX Runtime dynamic quantisation of the linear layers;
+                              weights packed for this CPU once, then loaded packed
 openvino   fp32, bf16, int8   OpenVINO's inference precision (bf16 natively on AVX512-BF16 / AMX);
                               int8: int8 weights (NNCF), multiplied in bf16 / fp32
 =========  =================  ============================================================
@@ -20,11 +21,11 @@ OpenVINO and ONNX Runtime run fp32 several times faster than torch (its depthwis
 slow on CPU), OpenVINO ahead; for CLIP ViTs, OpenVINO bf16 is the fastest way to run bf16 and starts
 in a fraction of the time (no transformers import), and at fp32 OpenVINO is ahead of ONNX Runtime.
 int8 (torch's own dynamic quantisation is deprecated) has its own order, :data:`PRECISION_PREFERENCE`:
-for CLIP ViTs OpenVINO's int8 weights (ViT-L/14, 2 cores, a shared machine: compiled from cache in
-0.57 s CPU against ONNX Runtime's 0.7-1.1 s session start, 0.42 s CPU a steady image against
-0.39-0.48 s, cosine 0.99988 to bf16 against 0.99978), elsewhere ONNX Runtime's dynamic quantisation
-(OpenVINO's int8 weights are unmeasured on convolutional nets). ``precision="auto"`` never picks int8:
-on ViT-L/14 it starts faster than bf16 but a steady image costs about a quarter more. Where neither
+ONNX Runtime's dynamic quantisation first, from weights packed once for this machine
+(``encoders.onnx_runtime``); on ViT-L/14, 2 cores, quiet, a batch of one takes 0.118 s there against 0.184 s
+on OpenVINO's int8 weights (and 0.151 s in OpenVINO bf16), and a cold ``geoscope locate --precision int8``
+0.66 s against 0.96 s. ``precision="auto"`` never picks int8: its activations are quantised too, and its
+drift on real CLIP weights is unmeasured here (cosine 0.9998 to fp32 on random ViT-L/14 weights). Where neither
 runtime package is installed, ``auto`` falls back to torch.
 
 ``runtime=None`` (``create_encoder``'s default) is the reference, torch, wherever torch computes the
@@ -63,7 +64,6 @@ DEFAULT_PREFERENCE = ("torch", "openvino", "onnx")
 #: the order for one precision of a family, where it differs from PREFERENCE; ``(None, precision)``
 #: is every other family's
 PRECISION_PREFERENCE: dict[tuple[str | None, str], tuple[str, ...]] = {
-    ("clip", "int8"): ("openvino", "onnx", "torch"),
     (None, "int8"): ("onnx", "openvino", "torch"),
 }
 #: families whose ``precision="auto"`` is fp32
