@@ -122,8 +122,7 @@ class OnnxEncoder(ExportedEncoder):
             model = packed
         self._session = Background(lambda: self._open_session(ort, model, options), "geoscope-onnx-session")
 
-    @staticmethod
-    def _open_session(ort, model: Path, options):
+    def _open_session(self, ort, model: Path, options):
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
     def warm(self, batch: int = 1) -> None:
