@@ -66,7 +66,7 @@ def test_a_folder_takes_precision_and_weights_like_a_named_model(world, tmp_path
     a, b = ref.locate(world["images"]), bf.locate(world["images"])
     assert all(p.ok for p in b) and max(abs(x.best.lat - y.best.lat) for x, y in zip(a, b)) < 30
     q = Geolocator.from_pretrained(model, precision="int8", places=False)
-    assert (q.encoder.runtime, q.encoder.precision) == ("openvino", "int8")  # a CLIP's int8: OpenVINO's int8 weights
+    assert (q.encoder.runtime, q.encoder.precision) == ("onnx", "int8")  # a CLIP's int8: ONNX Runtime first (encoders.runtimes)
     # weights=DIR: the recorded encoder read from another folder; the recorded name is kept
     copy = shutil.copytree(world["clip"], tmp_path / "backbone-copy")
     w = Geolocator.from_pretrained(model, weights=copy, places=False)

@@ -154,6 +154,6 @@ def test_weights_and_precision_apply_to_a_model_directory(world, tmp_path, capsy
     assert load_geolocator(str(out)).encoder.dtype == torch.float32  # a model directory defaults to fp32
     assert load_geolocator(str(out), precision="bf16").encoder.dtype == torch.bfloat16
     int8 = load_geolocator(str(out), precision="int8").encoder
-    assert (int8.runtime, int8.precision) == ("openvino", "int8")  # a CLIP's int8: OpenVINO int8 weights (encoders.runtimes)
+    assert (int8.runtime, int8.precision) == ("onnx", "int8")  # a CLIP's int8: ONNX Runtime first (encoders.runtimes)
     rc = main(["locate", photos, "-m", str(out), "--weights", str(tmp_path / "nope")])
     assert rc == 1 and "--weights points to" in capsys.readouterr().err

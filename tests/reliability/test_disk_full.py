@@ -32,7 +32,7 @@ def world(tmp_path_factory):
     assert rc == 0, err
     rc, _, err = disk_full.run_geoscope(["train", "--store", str(root / "ref"), "--head", "regressor", "-o",
                                          str(root / "refmodel"), "--epochs", "2", "--no-progress", "--seed", "0",
-                                         "--option", "d_model=32", "--option", "n_heads=2"], in_process=True)
+                                         "--threads", "1", "--option", "d_model=32", "--option", "n_heads=2"], in_process=True)
     assert rc == 0, err
     return root
 
@@ -49,7 +49,7 @@ def _train(world, free_kb, point):
     return disk_full.disk_full_run(
         point, free_kb,
         lambda out: ["train", "--store", str(world / "ref"), "--head", "regressor", "-o", str(out), "--epochs", "2",
-                     "--no-progress", "--seed", "0", "--option", "d_model=32", "--option", "n_heads=2"],
+                     "--no-progress", "--seed", "0", "--threads", "1", "--option", "d_model=32", "--option", "n_heads=2"],
         disk_full.inspect_model, lambda out: disk_full.same_model(out, world / "refmodel", world / "ref"), in_process=True)
 
 
