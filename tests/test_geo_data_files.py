@@ -155,8 +155,25 @@ def test_tables_are_read_from_a_plain_copy_after_the_first_time(tmp_path, monkey
     monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))
     pq.write_table(pa.table({**cols, "name": ["Kemi", "Turku", "Vaasa"]}), path)  # the file changes: read again
     assert list(data_files.read_table(path, ["name"])["name"]) == ["Kemi", "Turku", "Vaasa"]
-    for npy in (tmp_path / "cache" / "tables").rglob("name.json.npy"):
+    for npy in (tmp_path / "cache" / "tables").rglob("name.text.npy"):
         npy.write_bytes(b"damaged")
     assert list(data_files.read_table(path, ["name"])["name"]) == ["Kemi", "Turku", "Vaasa"]  # a damaged copy: Parquet
     with pytest.raises(GeoscopeError, match="has no column 'nope'"):
         data_files.read_table(path, ["nope"])
+
+
+def test_a_text_column_decodes_what_is_read_and_indexes_like_an_object_array():
+    values = ["Oulu", None, "Åbo", "", "Tromsø"]
+    col = data_files.TextColumn.from_values(values)
+    ref = np.asarray(values, dtype=object)
+    assert len(col) == 5 and list(col) == values
+    assert col[2] == "Åbo" and col[1] is None and col[-1] == "Tromsø" and col[np.int64(3)] == ""
+    for key in (np.array([4, 0, 2]), slice(1, 4), np.array([], dtype=np.int64)):
+        got = col[key]
+        assert got.dtype == object and got.tolist() == ref[key].tolist()
+    assert col.array().tolist() == values
+    with pytest.raises(IndexError):
+        col[5]
+    arrays = col.arrays()
+    with pytest.raises(ValueError):  # a truncated buffer is refused (the copy is then read from Parquet)
+        data_files.TextColumn(arrays["text"][:-2], arrays["offsets"], arrays["valid"])

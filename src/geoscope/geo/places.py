@@ -21,7 +21,7 @@ import numpy as np
 
 from geoscope.errors import InputError
 from geoscope.geo import borders
-from geoscope.geo.data_files import data_file, read_table
+from geoscope.geo.data_files import TextColumn, data_file, read_table
 from geoscope.geo.sphere import EARTH_RADIUS_KM, to_unit, validate_latlon
 
 #: Default population floor of :func:`list_towns`.
@@ -75,17 +75,26 @@ class _Towns:
 
     def __init__(self, path: str):
         t = read_table(path, ["name", "lat", "lon", "population", "country_code", "region_code"])
-        self.name = np.asarray(t["name"], dtype=object)
+        # names stay encoded until read (a TextColumn from the cached copy): a lookup decodes only its own
+        self.name = t["name"] if isinstance(t["name"], TextColumn) else np.asarray(t["name"], dtype=object)
         self.lat = np.asarray(t["lat"], dtype=np.float64)
         self.lon = np.asarray(t["lon"], dtype=np.float64)
         self.population = np.asarray(t["population"], dtype=np.int64)
-        self.country_code = np.asarray(t["country_code"], dtype=object)
-        self.region_code = np.asarray(t["region_code"], dtype=object)
+        self._codes = {"country_code": t["country_code"], "region_code": t["region_code"]}
         self._tree = None
         self._unit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.name)
+
+    @functools.cached_property
+    def country_code(self) -> np.ndarray:
+        """Every town's country code (decoded on first use: only the listing of towns compares them)."""
+        return np.asarray(list(self._codes["country_code"]), dtype=object)
+
+    @functools.cached_property
+    def region_code(self) -> np.ndarray:
+        return np.asarray(list(self._codes["region_code"]), dtype=object)
 
     @property
     def unit(self) -> np.ndarray:
