@@ -177,3 +177,27 @@ def test_a_text_column_decodes_what_is_read_and_indexes_like_an_object_array():
     arrays = col.arrays()
     with pytest.raises(ValueError):  # a truncated buffer is refused (the copy is then read from Parquet)
         data_files.TextColumn(arrays["text"][:-2], arrays["offsets"], arrays["valid"])
+
+
+def test_an_npz_member_is_memory_mapped_from_a_plain_copy_after_the_first_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSCOPE_CACHE", str(tmp_path / "cache"))
+    grid, key = np.arange(12, dtype=np.int16).reshape(3, 4), np.frombuffer(b"key-1", dtype=np.uint8)
+    path = tmp_path / "grid.npz"
+    np.savez_compressed(path, grid=grid, key=key)
+    first = data_files.npz_member(path, "grid", key)
+    assert first is not None and np.array_equal(first, grid)
+    copies = list((tmp_path / "cache" / "tables").rglob("grid-*.npy"))
+    assert len(copies) == 1
+    real_load = np.load
+
+    def mapped_only(f, *a, **k):
+        assert str(f).endswith(".npy") and k.get("mmap_mode") == "r", "the copy is mapped, the npz not read"
+        return real_load(f, *a, **k)
+
+    monkeypatch.setattr(np, "load", mapped_only)
+    second = data_files.npz_member(path, "grid", key)
+    assert isinstance(second, np.memmap) and np.array_equal(second, grid)
+    monkeypatch.setattr(np, "load", real_load)
+    assert data_files.npz_member(path, "grid", np.frombuffer(b"key-2", dtype=np.uint8)) is None  # stale
+    copies[0].write_bytes(copies[0].read_bytes()[:40])  # a damaged copy: the npz is read again
+    assert np.array_equal(data_files.npz_member(path, "grid", key), grid)

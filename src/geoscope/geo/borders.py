@@ -24,7 +24,7 @@ import shapely
 from geoscope import optional
 from geoscope.atomic import atomic_path
 from geoscope.errors import InputError
-from geoscope.geo.data_files import data_file, read_table
+from geoscope.geo.data_files import data_file, npz_member, read_table
 from geoscope.geo.geojson import to_geojson
 from geoscope.geo.sphere import validate_latlon
 
@@ -106,9 +106,9 @@ class BorderSet:
         path = self._grid_cache
         if path is not None and path.is_file():
             try:
-                with np.load(path) as z:
-                    if np.array_equal(z["key"], key):
-                        return z["grid"]
+                grid = npz_member(path, "grid", key)  # memory-mapped from a plain copy after the first time
+                if grid is not None:
+                    return grid
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache is rebuilt
         grid = self._build_grid()
