@@ -200,6 +200,13 @@ def _read_copy(path: Path) -> dict | None:
         return None  # no copy yet, or a damaged one: read the Parquet file again
 
 
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """``arr`` as a ``.npy`` file (no pickles), written whole or not at all."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    write_bytes(path, buf.getvalue())
+
+
 def _write_copy(path: Path, t: dict) -> None:
     copy, arrays = _copy_path(path), _to_arrays(t)
     if copy is None or arrays is None:
@@ -207,9 +214,7 @@ def _write_copy(path: Path, t: dict) -> None:
     try:
         copy.mkdir(parents=True, exist_ok=True)
         for key, arr in arrays.items():
-            buf = io.BytesIO()
-            np.save(buf, arr, allow_pickle=False)
-            write_bytes(copy / f"{key}.npy", buf.getvalue())
+            _save_npy(copy / f"{key}.npy", arr)
         kinds = {k.rsplit(".", 1)[0]: k.rsplit(".", 1)[1] for k in arrays if not k.endswith((".offsets", ".valid"))}
         write_bytes(copy / "columns.json", json.dumps(kinds).encode())  # last: the copy is whole once it exists
     except OSError as exc:  # a read-only or full cache: Parquet each time, as before
@@ -258,9 +263,7 @@ def npz_member(path: Path, member: str, key: np.ndarray) -> np.ndarray | None:
     if copy is not None:
         try:
             copy.parent.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            np.save(buf, arr, allow_pickle=False)
-            write_bytes(copy, buf.getvalue())
+            _save_npy(copy, arr)
         except OSError as exc:
             log.debug("cannot keep a copy of %s in %s: %s", path, copy, exc)
     return arr
