@@ -75,9 +75,11 @@ class CrossViewDemoConfig:
     consistency: float = 0.3
     #: gallery entries verified per query on the pixels (heads.crossview.verifier; 0: the global model alone)
     verify_top_k: int = 50
-    #: pixel-aligned pairs (query and reference cut at one centre and heading) the verifier's dense twin learns on
-    verify_pairs: int = 3000
-    verify_steps: int = 1500
+    #: pixel-aligned pairs (query and reference cut at one centre and heading) the verifier's dense twin learns on;
+    #: 6000 pairs x 3000 steps against 3000 x 1500 on the validation split (query_seed 1): R@1 63.0 vs 57.5 %,
+    #: inland R@1 50.4 vs 40.9 %, median 23 vs 32 km, for about 170 s more on 2 cores
+    verify_pairs: int = 6000
+    verify_steps: int = 3000
     #: headings tried when aligning a query with a reference window
     verify_rotations: int = 36
     #: the reference window around a gallery entry, in tile widths (the search reaches half the excess)
