@@ -73,3 +73,15 @@ def test_no_training_query_tile_lies_within_the_guard_of_a_held_out_query():
     assert pairwise_km(ql[300:], qn[300:], q_lat, q_lon).min() > 150.0
     # a wider guard than the one used finds the tiles just outside it
     assert guard_violations(pairs, q_lat, q_lon, 400.0) > 0
+
+
+def test_a_query_seed_draws_a_validation_split_apart_from_the_test_queries():
+    from geoscope.crossview.demo import covered_queries
+    from geoscope.demo import train_positions
+
+    test_cfg, val_cfg = CrossViewDemoConfig(**TINY), CrossViewDemoConfig(**{**TINY, "query_seed": 1})
+    assert test_cfg.queries_seed == test_cfg.seed == 0 and val_cfg.queries_seed == 1 and val_cfg.seed == 0
+    lattice = np.stack(train_positions(300), 1)
+    test = covered_queries(40, test_cfg.queries_seed, lattice, 800.0)
+    val = covered_queries(40, val_cfg.queries_seed, lattice, 800.0)
+    assert not np.isin(val[0], test[0]).any() and not np.allclose(val[2], test[2])  # other places and headings

@@ -344,6 +344,9 @@ def _register_demo(commands) -> None:
                    help="gallery entries verified per query on the pixels (default 50; 20 with --quick; 0: the global "
                    "model alone)")
     add_seed(d)
+    d.add_argument("--query-seed", type=non_negative_int, default=None, metavar="N",
+                   help="draw the held-out queries with this seed instead of --seed: a validation split (other places "
+                   "and headings; training keeps out of the guard around them instead)")
     d.add_argument("--quick", action="store_true", help="a few hundred small tiles: proves the pipeline")
     add_no_progress(d)
     add_json(d, help="print the report as JSON (recall@1, recall@5, recall@10, within_200km, median_km, ...)")
@@ -357,7 +360,7 @@ def run_demo(args: argparse.Namespace) -> int:
     kw = {"out": args.output, "seed": args.seed, "progress": not args.no_progress}
     for name, value in (("n_train", args.train), ("n_test", args.test), ("epochs", args.epochs),
                         ("rotations", args.rotations), ("views", args.views), ("size_km", args.size_km), ("n_near", args.near),
-                        ("verify_top_k", args.verify_top_k)):
+                        ("verify_top_k", args.verify_top_k), ("query_seed", args.query_seed)):
         if value is not None:
             kw[name] = value
     cfg = CrossViewDemoConfig.quick(**kw) if args.quick else CrossViewDemoConfig(**kw)

@@ -65,6 +65,9 @@ class CrossViewDemoConfig:
     #: no training query tile is centred within this of a held-out query (None: ``jitter_km``)
     guard_km: float | None = None
     n_test: int = 200
+    #: seed of the held-out queries' positions and headings (None: ``seed``, the test split); another value gives a
+    #: validation split: other random land positions, the training pairs kept out of the guard around them instead
+    query_seed: int | None = None
     #: augmented query views per training pair (1: more places for the same time measured better than 2 views)
     views: int = 1
     rotations: int = 4
@@ -72,9 +75,11 @@ class CrossViewDemoConfig:
     consistency: float = 0.3
     #: gallery entries verified per query on the pixels (heads.crossview.verifier; 0: the global model alone)
     verify_top_k: int = 50
-    #: pixel-aligned pairs (query and reference cut at one centre and heading) the verifier's dense twin learns on
-    verify_pairs: int = 3000
-    verify_steps: int = 1500
+    #: pixel-aligned pairs (query and reference cut at one centre and heading) the verifier's dense twin learns on;
+    #: 6000 pairs x 3000 steps against 3000 x 1500 on the validation split (query_seed 1): R@1 63.0 vs 57.5 %,
+    #: inland R@1 50.4 vs 40.9 %, median 23 vs 32 km, for about 170 s more on 2 cores
+    verify_pairs: int = 6000
+    verify_steps: int = 3000
     #: headings tried when aligning a query with a reference window
     verify_rotations: int = 36
     #: the reference window around a gallery entry, in tile widths (the search reaches half the excess)
@@ -90,6 +95,11 @@ class CrossViewDemoConfig:
     def guard(self) -> float:
         """How far from every held-out query no training query tile is centred (km): ``guard_km`` or ``jitter_km``."""
         return self.jitter_km if self.guard_km is None else float(self.guard_km)
+
+    @property
+    def queries_seed(self) -> int:
+        """The seed the held-out queries are drawn with: ``query_seed`` or ``seed``."""
+        return self.seed if self.query_seed is None else int(self.query_seed)
 
     @classmethod
     def quick(cls, **kw) -> "CrossViewDemoConfig":
@@ -264,7 +274,7 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
     # held-out queries first: random land positions within the lattice's coverage, random heading; training
     # query tiles keep out of guard_km around them
     lattice_latlon = np.stack(train_positions(cfg.n_train), 1)
-    q_lat, q_lon, heading, dropped = covered_queries(cfg.n_test, cfg.seed, lattice_latlon, cfg.size_km)
+    q_lat, q_lon, heading, dropped = covered_queries(cfg.n_test, cfg.queries_seed, lattice_latlon, cfg.size_km)
     pairs = st.run("choose the training pairs", training_pairs, cfg, query_raster, ref_raster, q_lat, q_lon)
     guard = cfg.guard
     if guard_violations(pairs, q_lat, q_lon, guard):  # pragma: no cover - training_pairs keeps out of the guard
@@ -316,7 +326,8 @@ def run_crossview_demo(cfg: CrossViewDemoConfig) -> dict:
             for j in range(R):
                 yield f"t{i:05d}#r{j}", (lambda i=i, j=j: rotation_views(query_tile(i), R)[j]), q_lat[i], q_lon[i]
 
-    test_dir = out / "cache" / f"test-{_key(cfg.query, cfg.size_km, cfg.pixels, cfg.n_test, R, cfg.seed, encoder.name)}"
+    test_key = _key(cfg.query, cfg.size_km, cfg.pixels, cfg.n_test, R, cfg.seed, cfg.queries_seed, encoder.name)
+    test_dir = out / "cache" / f"test-{test_key}"
     test_store = st.run(f"cut and embed {len(q_lat)} held-out queries x {R} rotations", embed_views, view_items,
                         encoder, test_dir, "held-out queries", 32, cfg.progress)
     qf, ok = store_features(test_store, [f"t{i:05d}#r{j}" for i in range(len(q_lat)) for j in range(R)], "held-out queries")
