@@ -80,8 +80,9 @@ class CrossViewDemoConfig:
     #: inland R@1 50.4 vs 40.9 %, median 23 vs 32 km, for about 170 s more on 2 cores
     verify_pairs: int = 6000
     verify_steps: int = 3000
-    #: headings tried when aligning a query with a reference window
-    verify_rotations: int = 36
+    #: headings tried when aligning a query with a reference window; 72 against 36 on the validation split:
+    #: R@1 68.0 vs 63.0 %, inland 53.5 vs 50.4 %, median 19 vs 23 km (144: no further gain), verifying ~2x longer
+    verify_rotations: int = 72
     #: the reference window around a gallery entry, in tile widths (the search reaches half the excess)
     verify_window: float = 2.0
     epochs: int = 40
