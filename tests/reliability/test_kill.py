@@ -7,6 +7,8 @@ folder; the moments are drawn in the reference run's working window (first outpu
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 import kill
@@ -25,13 +27,17 @@ def world(tmp_path_factory):
 
 
 def _kills(job, root, window, n, seed, log):
-    """``n`` kills at seeded moments of the reference run's window. A run can finish sooner than the
-    reference did (that one ran while other jobs loaded the machine): moments it outlived are drawn
-    again from the first half of the window, then the first quarter."""
-    first, total = window
+    """``n`` kills at seeded moments of the reference run's window. The load on the machine changes while
+    the suite runs (the reference run may have shared the cores with a heavy test the kill runs do not
+    meet): when every moment of a round came after the run had finished, the window is measured again,
+    with a run now, and the moments drawn again (two more rounds at most)."""
     records: list[dict] = []
-    for shrink in (1, 2, 4):
-        for at in kill.schedule(seed, 3 * n, first, first + (total - first) / shrink):
+    for round_ in range(3):
+        if round_:
+            shutil.rmtree(root / f"timing-{job.name}", ignore_errors=True)
+            window = kill.reference_run(job.args(root / f"timing-{job.name}"), root / f"timing-{job.name}", log)
+        first, total = window
+        for at in kill.schedule(seed + 100 * round_, 3 * n, first, total):
             rec = kill.kill_run(job, root / f"run-{job.name}", at, log)
             if rec["killed"]:
                 records.append(rec)
