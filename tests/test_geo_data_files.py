@@ -171,7 +171,7 @@ def test_a_text_column_decodes_what_is_read_and_indexes_like_an_object_array():
     for key in (np.array([4, 0, 2]), slice(1, 4), np.array([], dtype=np.int64)):
         got = col[key]
         assert got.dtype == object and got.tolist() == ref[key].tolist()
-    assert col.array().tolist() == values
+    assert col[:].tolist() == values
     with pytest.raises(IndexError):
         col[5]
     arrays = col.arrays()

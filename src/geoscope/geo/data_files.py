@@ -133,17 +133,9 @@ class TextColumn(Sequence):
         return out
 
     def __iter__(self) -> Iterator[str | None]:
-        return iter(self._all())
-
-    def _all(self) -> list[str | None]:
+        """Every entry in order (the buffer copied out once, not sliced per entry)."""
         blob, off = self._blob.tobytes(), self._offsets.tolist()
-        return [blob[a:b].decode() if ok else None for a, b, ok in zip(off[:-1], off[1:], self._valid.tolist())]
-
-    def array(self) -> np.ndarray:
-        """Every entry decoded, as a numpy object array."""
-        out = np.empty(len(self), dtype=object)
-        out[:] = self._all()
-        return out
+        return (blob[a:b].decode() if ok else None for a, b, ok in zip(off[:-1], off[1:], self._valid.tolist()))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The buffers, by the suffix each is saved under."""
