@@ -311,8 +311,8 @@ _MODEL_HELP = ("a named pretrained model (see geoscope models) or a model direct
 _WEIGHTS_HELP = ("local folder with the backbone's weights, for a model whose backbone is a CLIP model (e.g. a "
                  "copy of openai/clip-vit-large-patch14 for geoclip; also GEOSCOPE_CLIP_L14=DIR) "
                  "(default: the Hugging Face cache or $GEOSCOPE_WEIGHTS)")
-_PRECISION_HELP = ("backbone precision: fp32 (reference answers), bf16, int8 (int8 weights: OpenVINO for CLIP "
-                   "backbones, ONNX Runtime's dynamic quantisation elsewhere), or auto "
+_PRECISION_HELP = ("backbone precision: fp32 (reference answers), bf16, int8 (ONNX Runtime's dynamic quantisation: "
+                   "int8 weights, activations quantised per batch; the fastest one-photo start, opt-in), or auto "
                    "(bf16 where this CPU computes it natively, else fp32)")
 
 
