@@ -149,6 +149,30 @@ def accuracy(clip_dir: str, paths: list[str]) -> dict:
     return out
 
 
+TOUCH = """
+import sys, time
+import numpy as np
+t = time.perf_counter()
+a = np.empty(int(float(sys.argv[1]) * 2**30), np.uint8)
+a[::4096] = 1
+print(time.perf_counter() - t)
+"""
+
+
+def first_touch_rate(gib: float = 0.6, pause_s: float = 5.0) -> tuple[float, float]:
+    """GiB/s at which a new process gets fresh memory (``gib`` written a byte a page): right after another
+    process freed as much, and after ``pause_s`` idle. A compile or session start fills hundreds of MB of
+    new memory; on a virtual machine whose host takes freed memory back, that is far slower after a pause."""
+    def once() -> float:
+        out = subprocess.run([sys.executable, "-c", TOUCH, str(gib)], capture_output=True, text=True, check=True)
+        return gib / float(out.stdout.strip())
+
+    once()
+    hot = once()
+    time.sleep(pause_s)
+    return hot, once()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -246,6 +270,7 @@ def main() -> None:
                                                     if any(e["label"] in ev for _, ev in CPU_PARTS))
                                      for d in timelines[k]) for k in prof_labels])
 
+    hot_rate, cold_rate = first_touch_rate()
     acc_text = "; ".join(f"{k}: cosine min {v[0]:.5f}, median {v[1]:.5f}, same top-1 {v[2]}/{args.images}"
                          for k, v in acc.items())
     loads = (f"load averages (1/5/15 min) {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at the start, "
@@ -259,7 +284,12 @@ def main() -> None:
         f"in a warm process at the same precision, median of {args.rounds * args.steady}. CPU s counts every "
         f"thread. 'same top-1' compares every cold run's best candidate with the steady bf16 answer. "
         f"int8 accuracy ({args.images} photos: Kauai.png and synthetic ones; OpenVINO fp32 equals torch fp32 to "
-        f"1e-4): {acc_text}. The machine is shared: {loads}; wall times are inflated by the load, CPU times much less."
+        f"1e-4): {acc_text}. The machine is shared: {loads}; wall times are inflated by the load, CPU times much less. "
+        f"New memory, as a new process gets it (0.6 GiB, a byte a page): {hot_rate:.1f} GiB/s right after another "
+        f"process freed as much, {cold_rate:.1f} GiB/s after 5 s idle; a bf16 cold start fills about 0.65 GB of it "
+        "(OpenVINO's compiled weights; int8 about 0.04 GB: its packed weights are used in place from the file), "
+        "so on a virtual machine whose host takes freed memory back "
+        "(the second rate far below the first) a bf16 cold start after a pause is slower than these back-to-back runs."
     )
     write_result("cold_start", "Cold `geoscope locate --model geoclip` vs the steady per-image time",
                  ["path", "cold wall s", "steady wall s / image", "cold / steady (wall)", "cold CPU s",
