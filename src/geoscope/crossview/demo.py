@@ -87,9 +87,9 @@ class CrossViewDemoConfig:
     verify_window: float = 2.0
     #: the dense twin's feature size and hidden width; on the validation split (same pairs, steps and seed) 32 / 256
     #: against 16 / 64: R@1 83.5 vs 68.0 %, inland 74.8 vs 53.5 %, within 200 km 88.5 vs 72 %, median 9 vs 19 km
-    #: (32 / 128: 76.0 %, inland 63.0 %, 83 %, 11 km), fitting ~2x and verifying ~3x as long on 2 cores (dim 16 with
-    #: 9000 steps: 68.5 %). Most inland misses had a window that reached the truth (95 %) but no alignment near it
-    #: (58 %): the per-pixel features, not the candidates, were what failed
+    #: (32 / 128: 76.0 %, inland 63.0 %, 83 %, 11 km; 16 / 64 with 9000 steps: 68.5 %); on 2 cores at load ~2 the fit
+    #: takes ~145 s and verifying 200 queries ~175 s (16 / 64: ~95 s and ~75 s). Most inland misses had a window that
+    #: reached the truth (95 %) but no alignment near it (58 %): the per-pixel features, not the candidates, failed
     verify_dim: int = 32
     verify_hidden: int = 256
     epochs: int = 40
