@@ -14,7 +14,7 @@ from geoscope.errors import InputError
 
 TINY = dict(encoder="test-thumbs", n_train=60, n_test=8, size_km=3000.0, pixels=32, views=1, rotations=2, epochs=2,
             batch_size=32, jitter_km=100.0, n_examples=2, n_near=60, progress=False, verify_pairs=40,
-            verify_steps=20, verify_top_k=5, verify_rotations=8)
+            verify_steps=20, verify_top_k=5, verify_rotations=8, verify_dim=8, verify_hidden=16)
 
 
 @pytest.mark.slow
@@ -35,6 +35,7 @@ def test_demo_runs_caches_and_reports(tmp_path):
     assert "load cached model" in again["timings_s"]
     assert not any(stage.startswith("fit the verifier") for stage in again["timings_s"])  # saved with the model
     assert rep["verifier"]["fit"]["pairs"] == 40 and rep["global_only"]["recall@1"] <= 1.0
+    assert (rep["verifier"]["config"]["dim"], rep["verifier"]["config"]["hidden"]) == (8, 16)  # the demo's twin size
     assert again["recall@1"] == rep["recall@1"] and again["median_km"] == pytest.approx(rep["median_km"])
 
 
