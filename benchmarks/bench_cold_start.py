@@ -159,7 +159,11 @@ print(time.perf_counter() - t)
 """
 
 
-def first_touch_rate(gib: float = 0.6, pause_s: float = 5.0) -> tuple[float, float]:
+#: how much new memory ``first_touch_rate`` fills, and how long it waits idle before the second measurement
+TOUCH_GIB, TOUCH_PAUSE_S = 0.6, 5.0
+
+
+def first_touch_rate(gib: float = TOUCH_GIB, pause_s: float = TOUCH_PAUSE_S) -> tuple[float, float]:
     """GiB/s at which a new process gets fresh memory (``gib`` written a byte a page): right after another
     process freed as much, and after ``pause_s`` idle. A compile or session start fills hundreds of MB of
     new memory; on a virtual machine whose host takes freed memory back, that is far slower after a pause."""
@@ -285,8 +289,9 @@ def main() -> None:
         f"thread. 'same top-1' compares every cold run's best candidate with the steady bf16 answer. "
         f"int8 accuracy ({args.images} photos: Kauai.png and synthetic ones; OpenVINO fp32 equals torch fp32 to "
         f"1e-4): {acc_text}. The machine is shared: {loads}; wall times are inflated by the load, CPU times much less. "
-        f"New memory, as a new process gets it (0.6 GiB, a byte a page): {hot_rate:.1f} GiB/s right after another "
-        f"process freed as much, {cold_rate:.1f} GiB/s after 5 s idle; a bf16 cold start fills about 0.65 GB of it "
+        f"New memory, as a new process gets it ({TOUCH_GIB:g} GiB, a byte a page): {hot_rate:.1f} GiB/s right after "
+        f"another process freed as much, {cold_rate:.1f} GiB/s after {TOUCH_PAUSE_S:g} s idle; "
+        "a bf16 cold start fills about 0.65 GB of it "
         "(OpenVINO's compiled weights; int8 about 0.04 GB: its packed weights are used in place from the file), "
         "so on a virtual machine whose host takes freed memory back "
         "(the second rate far below the first) a bf16 cold start after a pause is slower than these back-to-back runs."
