@@ -49,7 +49,8 @@ def main() -> None:
                 f"{(ver['config']['window_km'] - ver['config']['query_km']) / 2:g} km on dense per-pixel features at "
                 f"{ver['config']['km_per_px']:g} km/px ({ver['config']['dim']} per pixel, hidden width "
                 f"{ver['config']['hidden']}; a twin fitted on {fit['pairs']} pixel-aligned pairs outside "
-                f"the guard, {fit['steps']} steps, {fit['fit_s']:.0f} s, loss {fit['loss_start']:.2f} -> "
+                f"the guard, {fit['steps']} steps in {fit.get('precision', 'fp32')}, {fit['fit_s']:.0f} s, "
+                f"loss {fit['loss_start']:.2f} -> "
                 f"{fit['loss_end']:.2f}); re-ranked by global score + {ver['config']['weight']:g} x the alignment's "
                 f"mean similarity, the query placed where the best alignment puts it; recall@1 counts the reference "
                 f"tile nearest that position first." if fit else "")

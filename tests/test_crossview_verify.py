@@ -78,6 +78,21 @@ def test_dense_twin_gives_unit_features_per_pixel():
     assert torch.allclose(out.norm(dim=1), torch.ones(2, 5, 6), atol=1e-5)
 
 
+def test_disc_only_query_maps_equal_the_full_maps_inside_the_disc():
+    torch.manual_seed(0)
+    v = Verifier(dim=8, hidden=16, query_km=400.0, window_km=800.0, km_per_px=20.0, rotations=6, top_k=2)
+    tile = np.random.default_rng(3).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    full, disc = v.query_maps(tile), v.query_maps(tile, disc_only=True)
+    inside = v.query_disc().bool()
+    assert 0 < int(inside.sum()) < inside.numel()
+    torch.testing.assert_close(disc[:, :, inside], full[:, :, inside], rtol=1e-5, atol=1e-6)
+    assert float(disc[:, :, ~inside].abs().max()) == 0.0 < float(full[:, :, ~inside].abs().max())
+    # the alignment compares only the disc: its scores are those of the full maps, masked
+    windows = F.normalize(torch.randn(2, 8, v.window_px, v.window_px), dim=1)
+    np.testing.assert_allclose(correlate(disc, windows, v.query_disc()).numpy(),
+                               correlate(full, windows, v.query_disc()).numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_verifier_save_load_round_trip_and_bad_windows(tmp_path):
     torch.manual_seed(0)
     v = Verifier(dim=8, hidden=16, query_km=400.0, window_km=800.0, km_per_px=40.0, rotations=8, top_k=3)
@@ -98,3 +113,43 @@ def test_verifier_save_load_round_trip_and_bad_windows(tmp_path):
         w.set_windows(np.zeros((2, s + 1, s + 1, 3), np.uint8))
     with pytest.raises(InputError, match="outside"):
         w.align(tile, [7], centres[:1])
+
+
+def test_aligned_pairs_cut_on_threads_equal_the_tiles_cut_one_by_one(tmp_path):
+    from PIL import Image
+
+    from geoscope.crossview.verifier_train import aligned_pairs, reference_windows
+    from geoscope.data.overhead import cut_tile_array, open_raster
+
+    rng = np.random.default_rng(5)
+    paths = []
+    for name in ("q", "r"):  # smooth global images, twice as wide as high: decoded into memory
+        img = F.interpolate(torch.from_numpy(rng.random((1, 3, 12, 24))).float(), size=(90, 180), mode="bilinear")
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray((img[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(paths[-1])
+    q, r = open_raster(paths[0]), open_raster(paths[1])
+    assert q.in_memory and r.in_memory
+    lat, lon = rng.uniform(-60, 60, 9), rng.uniform(-170, 170, 9)
+    heading = rng.uniform(0, 360, 9)
+    qt, rt = aligned_pairs(q, r, lat, lon, heading, 1500.0, 24, progress=False)
+    for i in range(9):
+        np.testing.assert_array_equal(qt[i], cut_tile_array(q, lat[i], lon[i], 1500.0, 24, rotation_deg=heading[i])[0])
+        np.testing.assert_array_equal(rt[i], cut_tile_array(r, lat[i], lon[i], 1500.0, 24, rotation_deg=heading[i])[0])
+    v = Verifier(dim=4, hidden=8, query_km=1000.0, window_km=2000.0, km_per_px=100.0)
+    win = reference_windows(r, np.stack([lat, lon], 1), v, progress=False)
+    np.testing.assert_array_equal(win[4], cut_tile_array(r, lat[4], lon[4], 2000.0, v.window_fine_px)[0])
+
+
+def test_the_dense_twin_fits_in_bf16_and_refuses_int8():
+    from geoscope.crossview.verifier_train import fit_verifier
+
+    rng = np.random.default_rng(2)
+    base = F.interpolate(torch.from_numpy(rng.random((24, 3, 5, 5))).float(), size=(40, 40), mode="bilinear")
+    r_tiles = (base.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    q_tiles = 255 - r_tiles  # another "modality": the same ground, inverted
+    v = Verifier(dim=8, hidden=16, query_km=400.0, window_km=800.0, km_per_px=40.0, rotations=4)
+    fit = fit_verifier(v, q_tiles, r_tiles, steps=60, batch=8, pixels=8, progress=False, precision="bf16")
+    assert fit["precision"] == "bf16" and fit["loss_end"] < fit["loss_start"]
+    assert all(p.dtype == torch.float32 for p in v.twin.parameters())  # the parameters stay fp32
+    with pytest.raises(InputError, match="fp32 or bf16"):
+        fit_verifier(v, q_tiles, r_tiles, steps=2, progress=False, precision="int8")

@@ -119,15 +119,20 @@ class Verifier(nn.Module):
     # --- queries -----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def query_maps(self, tile) -> torch.Tensor:
+    def query_maps(self, tile, disc_only: bool = False) -> torch.Tensor:
         """Dense maps (rotations, dim, Q, Q) of one query view (H, W, 3) uint8 covering ``query_km``, turned to
-        each heading of ``angles(rotations)`` (counter-clockwise)."""
+        each heading of ``angles(rotations)`` (counter-clockwise). ``disc_only``: features only inside the
+        compared disc (``disc_mask``), zero vectors outside: what the alignment uses, in ~2/3 of the time."""
         x = to_float(np.asarray(tile))
         side = 2 * FINE * self.query_px  # turn at twice the fine resolution, then average down
         x = F.interpolate(x, size=(side, side), mode="area") if x.shape[-1] >= side else \
             F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
         turned = F.avg_pool2d(rotate_batch(x[0], angles(self.rotations)), 2)
-        return self.twin.embed_query(pixel_features(turned))
+        return self.twin.embed_query(pixel_features(turned), self.query_disc() if disc_only else None)
+
+    def query_disc(self) -> torch.Tensor:
+        """The (Q, Q) mask of the query's compared disc: the pixels every turn of a square view holds."""
+        return disc_mask(self.query_px, self.query_px, self.disc * self.query_px / 2.0)
 
     @torch.no_grad()
     def align(self, tile, idx, latlon) -> dict[str, np.ndarray]:
@@ -141,9 +146,7 @@ class Verifier(nn.Module):
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self.windows)):
             raise InputError(f"gallery entries {idx.min()}..{idx.max()} lie outside the verifier's "
                              f"{len(self.windows)} reference windows")
-        q = self.query_maps(tile)
-        mask = disc_mask(self.query_px, self.query_px, self.disc * self.query_px / 2.0)
-        pk = peaks(correlate(q, self.window_maps(idx), mask))
+        pk = peaks(correlate(self.query_maps(tile, disc_only=True), self.window_maps(idx), self.query_disc()))
         east, north = shift_to_offset_km(pk["y"], pk["x"], (self.query_px, self.query_px),
                                          (self.window_px, self.window_px), self.km_per_px)
         latlon = np.asarray(latlon, np.float64).reshape(-1, 2)
