@@ -467,8 +467,7 @@ def _ensure_verifier(cfg: CrossViewDemoConfig, st: "_Stages", geo, model_dir: Pa
                                 window_km=cfg.verify_window * cfg.size_km,
                                 km_per_px=cfg.size_km / 40.0, rotations=cfg.verify_rotations, top_k=cfg.verify_top_k)
     precision = resolve_precision(cfg.verify_precision)
-    key = _key(model_key, vcfg, cfg.verify_pairs, cfg.verify_steps, cfg.query, cfg.reference, cfg.seed,
-               *([precision] if precision != "fp32" else []))
+    key = _key(model_key, vcfg, cfg.verify_pairs, cfg.verify_steps, cfg.query, cfg.reference, cfg.seed, precision)
     stamp = model_dir / "verifier_key.txt"
     report_path = model_dir / "verifier_report.json"
     if head.verifier is not None and stamp.exists() and stamp.read_text().strip() == key and report_path.exists():

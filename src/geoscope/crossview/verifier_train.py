@@ -54,7 +54,7 @@ def _cut_all(fill, n: int, desc: str, unit: str, progress: bool, threaded: bool)
 
 def _shareable(*rasters) -> bool:
     """Whether threads may read these rasters at once (decoded into memory; a file raster's handle is not)."""
-    return all(getattr(r, "in_memory", False) for r in rasters)
+    return all(r.in_memory for r in rasters)
 
 
 def aligned_pairs(query_raster, ref_raster, lat, lon, heading, size_km: float, pixels: int,
