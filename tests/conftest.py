@@ -15,6 +15,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def pytest_configure(config):
+    """Under ``-n 2 --dist loadfile`` each worker takes whole files from one queue, which pytest-xdist orders
+    by how many tests a file holds unless told not to: the long files of one or two tests (the wheel's fresh
+    venv, the kill-and-rerun runs, the demos) came last, and one worker ran ~150 s after the other was done.
+    The queue keeps the collection's order instead (:func:`pytest_collection_modifyitems`)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files that hold a ``slow`` test first (a worker that finishes early then fills in with short files);
+    the order of files and of the tests in a file is otherwise kept."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(autouse=True)
 def _torch_one_thread():
     """One torch thread in every test (the suite runs two processes on two cores); set again for each test,

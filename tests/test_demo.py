@@ -11,6 +11,7 @@ import pytest
 from geoscope.demo import OVERHEAD_METHOD, DemoConfig
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "geoscope", "demo", "--quick", "-o", str(out), "--json"]
@@ -67,6 +68,7 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(tmp_path):
     assert second < first
 
 
+@pytest.mark.slow
 def test_demo_on_a_regional_geotiff_samples_inside_it(tmp_path):
     import numpy as np
     import rasterio
