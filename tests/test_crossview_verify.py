@@ -76,6 +76,20 @@ def test_dense_twin_gives_unit_features_per_pixel():
     out = twin.embed_query(torch.randn(2, 22, 5, 6))
     assert out.shape == (2, 8, 5, 6)
     assert torch.allclose(out.norm(dim=1), torch.ones(2, 5, 6), atol=1e-5)
+    # run as matrix products over the pixels, it equals the convolutions it stands for
+    x = torch.randn(2, 22, 5, 6)
+    ref = F.normalize(twin.query((x - twin.q_mean) / twin.q_std), dim=1)
+    assert torch.allclose(twin.embed_query(x), ref, atol=1e-5)
+
+
+def test_a_dense_twin_side_that_does_not_act_per_pixel_is_refused():
+    twin = DenseTwin(dim=8, hidden=16)
+    twin.query[2] = torch.nn.Conv2d(16, 16, 3, padding=1)  # would mix neighbouring pixels
+    with pytest.raises(TypeError, match="per pixel"):
+        twin.embed_query(torch.randn(1, 22, 5, 6))
+    twin.query[2] = torch.nn.BatchNorm2d(16)  # a statistic over the whole map
+    with pytest.raises(TypeError, match="per pixel"):
+        twin.embed_query(torch.randn(1, 22, 5, 6))
 
 
 def test_disc_only_query_maps_equal_the_full_maps_inside_the_disc():

@@ -27,10 +27,21 @@ def _side(dim: int, hidden: int) -> nn.Sequential:
                          nn.Conv2d(hidden, dim, 1))
 
 
+#: layers that act on each pixel alone, so that a side made of them (and 1x1 convolutions) runs over rows of pixels
+_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Identity)
+
+
 def _rows(side: nn.Sequential, y: torch.Tensor) -> torch.Tensor:
-    """``side`` (1x1 convolutions and activations) over (M, C) rows of per-pixel descriptors, as matrix products."""
+    """``side`` (1x1 convolutions and activations) over (M, C) rows of per-pixel descriptors, as matrix products.
+    Any other layer (a wider kernel, a normalisation over the map) would not compute per pixel: refused."""
     for m in side:
-        y = F.linear(y, m.weight.flatten(1), m.bias) if isinstance(m, nn.Conv2d) else m(y)
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1:
+            y = F.linear(y, m.weight.flatten(1), m.bias)
+        elif isinstance(m, _ELEMENTWISE):
+            y = m(y)
+        else:
+            raise TypeError(f"the dense twin's sides run per pixel: 1x1 convolutions and element-wise activations "
+                            f"only, not {m}")
     return y
 
 
