@@ -456,6 +456,7 @@ def verifier_places(cfg: CrossViewDemoConfig, held_lat, held_lon, gallery: np.nd
 def _ensure_verifier(cfg: CrossViewDemoConfig, st: "_Stages", geo, model_dir: Path, model_key: str, query_raster,
                      ref_raster, held_lat, held_lon) -> dict:
     """Fit the verifier on aligned pairs outside the guard (or find it saved with the model) and attach it."""
+    from geoscope.crossview.pairs import places_digest
     from geoscope.crossview.verifier_train import aligned_pairs, fit_verifier, reference_windows
     from geoscope.encoders.precision import resolve_precision
     from geoscope.heads.crossview.pixel_features import FINE
@@ -476,7 +477,7 @@ def _ensure_verifier(cfg: CrossViewDemoConfig, st: "_Stages", geo, model_dir: Pa
     lat, lon, heading = verifier_places(cfg, held_lat, held_lon, gallery)
     px = 2 * FINE * verifier.query_px  # twice the descriptors' fine resolution
     # keyed by what is cut (not by the twin's settings): a twin fitted again with other settings reuses the pairs
-    places = hashlib.sha256(np.round(np.stack([lat, lon, heading]), 6).tobytes()).hexdigest()[:12]
+    places = places_digest(lat, lon, heading, decimals=6)
     cache = Path(cfg.out) / "cache" / f"aligned-{_key(places, cfg.query, cfg.reference, cfg.size_km, px)}.npz"
     if cache.exists():
         with np.load(cache) as z:

@@ -194,10 +194,15 @@ def pairs_from_rasters(query_raster, reference_raster, lat, lon, size_km: float,
                  {"kind": "rasters", "query": str(q.name), "reference": str(r.name), "size_km": float(size_km),
                   "pixels": int(pixels), "n": len(ids), "jitter_km": float(jitter_km), "seed": int(seed),
                   "first": [float(lat[0]), float(lon[0])] if len(lat) else None,
-                  **({"query_centres": hashlib.sha256(np.round(np.stack([q_lat, q_lon]), 5).tobytes()).hexdigest()[:12]}
+                  **({"query_centres": places_digest(q_lat, q_lon, decimals=5)}
                      if query_latlon is not None else {})},
                  query_lat=np.asarray(q_lat, dtype=np.float64), query_lon=np.asarray(q_lon, dtype=np.float64),
                  reference_ids=None if reference_ids is None else [str(r) for r in reference_ids])
+
+
+def places_digest(*coords, decimals: int) -> str:
+    """12 hex digits naming a set of places: its coordinate arrays (lat, lon, ...) rounded to ``decimals`` (a cache key)."""
+    return hashlib.sha256(np.round(np.stack(coords), decimals).tobytes()).hexdigest()[:12]
 
 
 def _digest(keep: np.ndarray) -> str:
